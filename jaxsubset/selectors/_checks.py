@@ -1,0 +1,31 @@
+"""Input validation shared by selectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def as_scores(scores: Any, *, name: str = "scores") -> np.ndarray:
+    """Return ``scores`` as a finite float64 ``(n,)`` array or raise a clear error."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array (n,), got shape {s.shape}.")
+    bad = np.flatnonzero(~np.isfinite(s))
+    if bad.size:
+        raise ValueError(f"{name} contain NaN or inf at rows {bad[:10].tolist()}"
+                         f"{' ...' if bad.size > 10 else ''}; fix the scoring model or drop those rows.")
+    return s
+
+
+def as_features(x: Any, *, name: str = "features") -> np.ndarray:
+    """Return ``x`` as a finite float32 ``(n, d)`` array or raise a clear error."""
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {a.shape}.")
+    bad = np.flatnonzero(~np.all(np.isfinite(a), axis=1))
+    if bad.size:
+        raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
+                         f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
+    return a

@@ -1,0 +1,98 @@
+"""Name -> selection method, so the CLI and experiments pick up new selectors without edits.
+
+A method declares which per-example quantities it consumes (``needs``, names from
+:data:`jaxsubset.scoring.QUANTITIES`, e.g. ``"loss"``, ``"grad_norm"``) and a
+class-local selector ``fn``:
+
+- with ``needs=()`` it is called as ``fn(n, budget, seed=...)``;
+- otherwise as ``fn(*quantities_in_needs_order, budget, seed=...)`` where each
+  quantity has leading axis ``n`` (restricted to one class when run per class).
+
+Methods are run per class by :func:`select` (keeping class proportions) unless
+registered with ``per_class=False``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from jaxsubset.subset import Subset
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A registered selection method (see the module docstring for the calling convention)."""
+
+    name: str
+    fn: Callable[..., Subset]
+    needs: tuple[str, ...] = ()
+    description: str = ""
+    per_class: bool = True
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, *arrays: Any, budget: int, seed: int = 0) -> Subset:
+        kw = dict(self.kwargs)
+        if "seed" in inspect.signature(self.fn).parameters:
+            kw["seed"] = seed
+        if self.needs:
+            return self.fn(*arrays, budget, **kw)
+        return self.fn(arrays[0] if arrays else 0, budget, **kw)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, fn: Callable[..., Subset], *, needs: tuple[str, ...] = (), description: str = "",
+             per_class: bool = True, **kwargs: Any) -> Method:
+    """Register ``fn`` under ``name`` (fixed keyword arguments in ``kwargs``) and return the Method."""
+    if name in METHODS:
+        raise ValueError(f"A method named {name!r} is already registered.")
+    m = Method(name, fn, tuple(needs), description, per_class, dict(kwargs))
+    METHODS[name] = m
+    return m
+
+
+def get(name: str) -> Method:
+    """The method registered as ``name``; unknown names raise with the list of valid ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"Unknown selection method {name!r}; choose one of {sorted(METHODS)}.") from None
+
+
+def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | None = None, *,
+           seed: int = 0, num_classes: int | None = None) -> Subset:
+    """Run method ``name`` on the pool described by ``labels`` ``(n,)`` and ``quantities``.
+
+    Args:
+      name: registered method name.
+      labels: int array ``(n,)`` (used to keep class proportions).
+      budget: number of examples to keep.
+      quantities: mapping quantity name -> array with leading axis ``n``; must hold
+        every name in the method's ``needs``.
+      seed: seed for randomized methods.
+    """
+    from jaxsubset.selectors.per_class import per_class
+
+    method = get(name)
+    quantities = dict(quantities or {})
+    missing = [q for q in method.needs if q not in quantities]
+    if missing:
+        raise ValueError(f"Method {name!r} needs quantities {missing}; compute them with "
+                         "jaxsubset.scoring.compute(...) first.")
+    y = np.asarray(labels)
+    arrays = {q: quantities[q] for q in method.needs}
+
+    def local(*args: Any, seed: int = 0) -> Subset:
+        *arrs, b = args
+        return method(*arrs, budget=b, seed=seed)
+
+    if method.per_class:
+        sub = per_class(local, y, budget, arrays=arrays if arrays else None, num_classes=num_classes, seed=seed)
+    else:
+        sub = local(*(arrays.values() if arrays else [y.size]), budget, seed=seed)
+    return Subset(sub.indices, sub.weights, {**sub.info, "method": name})
