@@ -1,0 +1,116 @@
+"""The ``jaxsubset`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from typing import Sequence
+
+from jaxsubset import report
+from jaxsubset.pipeline import RunConfig, compare
+
+
+def _fraction(s: str) -> float:
+    f = float(s)
+    if not 0.0 < f <= 1.0:
+        raise argparse.ArgumentTypeError(f"fraction must be in (0, 1], got {s}")
+    return f
+
+
+def _positive(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxsubset import data, models, selectors
+
+    d = RunConfig()
+    p = argparse.ArgumentParser(prog="jaxsubset", description="Pick the training examples worth keeping.")
+    sub = p.add_subparsers(dest="command")
+    r = sub.add_parser("run", help="select a subset, train on it, compare with random and full data")
+    r.add_argument("--dataset", default=d.dataset, help=f"one of {list(data.DATASETS)} or a .npz path")
+    r.add_argument("--data-dir", default=None, help="folder with the data set's standard files")
+    r.add_argument("--model", default=d.model, choices=sorted(models.MODELS))
+    r.add_argument("--method", default=d.method, help=f"selection method: {sorted(selectors.METHODS)}")
+    r.add_argument("--fraction", type=_fraction, default=d.fraction, help="fraction of the training set to keep")
+    r.add_argument("--epochs", type=_positive, default=d.epochs)
+    r.add_argument("--seeds", type=_positive, default=d.seeds, help="number of seeds (0..seeds-1)")
+    r.add_argument("--batch-size", type=_positive, default=d.batch_size)
+    r.add_argument("--lr", type=float, default=d.lr)
+    r.add_argument("--optimizer", default=d.optimizer)
+    r.add_argument("--schedule", default=d.schedule)
+    r.add_argument("--score-epochs", type=_positive, default=d.score_epochs,
+                   help="epochs of the surrogate model that scores examples (score-based methods)")
+    r.add_argument("--out", default=None, help="write results.csv, results.json, summary.md and accuracy.png here")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub.add_parser("methods", help="list the selection methods")
+    sub.add_parser("datasets", help="list the data sets")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jaxsubset import selectors
+
+    if args.method not in selectors.METHODS:
+        print(f"error: unknown method {args.method!r}; choose one of {sorted(selectors.METHODS)}", file=sys.stderr)
+        return 2
+    cfg = RunConfig(dataset=args.dataset, model=args.model, method=args.method, fraction=args.fraction,
+                    epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, lr=args.lr,
+                    optimizer=args.optimizer, schedule=args.schedule, score_epochs=args.score_epochs,
+                    data_dir=args.data_dir, progress=not args.no_progress)
+    print(f"jaxsubset run: {cfg.method} on {cfg.dataset} ({cfg.model}), keeping {cfg.fraction:.0%} of the "
+          f"training set, {cfg.epochs} epochs, {cfg.seeds} seed(s)", flush=True)
+    rows = compare(cfg)
+    summary = report.summarize(rows, ["method", "fraction"], ["test_accuracy", "selection_time_s", "train_time_s"])
+    table = report.markdown_table(
+        ["method", "fraction", "test accuracy", "selection time (s)", "training time (s)"],
+        [(s["method"], f"{s['fraction']:.2f}",
+          f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}",
+          f"{s['selection_time_s_mean']:.2f}", f"{s['train_time_s_mean']:.2f}") for s in summary])
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        report.write_csv(os.path.join(args.out, "results.csv"), rows)
+        report.write_json(os.path.join(args.out, "results.json"),
+                          {"config": dataclasses.asdict(cfg), "rows": rows, "summary": summary})
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(table + "\n")
+        report.bar_plot(os.path.join(args.out, "accuracy.png"), [s["method"] for s in summary],
+                        [s["test_accuracy_mean"] for s in summary], [s["test_accuracy_std"] for s in summary],
+                        ylabel="test accuracy", title=f"{cfg.dataset}, {cfg.model}, {cfg.fraction:.0%} subsets")
+        print(f"wrote {args.out}/results.csv, results.json, summary.md, accuracy.png")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxsubset`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["run"]
+    args = build_parser().parse_args(argv)
+    from jaxsubset import selectors, data
+
+    if args.command == "methods":
+        for name, m in sorted(selectors.METHODS.items()):
+            print(f"{name:24s} {m.description}")
+        return 0
+    if args.command == "datasets":
+        print("\n".join(data.DATASETS))
+        return 0
+    try:
+        return _run(args)
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except data.DatasetUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
