@@ -11,17 +11,23 @@ import numpy as np
 from jaxsubset.grads._chunk import chunked_map
 
 
-def predict(apply_fn: Callable, params: Any, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
+def make_predict(apply_fn: Callable) -> Callable:
+    """Jitted ``predict(params, x (B, ...)) -> classes (B,)``; build once, reuse across evaluations."""
+    return jax.jit(lambda params, xb: jnp.argmax(apply_fn(params, xb), axis=-1))
+
+
+def predict(apply_fn: Callable, params: Any, x: np.ndarray, *, batch_size: int = 1024,
+            predict_fn: Callable | None = None) -> np.ndarray:
     """Predicted classes ``(n,)`` (argmax of the logits), computed in chunks."""
-    fn = jax.jit(lambda xb: jnp.argmax(apply_fn(params, xb), axis=-1))
-    return chunked_map(fn, (np.asarray(x),), batch_size=batch_size)
+    fn = predict_fn or make_predict(apply_fn)
+    return chunked_map(lambda xb: fn(params, xb), (np.asarray(x),), batch_size=batch_size)
 
 
 def accuracy(apply_fn: Callable, params: Any, x: np.ndarray, y: np.ndarray, num_classes: int, *,
-             batch_size: int = 1024) -> tuple[float, np.ndarray]:
+             batch_size: int = 1024, predict_fn: Callable | None = None) -> tuple[float, np.ndarray]:
     """Overall accuracy and per-class accuracy ``(num_classes,)`` (NaN for classes absent from ``y``)."""
     y = np.asarray(y)
-    pred = predict(apply_fn, params, x, batch_size=batch_size)
+    pred = predict(apply_fn, params, x, batch_size=batch_size, predict_fn=predict_fn)
     correct = pred == y
     counts = np.bincount(y, minlength=num_classes)
     hits = np.bincount(y, weights=correct, minlength=num_classes)

@@ -17,7 +17,7 @@ from jaxsubset.data.dataset import Dataset
 from jaxsubset.models import create, to_pure
 from jaxsubset.models.pure import PureModel
 from jaxsubset.subset import Subset
-from jaxsubset.train.evaluate import accuracy
+from jaxsubset.train.evaluate import accuracy, make_predict
 from jaxsubset.train.schedules import make_optimizer, make_schedule
 from jaxsubset.train.step import epoch_order, make_epoch, make_train_step
 
@@ -33,13 +33,16 @@ class FitResult:
         ``per_class_accuracy`` (lists of ``C`` floats), ``epoch_time_s``, ``num_examples``;
         ``selections``: one record per (re-)selection (``epoch``, ``indices``, ``weights``,
         ``time_s``).
-      train_time_s: wall time spent in training epochs (excludes evaluation and selection).
+      train_time_s: wall time spent in training epochs (excludes compilation, evaluation and
+        selection).
+      compile_time_s: wall time spent compiling the epoch function (once per subset size).
     """
 
     params: Any
     model: PureModel
     history: dict[str, list]
     train_time_s: float
+    compile_time_s: float = 0.0
 
 
 def as_pure(model: Any, dataset: Dataset, seed: int) -> PureModel:
@@ -130,6 +133,9 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
     active = None
     arrays = None
     train_time = 0.0
+    compile_time = 0.0
+    compiled: dict[int, Any] = {}
+    predict_fn = make_predict(pure.apply_fn)
     for epoch in tqdm(range(epochs), desc="epochs", disable=not progress, leave=False):
         # -- choose the active subset for this epoch
         new = None
@@ -154,7 +160,12 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
         if on_device:
-            params, opt_state, loss = run_epoch(params, opt_state, sub, *arrays)
+            if len(active) not in compiled:  # compile outside the timed region
+                t0 = time.perf_counter()
+                compiled[len(active)] = run_epoch.lower(params, opt_state, sub, *arrays).compile()
+                compile_time += time.perf_counter() - t0
+                t0 = time.perf_counter()
+            params, opt_state, loss = compiled[len(active)](params, opt_state, sub, *arrays)
             loss = float(loss)
         else:
             order, valid = (np.asarray(a) for a in epoch_order(sub, len(active), batch_size))
@@ -173,10 +184,11 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         history["epoch_time_s"].append(dt)
         history["num_examples"].append(len(active))
         if (epoch + 1) % max(int(eval_every), 1) == 0 or epoch == epochs - 1:
-            acc, per_class = accuracy(pure.apply_fn, params, dataset.x_test, dataset.y_test, dataset.num_classes)
+            acc, per_class = accuracy(pure.apply_fn, params, dataset.x_test, dataset.y_test, dataset.num_classes,
+                                     predict_fn=predict_fn)
             history["test_accuracy"].append(acc)
             history["per_class_accuracy"].append(per_class.tolist())
         else:
             history["test_accuracy"].append(None)
             history["per_class_accuracy"].append(None)
-    return FitResult(params, dataclasses.replace(pure, params=params), history, train_time)
+    return FitResult(params, dataclasses.replace(pure, params=params), history, train_time, compile_time)
