@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of the surrogate model that scores examples (score-based methods)")
     r.add_argument("--out", default=None, help="write results.csv, results.json, summary.md and accuracy.png here")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    e = sub.add_parser("experiment", help="list or run the scripts in experiments/ (e.g. geda_study --quick)")
+    e.add_argument("name", nargs="?", help="experiment name; omit to list them")
+    e.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the experiment")
     sub.add_parser("methods", help="list the selection methods")
     sub.add_parser("datasets", help="list the data sets")
     return p
@@ -87,6 +90,34 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def experiments_dir() -> str:
+    """The repository's ``experiments/`` folder (next to the installed package in a checkout)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+
+
+def _experiment(name: str | None, rest: Sequence[str]) -> int:
+    import runpy
+
+    folder = experiments_dir()
+    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_")) \
+        if os.path.isdir(folder) else []
+    if name is None:
+        print("\n".join(names) if names else f"no experiments found in {folder}")
+        return 0
+    if name not in names:
+        print(f"error: unknown experiment {name!r}; choose one of {names}", file=sys.stderr)
+        return 2
+    argv = sys.argv
+    try:
+        sys.argv = [os.path.join(folder, name + ".py"), *rest]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as done:
+        return int(done.code or 0)
+    finally:
+        sys.argv = argv
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxsubset`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -99,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, m in sorted(selectors.METHODS.items()):
             print(f"{name:24s} {m.description}")
         return 0
+    if args.command == "experiment":
+        return _experiment(args.name, args.rest)
     if args.command == "datasets":
         print("\n".join(data.DATASETS))
         return 0
