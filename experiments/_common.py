@@ -84,37 +84,40 @@ def mean(xs: Sequence[float]) -> float:
     return float(np.mean(xs))
 
 
-def score_model(ds, model: str, *, seed: int, epochs: int, train_kw: dict[str, Any], progress: bool):
+def score_model(ds, model: Any, *, seed: int, epochs: int, train_kw: dict[str, Any], progress: bool):
     """Train the scoring surrogate for ``epochs`` epochs on the full data; returns (PureModel, seconds)."""
     from jaxsubset import train
 
     t0 = time.perf_counter()
-    res = train.fit(model, ds, epochs=epochs, seed=seed + 1000, progress=progress, eval_every=epochs, **train_kw)
+    res = train.fit(model(seed + 1000) if callable(model) else model, ds, epochs=epochs, seed=seed + 1000, progress=progress, eval_every=epochs, **train_kw)
     return res.model, time.perf_counter() - t0
 
 
 def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float], seeds: int, *, epochs: int,
              score_epochs: int, train_kw: dict[str, Any], progress: bool = False,
-             extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+             extra: dict[str, Any] | None = None, init: Any = None) -> list[dict[str, Any]]:
     """Accuracy of every (seed, method, fraction) subset plus a full-data baseline per seed.
 
     For each seed a surrogate is trained for ``score_epochs`` epochs, the quantities the
     methods need are computed once from it (``scoring_time_s``), each method selects per
     class (``selection_time_s``), and a fresh model trains ``epochs`` epochs on the subset.
+    ``init(seed)`` returns the model to start from (a name, NNX module or PureModel, e.g.
+    pretrained weights); by default the model named ``model`` initialized from the seed.
     """
     from jaxsubset import budget_from_fraction, scoring, selectors, train
 
     rows = []
     needs = sorted({q for m in methods for q in selectors.get(m).needs})
+    init = init or (lambda seed: model)
     for seed in range(seeds):
         base = dict(extra or {}, dataset=ds.name, model=model, seed=seed)
-        full = train.fit(model, ds, epochs=epochs, seed=seed, progress=progress, eval_every=epochs, **train_kw)
+        full = train.fit(init(seed), ds, epochs=epochs, seed=seed, progress=progress, eval_every=epochs, **train_kw)
         rows.append(dict(base, method="full", fraction=1.0, num_examples=ds.y_train.size,
                          test_accuracy=full.history["test_accuracy"][-1], scoring_time_s=0.0,
                          selection_time_s=0.0, train_time_s=full.train_time_s))
         quantities, t_score = {}, 0.0
         if needs:
-            sur, t_train = score_model(ds, model, seed=seed, epochs=score_epochs, train_kw=train_kw, progress=progress)
+            sur, t_train = score_model(ds, init, seed=seed, epochs=score_epochs, train_kw=train_kw, progress=progress)
             t0 = time.perf_counter()
             quantities = scoring.compute(needs, sur, ds.x_train, ds.y_train)
             t_score = t_train + time.perf_counter() - t0
@@ -124,7 +127,7 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
                 t0 = time.perf_counter()
                 sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes)
                 t_sel = time.perf_counter() - t0
-                res = train.fit(model, ds, sub, epochs=epochs, seed=seed, progress=progress, eval_every=epochs,
+                res = train.fit(init(seed), ds, sub, epochs=epochs, seed=seed, progress=progress, eval_every=epochs,
                                 **train_kw)
                 t_scr = t_score if selectors.get(method).needs else 0.0
                 rows.append(dict(base, method=method, fraction=frac, num_examples=len(sub),

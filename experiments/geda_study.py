@@ -15,7 +15,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
 
+import dataclasses  # noqa: E402
+
 from jaxsubset import data, report, selectors  # noqa: E402
+from jaxsubset.models import create, to_pure  # noqa: E402
+from jaxsubset.models.weights import load_params  # noqa: E402
 
 # Published top-1 (%) at 80 / 60 / 40 / 20 % (ResNet-18, ImageNet-pretrained, 12 epochs).
 PUBLISHED = {
@@ -50,23 +54,27 @@ def main(argv=None) -> int:
     fractions, seeds = args.fractions, args.seeds
     if args.quick:
         pairs, epochs, fractions, seeds, score_epochs = pairs[:1], 1, [0.4], 1, 1
-    if args.pretrained:
-        raise SystemExit("--pretrained: loading user weights is documented in experiments/README.md but this "
-                         "build only trains from scratch; run without --pretrained.")
     train_kw = dict(batch_size=64, lr=lr, optimizer=opt, schedule="onecycle")
     rows = []
     for name, model in pairs:
         ds = data.load(name, data_dir=args.data_dir)
+        init = None
+        if args.pretrained:  # the same pretrained start for every seed; the seed still sets batch order
+            def init(seed, ds=ds, model=model):
+                m = to_pure(create(model, ds.input_shape, ds.num_classes, seed=seed))
+                return dataclasses.replace(m, params=load_params(m.params, args.pretrained))
         rows += C.run_grid(ds, model, methods, fractions, seeds, epochs=epochs, score_epochs=score_epochs,
-                           train_kw=train_kw, progress=not args.no_progress,
-                           extra={"init": "scratch", "epochs": epochs})
-    summary = report.summarize(rows, ["dataset", "model", "method", "fraction"],
+                           train_kw=train_kw, progress=not args.no_progress, init=init,
+                           extra={"init": "pretrained" if args.pretrained else "scratch", "epochs": epochs})
+    summary = report.summarize(rows, ["dataset", "model", "init", "method", "fraction"],
                                ["test_accuracy", "scoring_time_s", "selection_time_s", "train_time_s",
                                 "speedup_vs_full"])
     table = []
     for s in summary:
         pub = PUBLISHED.get((s["dataset"], s["method"]), {}).get(s["fraction"])
-        table.append((s["dataset"], s["model"], s["method"], f"{s['fraction']:.0%}",
+        if s["method"] == "full" and s["init"] == "scratch":
+            pub = PUBLISHED_SCRATCH_FULL.get(s["dataset"])
+        table.append((s["dataset"], f"{s['model']} ({s['init']})", s["method"], f"{s['fraction']:.0%}",
                       C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]), "–" if pub is None else f"{pub:.2f}",
                       f"{s['scoring_time_s_mean']:.2f}", f"{s['selection_time_s_mean']:.3f}",
                       f"{s['train_time_s_mean']:.2f}", f"{s['speedup_vs_full_mean']:.2f}×", s["n"]))
