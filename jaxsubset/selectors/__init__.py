@@ -1,13 +1,35 @@
 """Selectors: pure functions ``(arrays, budget, ...) -> Subset``, and the method registry."""
 
 from jaxsubset.selectors.basic import random, top_k
+from jaxsubset.selectors.geda import available_solvers as geda_solvers
+from jaxsubset.selectors.geda import geda
+from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
+from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.registry import METHODS, Method, get, register, select
+from jaxsubset.selectors.weights import match_weights
 
 register("random", random, description="uniform random (per class)")
 register("loss_hard", top_k, needs=("loss",), description="highest loss of a surrogate model", largest=True)
 register("loss_easy", top_k, needs=("loss",), description="lowest loss of a surrogate model", largest=False)
 register("el2n_hard", top_k, needs=("el2n",), description="highest EL2N score (Paul et al. 2021)", largest=True)
 register("el2n_easy", top_k, needs=("el2n",), description="lowest EL2N score", largest=False)
+register("grand_hard", top_k, needs=("grad_norm",), description="largest gradient norm (GraNd)", largest=True)
+register("grand_easy", top_k, needs=("grad_norm",), description="smallest gradient norm", largest=False)
+register("input_grad_hard", top_k, needs=("input_grad_norm",), description="largest input-gradient norm",
+         largest=True)
+register("input_grad_easy", top_k, needs=("input_grad_norm",), description="smallest input-gradient norm",
+         largest=False)
+register("evenly_spaced", evenly_spaced, needs=("grad_norm",),
+         description="evenly spaced ranks of the gradient norm (GEDA study)")
+register("quantile_random", quantile_random, needs=("grad_norm",),
+         description="random within gradient-norm quartiles (GEDA study)")
+register("geda", geda, needs=("grad_norm",),
+         description="gradient-norm ECDF matching: MILP (binned, N=5 trapezoid) solved by OR-Tools CP-SAT")
+register("geda_w1", geda, needs=("grad_norm",),
+         description="GEDA with the exact 1-Wasserstein objective (closed-form optimum)", num_nodes=None)
+register("online_geda", online_geda, needs=("grad_norm", "grads"),
+         description="GEDA subset weighted by regularized gradient matching (GEDA study, Alg. 6.1)")
 
-__all__ = ["random", "top_k", "per_class", "METHODS", "Method", "get", "register", "select"]
+__all__ = ["random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
+           "online_geda", "match_weights", "METHODS", "Method", "get", "register", "select"]

@@ -69,7 +69,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         weight_decay: float = 0.0, seed: int = 0, progress: bool = True, eval_every: int = 1,
         max_device_bytes: int | None = None,
         reselect: Callable[[PureModel, int], Subset] | None = None, select_every: int | None = None,
-        warm_start_epochs: int = 0, warm_start_subset: Subset | None = None) -> FitResult:
+        warm_start_epochs: int = 0, warm_start_subset: Subset | None = None,
+        selector: str | None = None, budget: int | None = None, scores: str = "last_layer") -> FitResult:
     """Train on ``subset`` (all of ``dataset.x_train`` when ``None``) with weighted mini-batches.
 
     Each batch minimizes ``Σ w_i ℓ_i / Σ w_i`` with the subset's weights. When the
@@ -94,11 +95,27 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         ``lr``/``schedule``/``weight_decay`` are ignored).
       lr, schedule, weight_decay: see :func:`jaxsubset.train.make_schedule`.
       eval_every: evaluate test accuracy every this many epochs (and at the last one).
+      selector, budget, scores: shorthand for ``reselect`` — a registered method name
+        re-run per class with the current model on ``budget`` examples (default: the
+        size of ``subset``), gradient features per ``scores`` (``"last_layer"``,
+        ``"full"``, ``"projected"``); see :func:`jaxsubset.adaptive.make_reselect`.
+      warm_start_subset: e.g. a GEDA subset (the GEDA study's proposal) instead of the
+        full data (GRAD-MATCH's recipe) for the warm-start epochs.
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if selector is not None:
+        if reselect is not None:
+            raise ValueError("Pass either selector (a method name) or reselect (a callback), not both.")
+        from jaxsubset.adaptive import make_reselect
+
+        if budget is None:
+            if subset is None:
+                raise ValueError("selector needs a budget (or a subset whose size gives it).")
+            budget = len(subset)
+        reselect = make_reselect(selector, dataset, int(budget), scores=scores, seed=seed)
     if reselect is not None:
         if select_every is None or int(select_every) < 1:
             raise ValueError(f"select_every must be an integer >= 1 with reselect, got {select_every}.")
@@ -111,7 +128,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         raise ValueError("The subset is empty; select at least one example.")
     if reselect is not None:
         warm = full if warm_start_subset is None else warm_start_subset.check_pool(n)
-        sizes = [len(warm) if e < warm_start_epochs else len(subset) for e in range(epochs)]
+        chosen = int(budget) if budget is not None else len(subset)  # size of each re-selection
+        sizes = [len(warm) if e < warm_start_epochs else chosen for e in range(epochs)]
     else:
         sizes = [len(subset)] * epochs
     steps = sum(-(-s // batch_size) for s in sizes)

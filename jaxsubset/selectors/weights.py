@@ -1,0 +1,61 @@
+"""Weights for a fixed subset by regularized least-squares gradient matching, solved on device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsubset.selectors._checks import as_features
+
+
+@jax.jit
+def _fista_nonneg(K: jax.Array, b: jax.Array, w0: jax.Array, lam: jax.Array) -> jax.Array:
+    """Minimize ``½ wᵀ(K + λI)w − (b + λ w0)ᵀ w`` over ``w ≥ 0`` by accelerated projected gradient (500 FISTA steps)."""
+    A = K + lam * jnp.eye(K.shape[0], dtype=K.dtype)
+    c = b + lam * w0
+    L = jnp.linalg.eigvalsh(A)[-1]
+    step = 1.0 / jnp.maximum(L, 1e-30)
+
+    def body(_, state):
+        w, z, t = state
+        w_new = jnp.maximum(z - step * (A @ z - c), 0.0)
+        t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
+        z = w_new + ((t - 1.0) / t_new) * (w_new - w)
+        return w_new, z, t_new
+
+    w, _, _ = jax.lax.fori_loop(0, 500, body, (w0, w0, jnp.asarray(1.0, K.dtype)))
+    return w
+
+
+def match_weights(selected: Any, target_sum: Any, *, prior: float, lam: float = 0.1) -> np.ndarray:
+    """Non-negative weights ``w (k,)`` with ``Σ_i w_i g_i ≈ target_sum`` for the chosen rows.
+
+    Solves ``min_{w ≥ 0} ||Gᵀw − t||² + λ' ||w − prior||²`` on the default JAX device, with
+    ``G (k, D)`` the selected examples' gradients, ``t (D,)`` the gradient sum to match
+    (e.g. of the whole class) and ``λ' = lam · ||t||² / (k · prior²)``, so that ``lam`` is
+    scale-free: it trades relative matching error against relative deviation from the
+    uniform weight ``prior`` (``n / k`` reproduces the full-data loss scale).
+
+    Returns:
+      float32 ``(k,)`` non-negative weights.
+    """
+    G = as_features(selected, name="selected gradients")
+    t = np.asarray(target_sum, np.float32).reshape(-1)
+    if t.shape[0] != G.shape[1]:
+        raise ValueError(f"target has dimension {t.shape[0]} but gradients have {G.shape[1]}.")
+    if lam < 0 or not np.isfinite(lam):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam}.")
+    if prior <= 0:
+        raise ValueError(f"prior must be > 0, got {prior}.")
+    k = G.shape[0]
+    if k == 0:
+        return np.zeros(0, np.float32)
+    Gj = jnp.asarray(G)
+    K = Gj @ Gj.T
+    b = Gj @ jnp.asarray(t)
+    scale = float(np.dot(t, t)) / (k * prior * prior) if np.dot(t, t) > 0 else 1.0
+    w = _fista_nonneg(K, b, jnp.full((k,), prior, jnp.float32), jnp.float32(max(lam * scale, 1e-12)))
+    return np.asarray(w, np.float32)
