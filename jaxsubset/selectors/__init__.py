@@ -7,6 +7,8 @@ from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.registry import METHODS, Method, get, register, select
+from jaxsubset.selectors.smi import (FLQMI, FLVMI, GCMI, FacilityLocation, LogDet, LogDetMI, smi, smi_objective,
+                                     smi_similarity)
 from jaxsubset.selectors.weights import match_weights
 
 register("random", random, description="uniform random (per class)")
@@ -32,4 +34,5 @@ register("online_geda", online_geda, needs=("grad_norm", "grads"),
          description="GEDA subset weighted by regularized gradient matching (GEDA study, Alg. 6.1)")
 
 __all__ = ["random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
-           "online_geda", "match_weights", "METHODS", "Method", "get", "register", "select"]
+           "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
+           "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

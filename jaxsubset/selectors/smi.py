@@ -1,0 +1,808 @@
+"""Submodular mutual information (SMI): pick pool points that match a query set.
+
+Given a pool ``V`` (``n`` points), a query set ``Q`` (``q`` points) and a similarity
+``s`` in ``[0, 1]``, the SMI functions of Kothawade et al. / Iyer et al. score a subset
+``A ⊆ V`` by how much it "shares" with ``Q``:
+
+- FLVMI:    ``Σ_{i∈V} min(max_{j∈A} s_ij, η·max_{j∈Q} s_ij)``
+- FLQMI:    ``Σ_{i∈Q} max_{j∈A} s_ij + η·Σ_{j∈A} max_{i∈Q} s_ij``
+- GCMI:     ``2λ·Σ_{i∈A} Σ_{j∈Q} s_ij``
+- LogDetMI: ``log det(S_A + rI) − log det(S_A + rI − η²·S_{A,Q} (S_Q + rI)⁻¹ S_{A,Q}ᵀ)``
+
+optionally plus ``γ·g(A)`` with a diversity term ``g``: facility location
+``Σ_{i∈V} max_{j∈A} s_ij`` or log-determinant ``log det(S_A + rI)`` (``r`` = ``ridge``).
+Every function is 0 on the empty set (``max`` over an empty set is 0).
+
+:func:`smi` maximizes ``I_f(A; Q) + γ·g(A)`` under ``|A| = budget`` with the greedy
+algorithm, updating gains incrementally (jitted), or with lazy greedy (no ``n × n``
+kernel in memory). The function objects (:class:`FLVMI`, :class:`FLQMI`, ...) evaluate
+the same formulas on any set in float64 and are built from kernels, e.g. by
+:func:`smi_objective`.
+
+Similarities: ``"cosine"`` is ``(1 + cos)/2`` (so that every similarity lies in ``[0, 1]``
+and the kernel stays positive semi-definite; a zero vector has cosine 0 with
+everything), ``"rbf"`` is ``exp(-||a - b||² / (2σ²))`` with ``σ²`` the median squared
+pool distance unless ``bandwidth=σ`` is given. Features are an array ``(n, d)`` or a pair
+``(e (n, C), h (n, d))`` that stands for last-layer gradients ``e ⊗ [h, 1]`` without
+materializing them (their dot product is ``(e·e')(h·h' + 1)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import heapq
+import time
+import warnings
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsubset.subset import Subset
+
+FUNCTIONS = ("flvmi", "flqmi", "gcmi", "logdetmi")
+DIVERSITIES = ("facility_location", "logdet")
+METRICS = ("cosine", "rbf")
+OPTIMIZERS = ("auto", "greedy", "lazy")
+
+_TINY = 1e-30
+_DENSE_LIMIT = 16384          # largest pool for which the greedy optimizer holds an n x n kernel
+_QUERY_RCOND = 1e-6           # smallest allowed eig(S_Q + rI) / max eig before jitter is added
+
+
+# ----------------------------------------------------------------------------- features / kernels
+
+@dataclasses.dataclass(frozen=True)
+class _Features:
+    """Rows of a feature matrix ``x (n, d)``, or factored last-layer gradients ``(x=e, h)``."""
+
+    x: np.ndarray
+    h: np.ndarray | None
+    sq: np.ndarray  # (n,) squared norms
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    def dims(self) -> tuple[int, ...]:
+        return (self.x.shape[1],) if self.h is None else (self.x.shape[1], self.h.shape[1])
+
+    def rows(self, idx: Any) -> "_Features":
+        return _Features(self.x[idx], None if self.h is None else self.h[idx], self.sq[idx])
+
+    def arrays(self) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+        return (jnp.asarray(self.x), None if self.h is None else jnp.asarray(self.h), jnp.asarray(self.sq))
+
+
+def _as_features(f: Any, name: str) -> _Features:
+    """Validate ``(n, d)`` features or an ``(e (n, C), h (n, d))`` pair."""
+    if isinstance(f, tuple):
+        if len(f) != 2:
+            raise ValueError(f"{name} given as a tuple must be the pair (e (n, C), h (n, d)); got {len(f)} items.")
+        e, h = (np.asarray(a, np.float32) for a in f)
+        if e.ndim != 2 or h.ndim != 2 or e.shape[0] != h.shape[0]:
+            raise ValueError(f"{name} pair must be e (n, C) and h (n, d) with the same n; got shapes "
+                             f"{e.shape} and {h.shape}.")
+        arrays = (e, h)
+    else:
+        x = np.asarray(f, np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D array (n, d), got shape {x.shape}.")
+        e, h = x, None
+        arrays = (x,)
+    for a in arrays:
+        bad = np.flatnonzero(~np.all(np.isfinite(a), axis=1))
+        if bad.size:
+            raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
+                             f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
+    sq = np.sum(e.astype(np.float64) ** 2, axis=1)
+    if h is not None:
+        sq = sq * (np.sum(h.astype(np.float64) ** 2, axis=1) + 1.0)
+    return _Features(e, h, sq.astype(np.float32))
+
+
+def _sim(metric: str, inv2s2: Any, xa, ha, sqa, xb, hb, sqb) -> jax.Array:
+    """Similarity block ``(na, nb)`` between two sets of (possibly factored) feature rows."""
+    dot = xa @ xb.T
+    if ha is not None:
+        dot = dot * (ha @ hb.T + 1.0)
+    if metric == "cosine":
+        ra = jax.lax.rsqrt(jnp.maximum(sqa, _TINY))
+        rb = jax.lax.rsqrt(jnp.maximum(sqb, _TINY))
+        return 0.5 * (1.0 + jnp.clip(dot * ra[:, None] * rb[None, :], -1.0, 1.0))
+    d2 = jnp.maximum(sqa[:, None] + sqb[None, :] - 2.0 * dot, 0.0)
+    return jnp.exp(-d2 * inv2s2)
+
+
+@functools.partial(jax.jit, static_argnames=("metric",))
+def _sim_block(xa, ha, sqa, xb, hb, sqb, inv2s2, *, metric):
+    return _sim(metric, inv2s2, xa, ha, sqa, xb, hb, sqb)
+
+
+def _kernel(fa: _Features, fb: _Features, metric: str, inv2s2: float, chunk: int = 2048) -> jax.Array:
+    """Similarity matrix ``(na, nb)`` computed in row chunks of ``fa`` (a float32 JAX array)."""
+    xb, hb, sqb = fb.arrays()
+    parts = []
+    for s in range(0, fa.n, chunk):
+        xa, ha, sqa = fa.rows(slice(s, s + chunk)).arrays()
+        parts.append(_sim_block(xa, ha, sqa, xb, hb, sqb, jnp.float32(inv2s2), metric=metric))
+    return jnp.concatenate(parts, axis=0) if parts else jnp.zeros((0, fb.n), jnp.float32)
+
+
+def _rbf_inv2s2(pool: _Features, bandwidth: float | None, max_rows: int = 512) -> float:
+    """``1 / (2σ²)``: ``σ = bandwidth`` or, if None, ``σ²`` = median squared distance of pool rows."""
+    if bandwidth is not None:
+        b = float(bandwidth)
+        if not np.isfinite(b) or b <= 0:
+            raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}.")
+        return 1.0 / (2.0 * b * b)
+    rows = np.unique(np.linspace(0, pool.n - 1, min(pool.n, max_rows)).astype(np.int64))
+    sub = pool.rows(rows)
+    x, h, sq = sub.arrays()
+    dot = x @ x.T if h is None else (x @ x.T) * (h @ h.T + 1.0)
+    d2 = np.asarray(jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * dot, 0.0), np.float64)
+    off = d2[~np.eye(rows.size, dtype=bool)]
+    med = float(np.median(off)) if off.size else 0.0
+    if not med > 0:
+        med = 1.0  # all sampled points coincide: any bandwidth gives the same (constant) kernel
+    return 1.0 / (2.0 * med)
+
+
+def smi_similarity(a: Any, b: Any | None = None, *, metric: str = "cosine", bandwidth: float | None = None,
+               chunk: int = 2048) -> np.ndarray:
+    """The similarity used by the SMI selectors, as a float32 NumPy matrix ``(na, nb)``.
+
+    Args:
+      a: features ``(na, d)`` or a pair ``(e (na, C), h (na, d))`` of factored last-layer gradients.
+      b: same kind of features ``(nb, ...)``; defaults to ``a``.
+      metric: ``"cosine"`` (``(1 + cos)/2``) or ``"rbf"``.
+      bandwidth: RBF ``σ``; None uses the median squared distance among rows of ``a``.
+      chunk: rows of ``a`` per jitted block.
+    """
+    _check_choice(metric, METRICS, "metric")
+    fa = _as_features(a, "a")
+    fb = fa if b is None else _as_features(b, "b")
+    if fa.dims() != fb.dims():
+        raise ValueError(f"a and b have different feature dimensions {fa.dims()} and {fb.dims()}.")
+    inv = _rbf_inv2s2(fa, bandwidth) if metric == "rbf" else 0.0
+    return np.asarray(_kernel(fa, fb, metric, inv, chunk))
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+def _check_choice(value: str, choices: Sequence[str], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {list(choices)}.")
+    return value
+
+
+def _check_nonneg(value: float, name: str) -> float:
+    v = float(value)
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    return v
+
+
+def _check_kernel(k: Any, name: str, shape: tuple[int | None, int | None], nonneg: bool) -> np.ndarray:
+    a = np.asarray(k, np.float64)
+    if a.ndim != 2 or any(s is not None and s != t for s, t in zip(shape, a.shape)):
+        want = tuple("n" if s is None else s for s in shape)
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf.")
+    if nonneg and a.size and a.min() < 0:
+        raise ValueError(f"{name} has negative similarities (min {a.min():.3g}); facility-location "
+                         "functions need s >= 0. Use metric='cosine' ((1+cos)/2) or 'rbf'.")
+    return a
+
+
+def _query_factor(query_kernel: np.ndarray, ridge: float, *, warn: bool = True) -> tuple[np.ndarray, float]:
+    """Cholesky factor of ``S_Q + (ridge + jitter)·I`` and the ``jitter`` that made it well conditioned.
+
+    ``jitter > 0`` (with a warning) when the smallest eigenvalue of ``S_Q + ridge·I`` is below
+    ``1e-6`` times the largest, e.g. for duplicated query points and a tiny ridge.
+    """
+    a = 0.5 * (query_kernel + query_kernel.T) + ridge * np.eye(query_kernel.shape[0])
+    w = np.linalg.eigvalsh(a)
+    floor = _QUERY_RCOND * max(float(w[-1]), _TINY)
+    jitter = 0.0 if w[0] >= floor else floor - float(w[0])
+    if jitter > 0 and warn:
+        warnings.warn(f"LogDetMI: the query kernel S_Q + ridge*I is singular or ill-conditioned (smallest "
+                      f"eigenvalue {w[0]:.3g}, largest {w[-1]:.3g}); regularized it by adding {jitter:.3g} to "
+                      "its diagonal. Pass a larger ridge, or remove duplicated query points, to avoid this.",
+                      RuntimeWarning, stacklevel=3)
+    return np.linalg.cholesky(a + jitter * np.eye(a.shape[0])), jitter
+
+
+# ----------------------------------------------------------------------------- function objects
+
+def _as_set(A: Any, n: int) -> np.ndarray:
+    idx = np.asarray(list(A) if not isinstance(A, np.ndarray) else A, np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"set elements must lie in [0, {n}); got range [{idx.min()}, {idx.max()}].")
+    return np.unique(idx)
+
+
+class _SetFunction:
+    """Shared ``gain`` for the set functions below (``n`` ground-set elements)."""
+
+    n: int
+
+    def __call__(self, A: Any) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def gain(self, A: Any, j: int) -> float:
+        """``f(A ∪ {j}) − f(A)``."""
+        a = _as_set(A, self.n)
+        return self(np.append(a, j)) - self(a)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FacilityLocation(_SetFunction):
+    """``f(A) = Σ_i max_{j∈A} K[i, j]`` (0 for ``A = ∅``) over a non-negative kernel ``(r, n)``.
+
+    Rows ``i`` are the points to be represented, columns ``j`` the ground set.
+    """
+
+    kernel: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel", _check_kernel(self.kernel, "kernel", (None, None), True))
+
+    @property
+    def n(self) -> int:
+        return self.kernel.shape[1]
+
+    def __call__(self, A: Any) -> float:
+        a = _as_set(A, self.n)
+        return float(self.kernel[:, a].max(axis=1).sum()) if a.size else 0.0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LogDet(_SetFunction):
+    """``f(A) = log det(S_A + ridge·I)`` over a PSD pool kernel ``(n, n)``."""
+
+    kernel: np.ndarray
+    ridge: float = 1.0
+
+    def __post_init__(self) -> None:
+        k = _check_kernel(self.kernel, "kernel", (None, None), False)
+        if k.shape[0] != k.shape[1]:
+            raise ValueError(f"kernel must be square (n, n), got {k.shape}.")
+        if not float(self.ridge) > 0:
+            raise ValueError(f"ridge must be > 0 for log-det functions, got {self.ridge!r}.")
+        object.__setattr__(self, "kernel", k)
+
+    @property
+    def n(self) -> int:
+        return self.kernel.shape[0]
+
+    def __call__(self, A: Any) -> float:
+        a = _as_set(A, self.n)
+        if not a.size:
+            return 0.0
+        sign, logdet = np.linalg.slogdet(self.kernel[np.ix_(a, a)] + self.ridge * np.eye(a.size))
+        return float(logdet) if sign > 0 else float("-inf")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FLVMI(_SetFunction):
+    """``I(A; Q) = Σ_{i∈V} min(max_{j∈A} s_ij, η·max_{j∈Q} s_ij)``.
+
+    Args:
+      pool_kernel: ``(n, n)`` non-negative pool similarities.
+      pool_query: ``(n, q)`` pool-to-query similarities.
+      eta: ``η >= 0``.
+    """
+
+    pool_kernel: np.ndarray
+    pool_query: np.ndarray
+    eta: float = 1.0
+
+    def __post_init__(self) -> None:
+        pk = _check_kernel(self.pool_kernel, "pool_kernel", (None, None), True)
+        pq = _check_kernel(self.pool_query, "pool_query", (pk.shape[0], None), True)
+        if pk.shape[0] != pk.shape[1]:
+            raise ValueError(f"pool_kernel must be square (n, n), got {pk.shape}.")
+        if pq.shape[1] == 0:
+            raise ValueError("the query set is empty; FLVMI needs at least one query point.")
+        object.__setattr__(self, "pool_kernel", pk)
+        object.__setattr__(self, "pool_query", pq)
+        object.__setattr__(self, "eta", _check_nonneg(self.eta, "eta"))
+
+    @property
+    def n(self) -> int:
+        return self.pool_kernel.shape[0]
+
+    def __call__(self, A: Any) -> float:
+        a = _as_set(A, self.n)
+        if not a.size:
+            return 0.0
+        cap = self.eta * self.pool_query.max(axis=1)
+        return float(np.minimum(self.pool_kernel[:, a].max(axis=1), cap).sum())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FLQMI(_SetFunction):
+    """``I(A; Q) = Σ_{i∈Q} max_{j∈A} s_ij + η·Σ_{j∈A} max_{i∈Q} s_ij`` from ``pool_query (n, q)``."""
+
+    pool_query: np.ndarray
+    eta: float = 1.0
+
+    def __post_init__(self) -> None:
+        pq = _check_kernel(self.pool_query, "pool_query", (None, None), True)
+        if pq.shape[1] == 0:
+            raise ValueError("the query set is empty; FLQMI needs at least one query point.")
+        object.__setattr__(self, "pool_query", pq)
+        object.__setattr__(self, "eta", _check_nonneg(self.eta, "eta"))
+
+    @property
+    def n(self) -> int:
+        return self.pool_query.shape[0]
+
+    def __call__(self, A: Any) -> float:
+        a = _as_set(A, self.n)
+        if not a.size:
+            return 0.0
+        s = self.pool_query[a]
+        return float(s.max(axis=0).sum() + self.eta * s.max(axis=1).sum())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GCMI(_SetFunction):
+    """``I(A; Q) = 2λ·Σ_{i∈A} Σ_{j∈Q} s_ij`` from ``pool_query (n, q)`` (modular in ``A``)."""
+
+    pool_query: np.ndarray
+    lam: float = 1.0
+
+    def __post_init__(self) -> None:
+        pq = _check_kernel(self.pool_query, "pool_query", (None, None), False)
+        if pq.shape[1] == 0:
+            raise ValueError("the query set is empty; GCMI needs at least one query point.")
+        object.__setattr__(self, "pool_query", pq)
+        object.__setattr__(self, "lam", _check_nonneg(self.lam, "lam"))
+
+    @property
+    def n(self) -> int:
+        return self.pool_query.shape[0]
+
+    def __call__(self, A: Any) -> float:
+        a = _as_set(A, self.n)
+        return float(2.0 * self.lam * self.pool_query[a].sum())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LogDetMI(_SetFunction):
+    """``I(A; Q) = log det(S_A + rI) − log det(S_A + rI − η² S_{A,Q} (S_Q + rI)⁻¹ S_{A,Q}ᵀ)``.
+
+    ``r`` is ``ridge`` (> 0). If ``S_Q + rI`` is numerically singular, ``query_jitter`` is
+    added to its diagonal with a warning (see :attr:`query_jitter`). ``0 <= η <= 1`` keeps the
+    second matrix positive definite for any PSD joint kernel.
+
+    Args:
+      pool_kernel: ``(n, n)``; pool_query: ``(n, q)``; query_kernel: ``(q, q)`` similarities
+        from one PSD kernel over ``V ∪ Q``.
+    """
+
+    pool_kernel: np.ndarray
+    pool_query: np.ndarray
+    query_kernel: np.ndarray
+    eta: float = 1.0
+    ridge: float = 1.0
+    query_jitter: float = dataclasses.field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        pk = _check_kernel(self.pool_kernel, "pool_kernel", (None, None), False)
+        n = pk.shape[0]
+        if pk.shape[1] != n:
+            raise ValueError(f"pool_kernel must be square (n, n), got {pk.shape}.")
+        pq = _check_kernel(self.pool_query, "pool_query", (n, None), False)
+        q = pq.shape[1]
+        if q == 0:
+            raise ValueError("the query set is empty; LogDetMI needs at least one query point.")
+        qk = _check_kernel(self.query_kernel, "query_kernel", (q, q), False)
+        eta = _check_nonneg(self.eta, "eta")
+        if eta > 1:
+            raise ValueError(f"LogDetMI needs 0 <= eta <= 1 (larger values can make "
+                             f"S_A - eta^2 S_AQ S_Q^-1 S_QA indefinite); got eta={eta}.")
+        if not float(self.ridge) > 0:
+            raise ValueError(f"ridge must be > 0 for LogDetMI, got {self.ridge!r}.")
+        chol, jitter = _query_factor(qk, float(self.ridge))
+        b = np.linalg.solve(chol, pq.T).T                       # (n, q): S_VQ L^-T
+        for name, v in (("pool_kernel", pk), ("pool_query", pq), ("query_kernel", qk), ("eta", eta),
+                        ("query_jitter", jitter), ("_schur", pk - eta * eta * (b @ b.T))):
+            object.__setattr__(self, name, v)
+
+    @property
+    def n(self) -> int:
+        return self.pool_kernel.shape[0]
+
+    def __call__(self, A: Any) -> float:
+        a = _as_set(A, self.n)
+        if not a.size:
+            return 0.0
+        eye = self.ridge * np.eye(a.size)
+        s1, l1 = np.linalg.slogdet(self.pool_kernel[np.ix_(a, a)] + eye)
+        s2, l2 = np.linalg.slogdet(self._schur[np.ix_(a, a)] + eye)
+        if s1 <= 0 or s2 <= 0:
+            raise FloatingPointError("LogDetMI: a log-det argument is not positive definite; increase ridge.")
+        return float(l1 - l2)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Objective(_SetFunction):
+    """``F(A) = mi(A) + gamma·diversity(A)``."""
+
+    mi: _SetFunction
+    diversity: _SetFunction | None = None
+    gamma: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return self.mi.n
+
+    def __call__(self, A: Any) -> float:
+        v = self.mi(A)
+        if self.diversity is not None and self.gamma:
+            v += self.gamma * self.diversity(A)
+        return v
+
+
+def smi_objective(pool_features: Any, query_features: Any, *, function: str = "flqmi", eta: float = 1.0,
+                  gamma: float = 0.0, diversity: str = "facility_location", metric: str = "cosine",
+                  bandwidth: float | None = None, lam: float = 1.0, ridge: float = 1.0) -> Objective:
+    """The objective :func:`smi` maximizes, as a float64 function object on dense kernels.
+
+    Meant for small pools (it stores ``n × n``). Arguments as in :func:`smi`.
+    """
+    cfg = _Config.make(function, eta, gamma, diversity, metric, lam, ridge)
+    pool, query = _check_pool_query(pool_features, query_features)
+    inv = _rbf_inv2s2(pool, bandwidth) if metric == "rbf" else 0.0
+    pq = np.asarray(_kernel(pool, query, metric, inv), np.float64)
+    needs_pool = cfg.function in ("flvmi", "logdetmi") or cfg.gamma > 0
+    pk = np.asarray(_kernel(pool, pool, metric, inv), np.float64) if needs_pool else None
+    if cfg.function == "flvmi":
+        mi: _SetFunction = FLVMI(pk, pq, cfg.eta)
+    elif cfg.function == "flqmi":
+        mi = FLQMI(pq, cfg.eta)
+    elif cfg.function == "gcmi":
+        mi = GCMI(pq, cfg.lam)
+    else:
+        qk = np.asarray(_kernel(query, query, metric, inv), np.float64)
+        mi = LogDetMI(pk, pq, qk, cfg.eta, cfg.ridge)
+    div = None
+    if cfg.gamma > 0:
+        div = FacilityLocation(pk) if cfg.diversity == "facility_location" else LogDet(pk, cfg.ridge)
+    return Objective(mi, div, cfg.gamma)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    function: str
+    eta: float
+    gamma: float
+    diversity: str
+    metric: str
+    lam: float
+    ridge: float
+
+    @classmethod
+    def make(cls, function: str, eta: float, gamma: float, diversity: str, metric: str, lam: float,
+             ridge: float) -> "_Config":
+        _check_choice(function, FUNCTIONS, "function")
+        _check_choice(diversity, DIVERSITIES, "diversity")
+        _check_choice(metric, METRICS, "metric")
+        eta = _check_nonneg(eta, "eta")
+        gamma = _check_nonneg(gamma, "gamma")
+        lam = _check_nonneg(lam, "lam")
+        ridge = _check_nonneg(ridge, "ridge")
+        if function == "logdetmi" and eta > 1:
+            raise ValueError(f"LogDetMI needs 0 <= eta <= 1 (larger values can make "
+                             f"S_A - eta^2 S_AQ S_Q^-1 S_QA indefinite); got eta={eta}.")
+        uses_logdet = function == "logdetmi" or (gamma > 0 and diversity == "logdet")
+        if uses_logdet and not ridge > 0:
+            raise ValueError("ridge must be > 0 for LogDetMI and the log-det diversity term "
+                             "(it is the r in log det(S_A + rI)).")
+        return cls(function, eta, gamma, diversity, metric, lam, ridge)
+
+    @property
+    def logdet(self) -> bool:
+        return self.function == "logdetmi" or (self.gamma > 0 and self.diversity == "logdet")
+
+    @property
+    def pool_fl(self) -> bool:
+        """Whether a facility-location term over the pool (``n × n``) is present."""
+        return self.function == "flvmi" or (self.gamma > 0 and self.diversity == "facility_location")
+
+
+def _check_pool_query(pool_features: Any, query_features: Any) -> tuple[_Features, _Features]:
+    pool = _as_features(pool_features, "pool_features")
+    query = _as_features(query_features, "query_features")
+    if pool.n == 0:
+        raise ValueError("pool_features is empty; there is nothing to select from.")
+    if query.n == 0:
+        raise ValueError("query_features is empty; targeted selection needs at least one query point.")
+    if pool.dims() != query.dims():
+        raise ValueError(f"pool and query features have different dimensions {pool.dims()} and "
+                         f"{query.dims()}; compute both with the same model and feature kind.")
+    return pool, query
+
+
+# ----------------------------------------------------------------------------- greedy (jitted)
+
+@functools.partial(jax.jit, static_argnames=("budget", "metric", "n_fl", "logdet_mode"))
+def _greedy_jit(base, fl_mats, fl_ws, pool_x, pool_h, pool_sq, inv2s2, bq, eta2, ridge, w1, w2, *,
+                budget, metric, n_fl, logdet_mode):
+    """Exact greedy with incremental gains.
+
+    Facility-location terms ``t``: ``T_t (n, r_t)`` (candidate-major: row ``j`` holds the
+    similarities of candidate ``j`` to the ``r_t`` points it can represent), state
+    ``cur_t (r_t,)``, gain of ``j`` ``w_t Σ_i relu(T_t[j, i] − cur_t[i])``. Log-det chains (fast greedy MAP updates of the
+    Cholesky factor): ``S + rI`` (``w1·log d1``) and, for LogDetMI, the Schur kernel
+    ``S + rI − η² B Bᵀ`` (``w2·log d2``), with ``d`` the residual variances.
+    """
+    n = base.shape[0]
+    ar = jnp.arange(n)
+    use_ld = logdet_mode > 0
+    use_m = logdet_mode == 2
+
+    def diag_sim():
+        # s_jj for every j (1 for rbf; (1+cos_jj)/2 = 1 unless the row is zero, then 1/2)
+        if metric == "rbf":
+            return jnp.ones((n,), jnp.float32)
+        return jnp.where(pool_sq > _TINY, 1.0, 0.5).astype(jnp.float32)
+
+    d1 = diag_sim() + ridge if use_ld else jnp.ones((n,), jnp.float32)
+    d2 = (d1 - eta2 * jnp.sum(bq * bq, axis=1)) if use_m else jnp.ones((n,), jnp.float32)
+    c1 = jnp.zeros((n, budget if use_ld else 1), jnp.float32)
+    c2 = jnp.zeros((n, budget if use_m else 1), jnp.float32)
+    curs = tuple(jnp.zeros((m.shape[1],), jnp.float32) for m in fl_mats)
+    sel = jnp.zeros((n,), bool)
+    order = jnp.zeros((budget,), jnp.int32)
+    gains = jnp.zeros((budget,), jnp.float32)
+
+    def body(k, carry):
+        sel, curs, c1, d1, c2, d2, order, gains = carry
+        g = base
+        for t in range(n_fl):
+            g = g + fl_ws[t] * jnp.sum(jax.nn.relu(fl_mats[t] - curs[t][None, :]), axis=1)
+        if use_ld:
+            g = g + w1 * jnp.log(jnp.maximum(d1, _TINY))
+        if use_m:
+            g = g + w2 * jnp.log(jnp.maximum(d2, _TINY))
+        g = jnp.where(sel, -jnp.inf, g)
+        a = jnp.argmax(g)
+        order = order.at[k].set(a)
+        gains = gains.at[k].set(g[a])
+        sel = sel.at[a].set(True)
+        curs = tuple(jnp.maximum(curs[t], fl_mats[t][a]) for t in range(n_fl))
+        if use_ld:
+            ha = None if pool_h is None else pool_h[a][None]
+            col = _sim(metric, inv2s2, pool_x, pool_h, pool_sq, pool_x[a][None], ha, pool_sq[a][None])[:, 0]
+            col = col + ridge * (ar == a)
+            e1 = (col - c1 @ c1[a]) * jax.lax.rsqrt(jnp.maximum(d1[a], _TINY))
+            c1 = c1.at[:, k].set(e1)
+            d1 = d1 - e1 * e1
+            if use_m:
+                colm = col - eta2 * (bq @ bq[a])
+                e2 = (colm - c2 @ c2[a]) * jax.lax.rsqrt(jnp.maximum(d2[a], _TINY))
+                c2 = c2.at[:, k].set(e2)
+                d2 = d2 - e2 * e2
+        return sel, curs, c1, d1, c2, d2, order, gains
+
+    carry = jax.lax.fori_loop(0, budget, body, (sel, curs, c1, d1, c2, d2, order, gains))
+    return carry[-2], carry[-1]
+
+
+# ----------------------------------------------------------------------------- lazy greedy
+
+@functools.partial(jax.jit, static_argnames=("metric", "kinds"))
+def _fl_gains_at(idx, base, pq, cap, curs, ws, pool_x, pool_h, pool_sq, inv2s2, pool_mat, *, metric, kinds):
+    """Exact gains ``(b,)`` of candidates ``idx`` and their kernel rows, for FL-type terms.
+
+    ``kinds[t]`` is ``"query"`` (row ``pq[j] (q,)``), ``"capped"`` (``min(s(j, V), cap)``,
+    FLVMI) or ``"pool"`` (``s(j, V)``, facility-location diversity). Pool rows come from the
+    symmetric ``pool_mat (n, n)`` if given, else are computed from the features.
+    """
+    g = base[idx]
+    rows = []
+    pool_rows = None
+    if any(k != "query" for k in kinds):
+        if pool_mat is not None:
+            pool_rows = pool_mat[idx]
+        else:
+            ha = None if pool_h is None else pool_h[idx]
+            pool_rows = _sim(metric, inv2s2, pool_x[idx], ha, pool_sq[idx], pool_x, pool_h, pool_sq)
+    for t, kind in enumerate(kinds):
+        if kind == "query":
+            row = pq[idx]
+        elif kind == "capped":
+            row = jnp.minimum(pool_rows, cap[None, :])
+        else:
+            row = pool_rows
+        g = g + ws[t] * jnp.sum(jax.nn.relu(row - curs[t][None, :]), axis=1)
+        rows.append(row)
+    return g, tuple(rows)
+
+
+def _lazy(budget: int, base: jax.Array, pq: jax.Array, cap: jax.Array, kinds: tuple[str, ...],
+          ws: tuple[float, ...], pool: _Features, metric: str, inv2s2: float, pool_mat: jax.Array | None,
+          *, batch: int = 16, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lazy greedy (Minoux) for sums of facility-location and modular terms.
+
+    Pool-kernel columns are read from ``pool_mat`` if given, else computed on the fly (no
+    ``n × n`` kernel in memory, ``O(n·d)`` per gain evaluation).
+
+    Stale gains are upper bounds (submodularity); the heap's top candidates are re-evaluated
+    (``batch`` at first, doubling up to ``chunk`` while the top stays stale) until the top is
+    fresh for the current step. Ties go to the lower index.
+    Returns ``(order, gains, evaluations)``.
+    """
+    n = pool.n
+    x, h, sq = pool.arrays()
+    curs = tuple(jnp.zeros((pq.shape[1] if k == "query" else n,), jnp.float32) for k in kinds)
+    ws_j = tuple(jnp.float32(w) for w in ws)
+    inv = jnp.float32(inv2s2)
+
+    def evaluate(idx: np.ndarray) -> tuple[np.ndarray, tuple]:
+        m = idx.size
+        size = max(batch, 1 << (m - 1).bit_length())     # a few padded sizes -> a few compilations
+        pad = np.concatenate([idx, np.full(size - m, idx[0], np.int64)]) if m < size else idx
+        g, rows = _fl_gains_at(jnp.asarray(pad), base, pq, cap, curs, ws_j, x, h, sq, inv, pool_mat,
+                               metric=metric, kinds=kinds)
+        return np.asarray(g, np.float64)[:m], rows
+
+    g0 = np.concatenate([evaluate(np.arange(s, min(s + chunk, n)))[0] for s in range(0, n, chunk)])
+    heap = [(-float(v), int(j)) for j, v in enumerate(g0)]
+    heapq.heapify(heap)
+    fresh = np.full(n, 0, np.int64)   # step at which each stored gain was computed
+    order, gains, evals = [], [], n
+    for k in range(budget):
+        size = batch
+        while True:
+            negg, j = heap[0]
+            if fresh[j] == k:
+                heapq.heappop(heap)
+                _, rows = evaluate(np.array([j]))
+                curs = tuple(jnp.maximum(c, row[0]) for c, row in zip(curs, rows))
+                order.append(j)
+                gains.append(-negg)
+                break
+            popped = [heapq.heappop(heap)[1] for _ in range(min(size, len(heap)))]
+            size = min(2 * size, chunk)      # the top keeps being stale: refresh more at once
+            idx = np.asarray(popped, np.int64)
+            g, _ = evaluate(idx)
+            evals += idx.size
+            for jj, v in zip(popped, g):
+                fresh[jj] = k
+                heapq.heappush(heap, (-float(v), jj))
+    return np.asarray(order, np.int64), np.asarray(gains, np.float32), evals
+
+
+# ----------------------------------------------------------------------------- the selector
+
+def smi(pool_features: Any, query_features: Any, budget: int, *, function: str = "flqmi", eta: float = 1.0,
+        gamma: float = 0.0, diversity: str = "facility_location", metric: str = "cosine",
+        bandwidth: float | None = None, lam: float = 1.0, ridge: float = 1.0, optimizer: str = "auto",
+        chunk: int = 2048) -> Subset:
+    """Greedily maximize ``I_f(A; Q) + γ·g(A)`` over ``A ⊆ pool``, ``|A| = budget``.
+
+    Args:
+      pool_features: ``(n, d)`` pool features, or a pair ``(e (n, C), h (n, d))`` of factored
+        last-layer gradients (see the module docstring).
+      query_features: ``(q, d)`` (or ``(e (q, C), h (q, d))``) features of the target set ``Q``.
+      budget: number of pool points to select, ``1 <= budget <= n``.
+      function: ``"flqmi"``, ``"flvmi"``, ``"gcmi"`` or ``"logdetmi"``.
+      eta: ``η >= 0``, trade-off between query relevance and pool coverage (``<= 1`` for LogDetMI).
+      gamma: weight ``γ >= 0`` of the diversity term (0 = none).
+      diversity: ``"facility_location"`` or ``"logdet"``.
+      metric: ``"cosine"`` or ``"rbf"``.
+      bandwidth: RBF ``σ`` (None: median heuristic on the pool).
+      lam: GCMI ``λ``.
+      ridge: ``r`` in the log-det terms (``> 0``).
+      optimizer: ``"greedy"`` (jitted loop, all gains recomputed incrementally every step),
+        ``"lazy"`` (lazy greedy: re-evaluates only candidates whose stale gain tops the heap;
+        facility-location and graph-cut terms only) or ``"auto"`` (lazy when FLVMI or the
+        facility-location diversity is present without log-det terms, else greedy). FLVMI and
+        the facility-location diversity hold the ``n × n`` pool kernel when ``n <= 16384``; above
+        that, lazy computes its columns on the fly and greedy refuses.
+      chunk: rows per jitted kernel block.
+
+    Returns:
+      A :class:`Subset` with sorted indices and unit weights; ``info`` holds ``order`` (the
+      greedy order), ``gains`` (marginal gain of each pick, float32 ``(budget,)``),
+      ``objective`` (their sum = ``F(A)``), ``kernel_seconds``, ``select_seconds``,
+      ``optimizer``, ``query_jitter`` (LogDetMI regularization added to ``S_Q``) and the settings.
+    """
+    cfg = _Config.make(function, eta, gamma, diversity, metric, lam, ridge)
+    _check_choice(optimizer, OPTIMIZERS, "optimizer")
+    pool, query = _check_pool_query(pool_features, query_features)
+    n = pool.n
+    if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"budget must be an integer number of examples, got {budget!r}.")
+    budget = int(budget)
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be between 1 and the pool size {n}, got {budget}.")
+    if optimizer == "auto":
+        optimizer = "lazy" if (cfg.pool_fl and not cfg.logdet) else "greedy"
+    if optimizer == "lazy" and cfg.logdet:
+        raise ValueError("optimizer='lazy' supports facility-location and graph-cut terms only; use "
+                         "optimizer='greedy' for LogDetMI or the log-det diversity term.")
+    if optimizer == "greedy" and cfg.pool_fl and n > _DENSE_LIMIT:
+        raise ValueError(f"optimizer='greedy' with {cfg.function} / facility-location diversity stores an "
+                         f"n x n kernel, too large for n={n} (limit {_DENSE_LIMIT}); use optimizer='lazy' (FL and graph-cut terms only), "
+                         "or the log-det diversity term.")
+
+    t0 = time.perf_counter()
+    inv2s2 = _rbf_inv2s2(pool, bandwidth) if cfg.metric == "rbf" else 0.0
+    pq = _kernel(pool, query, cfg.metric, inv2s2, chunk)                     # (n, q)
+    qmax = jnp.max(pq, axis=1)                                               # (n,)
+    base = jnp.zeros((n,), jnp.float32)
+    kinds: list[str] = []
+    ws: list[float] = []
+    cap = jnp.zeros((1,), jnp.float32)
+    if cfg.function == "flqmi":
+        base = base + cfg.eta * qmax
+        kinds.append("query"); ws.append(1.0)
+    elif cfg.function == "gcmi":
+        base = base + 2.0 * cfg.lam * jnp.sum(pq, axis=1)
+    elif cfg.function == "flvmi":
+        cap = cfg.eta * qmax
+        kinds.append("capped"); ws.append(1.0)
+    if cfg.gamma > 0 and cfg.diversity == "facility_location":
+        kinds.append("pool"); ws.append(cfg.gamma)
+    jitter = 0.0
+    bq = jnp.zeros((n, 1), jnp.float32)
+    if cfg.function == "logdetmi":
+        qk = np.asarray(_kernel(query, query, cfg.metric, inv2s2, chunk), np.float64)
+        chol, jitter = _query_factor(qk, cfg.ridge)
+        bq = jnp.asarray(np.linalg.solve(chol, np.asarray(pq, np.float64).T).T.astype(np.float32))
+    x, h, sq = pool.arrays()
+    fl_mats: list[jax.Array] = []
+    pool_mat = None
+    if cfg.pool_fl and n <= _DENSE_LIMIT:
+        pool_mat = _kernel(pool, pool, cfg.metric, inv2s2, chunk)           # (n, n), symmetric
+    if optimizer == "greedy":
+        for kind in kinds:
+            if kind == "query":
+                fl_mats.append(pq)
+            else:
+                # candidate-major (n_candidates, n_rows): symmetric S, so row j holds s(j, V)
+                fl_mats.append(jnp.minimum(pool_mat, cap[None, :]) if kind == "capped" else pool_mat)
+    jax.block_until_ready((pq, base, bq, pool_mat, *fl_mats))
+    t1 = time.perf_counter()
+
+    evals = None
+    if optimizer == "greedy":
+        mode = 0 if not cfg.logdet else (2 if cfg.function == "logdetmi" else 1)
+        w1 = (1.0 if cfg.function == "logdetmi" else 0.0) + (cfg.gamma if cfg.diversity == "logdet" else 0.0)
+        order, gains = _greedy_jit(base, tuple(fl_mats), tuple(jnp.float32(w) for w in ws), x, h, sq,
+                                   jnp.float32(inv2s2), bq, jnp.float32(cfg.eta ** 2), jnp.float32(cfg.ridge),
+                                   jnp.float32(w1), jnp.float32(-1.0), budget=budget, metric=cfg.metric,
+                                   n_fl=len(fl_mats), logdet_mode=mode)
+        order = np.asarray(order, np.int64)
+        gains = np.asarray(gains, np.float32)
+    else:
+        order, gains, evals = _lazy(budget, base, pq, cap, tuple(kinds), tuple(ws), pool, cfg.metric,
+                                    inv2s2, pool_mat)
+    t2 = time.perf_counter()
+    if not np.all(np.isfinite(gains)):
+        raise FloatingPointError("SMI greedy produced non-finite gains; increase ridge or check the features.")
+    info = dict(method="smi", function=cfg.function, eta=cfg.eta, gamma=cfg.gamma,
+                diversity=cfg.diversity if cfg.gamma > 0 else None, metric=cfg.metric, lam=cfg.lam,
+                ridge=cfg.ridge, optimizer=optimizer, order=order, gains=gains,
+                objective=float(np.sum(gains, dtype=np.float64)), query_jitter=jitter,
+                kernel_seconds=t1 - t0, select_seconds=t2 - t1)
+    if cfg.metric == "rbf":
+        info["bandwidth"] = float(np.sqrt(1.0 / (2.0 * inv2s2)))
+    if evals is not None:
+        info["gain_evaluations"] = evals
+    return Subset.unweighted(np.sort(order), **info)
+
+
+__all__ = ["smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI", "LogDetMI", "FacilityLocation",
+           "LogDet", "Objective", "FUNCTIONS", "DIVERSITIES", "METRICS"]
