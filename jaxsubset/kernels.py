@@ -1,17 +1,36 @@
 """Similarity kernels between per-example feature vectors, computed in row chunks.
 
-Shared by CRAIG, GRAD-MATCH and the submodular mutual-information selectors.
+Shared by CRAIG, GRAD-MATCH, k-center and the submodular (mutual-information) selectors.
+
+Two kinds of inputs are supported everywhere:
+
+- a feature matrix ``a (n, D)`` (embeddings, or materialized gradients), and
+- factored last-layer gradients ``(e (n, C), h (n, d))``: the gradient of the
+  cross-entropy w.r.t. a linear head ``W (C, d + 1)`` (bias last) is
+  ``g = e ⊗ [h, 1]`` with ``e = softmax(z) - onehot(y)``, so that
+  ``<g_i, g_j> = (e_i·e_j)(h_i·h_j + 1)`` is computed without ever forming ``g``
+  (``n × C(d+1)`` floats) — see :func:`last_layer_grads` for the layout.
+
+Every similarity is derived from inner products and squared norms, evaluated on
+demand in blocks by a :class:`Similarity` operator, so no ``n × n × D`` tensor is
+ever formed and an ``n × n`` matrix only when asked for (:meth:`Similarity.dense`).
+Blocks are float32 NumPy arrays computed with BLAS.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 METRICS = ("euclidean", "cosine", "dot", "rbf")
+
+# Rows per block so that a block of ``rows x n`` float32 stays around 8 MiB (large enough for BLAS,
+# small enough that block temporaries stay well below an n x n matrix).
+_BLOCK_BYTES = 8 * 2**20
 
 
 @jax.jit
@@ -48,3 +67,334 @@ def last_layer_gram(e1: Any, h1: Any, e2: Any | None = None, h2: Any | None = No
         out[s:s + chunk] = np.asarray(_last_layer_gram_block(jnp.asarray(e1[s:s + chunk]),
                                                              jnp.asarray(h1[s:s + chunk]), E2, H2))
     return out
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def finite_matrix(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float32 ``(n, D)`` array; raises naming ``name`` if it is not 2-D or has NaN/inf rows."""
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}.")
+    step = max(1, 2**22 // max(a.shape[1], 1))  # chunked check: no full-size boolean temporary
+    bad = np.concatenate([np.flatnonzero(~np.all(np.isfinite(a[s:s + step]), axis=1)) + s
+                          for s in range(0, a.shape[0], step)] or [np.zeros(0, np.int64)])
+    if bad.size:
+        raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
+                         f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
+    return a
+
+
+def as_factors(factors: Any, name: str = "factors") -> tuple[np.ndarray, np.ndarray]:
+    """Validate last-layer factors ``(e (n, C), h (n, d))`` and return them as float32 arrays."""
+    if not isinstance(factors, (tuple, list)) or len(factors) != 2:
+        raise TypeError(f"{name} must be a pair (e (n, C), h (n, d)) of last-layer factors, "
+                        f"got {type(factors).__name__}.")
+    e = finite_matrix(factors[0], f"{name}[0] (e)")
+    h = finite_matrix(factors[1], f"{name}[1] (h)")
+    if e.shape[0] != h.shape[0]:
+        raise ValueError(f"{name}: e has {e.shape[0]} rows but h has {h.shape[0]}; they must match.")
+    return e, h
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS}.")
+    return metric
+
+
+def last_layer_grads(e: Any, h: Any) -> np.ndarray:
+    """Materialize last-layer gradients ``g_i = vec(e_i ⊗ [h_i, 1])`` as ``(n, C·(d+1))`` float32.
+
+    Row layout is C-major: ``g_i.reshape(C, d + 1)[c] = e_ic · [h_i, 1]`` (the head's
+    weight rows followed by the bias in the last column). Only for small problems,
+    tests and baselines — the selectors work on the factors directly.
+    """
+    e, h = as_factors((e, h))
+    h1 = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1)
+    return (e[:, :, None] * h1[:, None, :]).reshape(e.shape[0], -1)
+
+
+def last_layer_mean_grad(e: Any, h: Any) -> np.ndarray:
+    """Mean last-layer gradient ``(1/n) Σ_i e_i ⊗ [h_i, 1]`` as a ``(C·(d+1),)`` vector."""
+    e, h = as_factors((e, h))
+    h1 = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1).astype(np.float64)
+    return (e.astype(np.float64).T @ h1 / max(e.shape[0], 1)).reshape(-1)
+
+
+def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``<g_i, v>`` for every factored gradient ``g_i = e_i ⊗ [h_i, 1]``, as float64 ``(n,)``.
+
+    ``v`` is a gradient-space vector ``(C·(d+1),)`` (layout of :func:`last_layer_grads`)
+    or matrix ``(C, d+1)``; costs ``O(n·C·d)`` and no gradient is materialized.
+    """
+    C, d = e.shape[1], h.shape[1]
+    V = np.asarray(v, np.float64).reshape(C, d + 1)
+    return np.einsum("nc,nc->n", e, (h @ V[:, :d].T.astype(np.float32)).astype(np.float64) + V[:, d])
+
+
+# ----------------------------------------------------------------------------- the operator
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Similarity:
+    """A pairwise similarity between ``n1`` row items and ``n2`` column items, evaluated in blocks.
+
+    Build it with :func:`similarity_op` (feature vectors), :func:`last_layer_similarity_op`
+    (factored last-layer gradients) or :func:`precomputed` (a given matrix). Metrics,
+    with ``<·,·>`` the inner product of the (possibly factored) vectors:
+
+    - ``"dot"``: ``<a, b>``;
+    - ``"cosine"``: ``<a, b> / (|a| |b|)`` (0 when either vector is zero);
+    - ``"euclidean"``: ``-|a - b|`` (a negated distance: larger is more similar;
+      facility location subtracts the minimum so that CRAIG's ``max d - d`` follows);
+    - ``"rbf"``: ``exp(-gamma |a - b|²)``.
+
+    When the row and column items are the same set, self-pairs are exact
+    (distance 0, cosine 1) despite float32 rounding.
+
+    Attributes:
+      shape: ``(n1, n2)``.
+      metric: one of :data:`METRICS`, or ``"precomputed"``.
+      gamma: the RBF inverse squared length scale (``None`` for other metrics).
+      symmetric: whether row and column items are the same set.
+    """
+
+    shape: tuple[int, int]
+    metric: str
+    gamma: float | None
+    symmetric: bool
+    _inner: Callable[[np.ndarray | None, np.ndarray | None], np.ndarray] = dataclasses.field(repr=False)
+    _sq1: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    _sq2: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    matrix: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    """The dense ``(n1, n2)`` matrix for :func:`precomputed` operators (fast row access), else ``None``."""
+
+    def block(self, rows: Any = None, cols: Any = None) -> np.ndarray:
+        """Similarities ``(len(rows), len(cols))`` float32; ``None`` means all rows / columns.
+
+        ``rows``/``cols`` are int index arrays (or ``slice``s) into the row / column items.
+        """
+        r = _as_index(rows, self.shape[0], "rows")
+        c = _as_index(cols, self.shape[1], "cols")
+        out = self._inner(r, c)
+        if self.metric in ("dot", "precomputed"):
+            return out
+        sq1 = self._sq1 if r is None else self._sq1[r]
+        sq2 = self._sq2 if c is None else self._sq2[c]
+        if self.metric == "cosine":
+            inv1 = _safe_inv_sqrt(sq1)
+            inv2 = _safe_inv_sqrt(sq2)
+            out *= inv1[:, None]
+            out *= inv2[None, :]
+            np.clip(out, -1.0, 1.0, out=out)
+        else:  # squared distance = |a|² + |b|² - 2<a,b>, clipped at 0
+            out *= -2.0
+            out += sq1[:, None]
+            out += sq2[None, :]
+            np.maximum(out, 0.0, out=out)
+            if self.metric == "euclidean":
+                np.sqrt(out, out=out)
+                np.negative(out, out=out)
+            else:
+                out *= -self.gamma
+                np.exp(out, out=out)
+        if self.symmetric:
+            self._fix_self_pairs(out, r, c, sq1)
+        return out
+
+    def _fix_self_pairs(self, out: np.ndarray, r: np.ndarray | None, c: np.ndarray | None,
+                        sq1: np.ndarray) -> None:
+        ri = np.arange(self.shape[0]) if r is None else r
+        ci = np.arange(self.shape[1]) if c is None else c
+        _, pr, pc = np.intersect1d(ri, ci, assume_unique=True, return_indices=True)
+        if not pr.size:
+            return
+        if self.metric == "euclidean":
+            out[pr, pc] = 0.0
+        elif self.metric == "rbf":
+            out[pr, pc] = 1.0
+        else:  # cosine: 1 for non-zero vectors
+            out[pr, pc] = np.where(sq1[pr] > 0, 1.0, 0.0)
+
+    @property
+    def row_sq_norms(self) -> np.ndarray | None:
+        """Squared norms ``(n1,)`` of the row items (``None`` for a precomputed matrix)."""
+        return self._sq1
+
+    def rows(self, idx: Any) -> np.ndarray:
+        """Similarities of row items ``idx`` to all column items, ``(len(idx), n2)``."""
+        return self.block(idx, None)
+
+    def row_chunks(self, chunk: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, block)`` with ``block = S[start:start + chunk]`` over all rows."""
+        chunk = chunk or default_chunk(self.shape[1])
+        for s in range(0, self.shape[0], chunk):
+            yield s, self.block(np.arange(s, min(s + chunk, self.shape[0])), None)
+
+    def dense(self, chunk: int | None = None) -> np.ndarray:
+        """The full ``(n1, n2)`` float32 matrix, filled block by block (small blocks: ~1 MiB temporaries)."""
+        out = np.empty(self.shape, np.float32)
+        chunk = chunk or int(max(64, 2**20 // (4 * max(self.shape[1], 1))))
+        for s, b in self.row_chunks(chunk):
+            out[s:s + b.shape[0]] = b
+        return out
+
+    def transpose(self) -> "Similarity":
+        """The operator with rows and columns swapped (every metric here is symmetric in its arguments)."""
+        inner = self._inner
+        return dataclasses.replace(self, shape=(self.shape[1], self.shape[0]), _sq1=self._sq2, _sq2=self._sq1,
+                                   _inner=lambda r, c: np.ascontiguousarray(inner(c, r).T),
+                                   matrix=None if self.matrix is None else self.matrix.T)
+
+
+def default_chunk(ncols: int) -> int:
+    """Rows per block so that a ``rows x ncols`` float32 block stays around 8 MiB (at least 64 rows)."""
+    return int(max(64, min(1 << 16, _BLOCK_BYTES // (4 * max(ncols, 1)))))
+
+
+def _as_index(idx: Any, n: int, name: str) -> np.ndarray | None:
+    if idx is None:
+        return None
+    if isinstance(idx, slice):
+        return np.arange(n)[idx]
+    a = np.asarray(idx)
+    if a.ndim != 1:
+        a = a.reshape(-1)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be integer indices, got dtype {a.dtype}.")
+    a = a.astype(np.int64, copy=False)
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise IndexError(f"{name} index out of range [0, {n}).")
+    return a
+
+
+def _safe_inv_sqrt(sq: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(sq)
+    pos = sq > 0
+    out[pos] = 1.0 / np.sqrt(sq[pos])
+    return out
+
+
+def _take(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+    return a if idx is None else a[idx]
+
+
+def _rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
+    """Default RBF ``gamma``: one over the mean squared pairwise distance ``2·mean|a - ā|²``."""
+    if gamma is None:
+        return 1.0 / (2.0 * mean_sq_dev) if mean_sq_dev > 0 else 1.0
+    g = float(gamma)
+    if not np.isfinite(g) or g <= 0:
+        raise ValueError(f"gamma must be a positive finite number, got {gamma!r}.")
+    return g
+
+
+def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
+                  gamma: float | None = None, names: tuple[str, str] = ("a", "b")) -> Similarity:
+    """A :class:`Similarity` between the rows of ``a (n1, D)`` and ``b (n2, D)`` (default ``a``).
+
+    Args:
+      a, b: finite feature matrices with the same number of columns.
+      metric: ``"euclidean"`` (negated distance), ``"cosine"``, ``"dot"`` or ``"rbf"``.
+      gamma: RBF ``exp(-gamma |a-b|²)`` scale; default ``1 / (2·mean_i |a_i - ā|²)``
+        (about one over the mean squared pairwise distance of ``a``).
+      names: how error messages call ``a`` and ``b``.
+    """
+    _check_metric(metric)
+    A = finite_matrix(a, names[0])
+    B = A if b is None else finite_matrix(b, names[1])
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"{names[0]} has {A.shape[1]} columns but {names[1]} has {B.shape[1]}; they must match.")
+    sq1 = np.einsum("nd,nd->n", A, A)
+    sq2 = sq1 if b is None else np.einsum("nd,nd->n", B, B)
+    g = None
+    if metric == "rbf":
+        g = _rbf_gamma(gamma, float(np.mean(sq1) - np.sum(A.mean(0, dtype=np.float64) ** 2)) if len(A) else 0.0)
+
+    def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
+        return _take(A, r) @ _take(B, c).T
+
+    return Similarity((A.shape[0], B.shape[0]), metric, g, b is None, inner, sq1, sq2)
+
+
+def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | None = None, *,
+                             metric: str = "euclidean", gamma: float | None = None) -> Similarity:
+    """A :class:`Similarity` between factored last-layer gradients ``e ⊗ [h, 1]``.
+
+    Inner products are ``(e_i·e_j)(h_i·h_j + 1)`` and squared norms
+    ``|e_i|²(|h_i|² + 1)``: each block costs ``O(rows·cols·(C + d))`` instead of
+    ``O(rows·cols·C·d)`` and no gradient vector is formed.
+
+    Args:
+      e, h: ``(n1, C)`` and ``(n1, d)``; e2, h2: ``(n2, C)``, ``(n2, d)`` (default ``e, h``).
+      metric, gamma: as in :func:`similarity_op` (gamma's default uses the mean gradient).
+    """
+    _check_metric(metric)
+    E1, H1 = as_factors((e, h), "(e, h)")
+    if (e2 is None) != (h2 is None):
+        raise ValueError("Pass both e2 and h2, or neither.")
+    E2, H2 = (E1, H1) if e2 is None else as_factors((e2, h2), "(e2, h2)")
+    if E1.shape[1] != E2.shape[1] or H1.shape[1] != H2.shape[1]:
+        raise ValueError(f"Dimension mismatch: e {E1.shape[1]} vs {E2.shape[1]}, h {H1.shape[1]} vs {H2.shape[1]}.")
+    sq1 = np.einsum("nc,nc->n", E1, E1) * (np.einsum("nd,nd->n", H1, H1) + 1.0)
+    sq2 = sq1 if e2 is None else np.einsum("nc,nc->n", E2, E2) * (np.einsum("nd,nd->n", H2, H2) + 1.0)
+    g = None
+    if metric == "rbf":
+        dev = float(np.mean(sq1) - np.sum(last_layer_mean_grad(E1, H1) ** 2)) if len(E1) else 0.0
+        g = _rbf_gamma(gamma, dev)
+
+    def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
+        out = _take(E1, r) @ _take(E2, c).T
+        hh = _take(H1, r) @ _take(H2, c).T
+        hh += 1.0
+        out *= hh
+        return out
+
+    return Similarity((E1.shape[0], E2.shape[0]), metric, g, e2 is None, inner, sq1, sq2)
+
+
+def precomputed(matrix: Any) -> Similarity:
+    """Wrap a finite similarity matrix ``(n1, n2)`` (larger = more similar) as a :class:`Similarity`."""
+    S = finite_matrix(matrix, "similarity matrix")
+
+    def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
+        if r is None and c is None:
+            return S.copy()
+        if c is None:
+            return S[r]
+        if r is None:
+            return S[:, c]
+        return S[np.ix_(r, c)]
+
+    return Similarity(S.shape, "precomputed", None, False, inner, matrix=S)
+
+
+def similarity(a: Any, b: Any | None = None, *, metric: str = "euclidean", gamma: float | None = None,
+               chunk: int | None = None) -> np.ndarray:
+    """Dense pairwise similarity ``(n1, n2)`` float32 between rows of ``a`` and ``b``.
+
+    ``a``/``b`` are feature matrices ``(n, D)`` or last-layer factor pairs ``(e, h)``
+    (then the similarity is between the gradients ``e ⊗ [h, 1]``). Computed ``chunk``
+    rows at a time (never an ``n × n × D`` tensor). See :class:`Similarity` for the metrics.
+    """
+    if isinstance(a, (tuple, list)):
+        e2, h2 = (None, None) if b is None else as_factors(b, "b")
+        op = last_layer_similarity_op(*as_factors(a, "a"), e2, h2, metric=metric, gamma=gamma)
+    else:
+        op = similarity_op(a, b, metric=metric, gamma=gamma)
+    return op.dense(chunk)
+
+
+def as_operator(features: Any | None, factors: Any | None, *, metric: str, gamma: float | None = None,
+                name: str = "features") -> Similarity:
+    """A self-similarity operator from exactly one of ``features (n, D)`` or ``factors (e, h)``."""
+    if (features is None) == (factors is None):
+        raise ValueError(f"Pass exactly one of {name} (n, D) or factors=(e, h).")
+    if factors is not None:
+        return last_layer_similarity_op(*as_factors(factors), metric=metric, gamma=gamma)
+    return similarity_op(features, metric=metric, gamma=gamma, names=(name, name))
+
+
+__all__ = ["METRICS", "Similarity", "similarity", "similarity_op", "last_layer_similarity_op", "precomputed",
+           "last_layer_gram", "last_layer_grads", "last_layer_mean_grad", "last_layer_dot", "as_factors",
+           "as_operator", "default_chunk", "finite_matrix"]

@@ -1,8 +1,13 @@
 """Selectors: pure functions ``(arrays, budget, ...) -> Subset``, and the method registry."""
 
 from jaxsubset.selectors.basic import random, top_k
+from jaxsubset.selectors.coverage import herding, herding_last_layer, kcenter_greedy, kcenter_last_layer
+from jaxsubset.selectors.craig import craig, craig_last_layer
+from jaxsubset.selectors.facility import facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda
+from jaxsubset.selectors.glister import glister
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_last_layer
 from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
@@ -32,7 +37,20 @@ register("geda_w1", geda, needs=("grad_norm",),
          description="GEDA with the exact 1-Wasserstein objective (closed-form optimum)", num_nodes=None)
 register("online_geda", online_geda, needs=("grad_norm", "grads"),
          description="GEDA subset weighted by regularized gradient matching (GEDA study, Alg. 6.1)")
+LAST_LAYER = ("last_layer_e", "last_layer_h")  # closed-form factors of the head's per-sample gradients
+register("craig", craig_last_layer, needs=LAST_LAYER,
+         description="CRAIG: facility location on last-layer gradients, cluster-size weights (Mirzasoleiman 2020)")
+register("gradmatch", gradmatch_last_layer, needs=LAST_LAYER,
+         description="GRAD-MATCH: OMP with non-negative weights matching the mean last-layer gradient")
+register("herding", herding_last_layer, needs=LAST_LAYER, description="herding on last-layer gradients")
+register("kcenter", kcenter_last_layer, needs=LAST_LAYER, description="greedy k-center on last-layer gradients")
+register("craig_grads", craig, needs=("grads",),
+         description="CRAIG on the 'grads' features (adaptive: last-layer, full or projected gradients)")
+register("craig_stochastic", craig, needs=("grads",), description="CRAIG with stochastic greedy",
+         optimizer="stochastic")
+register("gradmatch_grads", gradmatch, needs=("grads",), description="GRAD-MATCH on the 'grads' features")
 
-__all__ = ["random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
+__all__ = ["herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
+           "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

@@ -1,0 +1,301 @@
+"""CRAIG and GRAD-MATCH selection: closed-form last-layer kernels vs materialized gradients.
+
+Synthetic ResNet-18-sized last-layer factors (C classes, d-dim embeddings): per example
+``e = softmax(z) - onehot(y)`` and ``h = relu(N(0, 1))``; the last-layer gradient
+``e ⊗ [h, 1]`` has ``C·(d+1)`` entries (5130 for C=10, d=512). Both methods run per
+class (the default of CRAIG and GRAD-MATCH in CORDS) with a 10% budget.
+
+Implementations compared, same greedy / OMP objective:
+
+- ``jaxsubset``: :func:`craig` / :func:`gradmatch` on the factors ``(e, h)``
+  (similarities / Gram columns from ``(e·e')(h·h'+1)``, Gram-form OMP);
+- ``dense-gemm``: the per-class gradient matrix is materialized, the ``n_c × n_c``
+  Euclidean distances come from BLAS (``|a|² + |b|² - 2ab``), then the same lazy greedy;
+  GRAD-MATCH projects ``A r`` and re-solves NNLS on the ``D × |S|`` matrix every step
+  (``scipy.optimize.nnls``), as CORDS's OMP does;
+- ``cords-broadcast``: like ``dense-gemm`` but distances are computed the way CORDS's
+  ``CRAIGStrategy.distance`` does it, by broadcasting a ``B × B × D`` difference tensor
+  per pair of mini-batches (``--broadcast-batch``);
+- ``apricot``: ``apricot-select``'s lazy facility location on the same (shifted)
+  similarity matrices, if it is importable (greedy time only).
+
+Peak memory is the growth of the process's peak resident set (``VmHWM`` after
+``/proc/self/clear_refs``) over its size before the call, so BLAS buffers count; the
+inputs ``(e, h)`` exist before every call and are not counted.
+
+    python benchmarks/matching.py --quick
+    python benchmarks/matching.py                 # n = 10 000 and 50 000 (baselines at 10 000 only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: n=1000, d=128, no apricot")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000], help="pool sizes n")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--dim", type=int, default=512, help="embedding dimension d")
+    p.add_argument("--fraction", type=float, default=0.1, help="budget as a fraction of n")
+    p.add_argument("--baseline-max-n", type=int, default=10_000, help="skip dense baselines above this n")
+    p.add_argument("--broadcast-batch", type=int, default=64, help="CORDS mini-batch size for distances")
+    p.add_argument("--no-broadcast", action="store_true", help="skip the CORDS broadcast baseline")
+    p.add_argument("--no-apricot", action="store_true", help="skip the apricot-select comparison")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads for every implementation (default 1: on a small shared machine "
+                        "multithreaded BLAS spins and slows the many small products of the greedy steps)")
+    p.add_argument("--whole-pool", action="store_true",
+                   help="select over the whole pool instead of per class (CRAIG: adds jaxsubset's "
+                        "matrix-free mode; no broadcast or GRAD-MATCH baseline)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    if a.quick:  # apricot's per-call overhead (~2-3 s per class) would dominate a smoke run
+        a.sizes, a.dim, a.no_apricot = [1000], 128, True
+    return a
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.threads:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
+
+import ctypes  # noqa: E402
+import gc  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
+
+from jaxsubset.kernels import last_layer_grads  # noqa: E402
+from jaxsubset.selectors.craig import craig_last_layer  # noqa: E402
+from jaxsubset.selectors.facility import facility_location  # noqa: E402
+from jaxsubset.selectors.gradmatch import gradmatch_last_layer  # noqa: E402
+from jaxsubset.selectors.per_class import per_class  # noqa: E402
+from jaxsubset.subset import Subset, per_class_budget  # noqa: E402
+
+LAM = 1e-3  # GRAD-MATCH ridge, relative to the mean squared gradient norm (jaxsubset's default)
+TOL = 1e-4
+
+
+# ----------------------------------------------------------------------------- measurement
+
+def _fix_malloc() -> None:
+    """Make glibc return every large block to the OS on free, so peak RSS deltas are per call."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic growth
+    except (OSError, AttributeError):
+        pass
+
+
+def _status() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmHWM", "VmRSS")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def measure(fn, *args, **kwargs):
+    """Run ``fn`` once; return (result, seconds, peak extra bytes)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak RSS to the current RSS
+        before = _status()["VmRSS"]
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sec = time.perf_counter() - t
+        peak = _status()["VmHWM"] - before
+    except OSError:  # not Linux: count NumPy allocations only
+        tracemalloc.start()
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sec = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return out, sec, max(peak, 0)
+
+
+# ----------------------------------------------------------------------------- data
+
+def make_factors(n: int, C: int, d: int, seed: int):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % C
+    z = rng.standard_normal((n, C), dtype=np.float32) * 2.0
+    z[np.arange(n), y] += 3.0  # a partly trained classifier
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(n), y] -= 1.0
+    h = np.maximum(rng.standard_normal((n, d), dtype=np.float32), 0.0)
+    return p.astype(np.float32), h, y
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def _distances_gemm(g: np.ndarray) -> np.ndarray:
+    sq = np.einsum("nd,nd->n", g, g)
+    d2 = g @ g.T
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    return np.sqrt(d2, out=d2)
+
+
+def _distances_broadcast(g: np.ndarray, batch: int) -> np.ndarray:
+    n = g.shape[0]
+    out = np.empty((n, n), np.float32)
+    for i in range(0, n, batch):
+        x = g[i:i + batch]
+        for j in range(0, n, batch):
+            y = g[j:j + batch]
+            out[i:i + batch, j:j + batch] = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(2))
+    return out
+
+
+def craig_dense(e: np.ndarray, h: np.ndarray, budget: int, *, distances: str, batch: int = 64) -> Subset:
+    """CRAIG on materialized gradients with a dense distance matrix (then the same lazy greedy)."""
+    g = last_layer_grads(e, h)
+    D = _distances_gemm(g) if distances == "gemm" else _distances_broadcast(g, batch)
+    del g
+    S = D.max() - D
+    del D
+    res = facility_location(S, budget, optimizer="lazy")
+    w = np.bincount(res.assignment, minlength=budget).astype(np.float32)
+    order = np.argsort(res.order)
+    return Subset(res.order[order], w[order], {"order": res.order})
+
+
+def gradmatch_dense(e: np.ndarray, h: np.ndarray, budget: int) -> Subset:
+    """OMP on materialized gradients: projections A r and NNLS on the D x |S| matrix each step."""
+    A = last_layer_grads(e, h).astype(np.float64)
+    n, D = A.shape
+    b = A.sum(0)
+    sq = np.einsum("nd,nd->n", A, A)
+    ridge = np.sqrt(LAM * sq.mean())
+    inv = np.divide(1.0, np.sqrt(sq), out=np.zeros(n), where=sq > 0)
+    bnorm = np.linalg.norm(b)
+    r, S, w = b.copy(), [], np.zeros(0)
+    for _ in range(budget):
+        score = (A @ r) * inv
+        score[S] = -np.inf
+        j = int(np.argmax(score))
+        if not score[j] > TOL * bnorm:
+            break
+        S.append(j)
+        M = np.vstack([A[S].T, ridge * np.eye(len(S))])  # ridge as extra rows
+        w = scipy.optimize.nnls(M, np.concatenate([b, np.zeros(len(S))]))[0]
+        r = b - A[S].T @ w
+        if np.linalg.norm(r) <= TOL * bnorm:
+            break
+    idx = np.asarray(S, np.int64)
+    order = np.argsort(idx)
+    return Subset(idx[order], w[order].astype(np.float32), {"order": idx})
+
+
+WHOLE_POOL = False
+
+
+def run_per_class(fn, e, h, y, budget, **kw) -> Subset:
+    if WHOLE_POOL:
+        return fn(e, h, budget, **kw)
+    return per_class(fn, y, budget, arrays={"e": e, "h": h}, **kw)
+
+
+def apricot_vs_ours(e, h, y, budget, C):
+    """Lazy facility-location greedy only, on identical per-class similarity matrices."""
+    from apricot import FacilityLocationSelection
+    from jaxsubset.kernels import similarity
+
+    FacilityLocationSelection(2, metric="precomputed", optimizer="lazy", verbose=False).fit(
+        np.eye(4, dtype=np.float32))  # numba warm-up
+    budgets = per_class_budget(y, budget, C)
+    t_ap = t_us = 0.0
+    same = 0
+    for c in range(C):
+        rows = np.flatnonzero(y == c)
+        S = similarity((e[rows], h[rows]), metric="euclidean")
+        S -= S.min()
+        t = time.perf_counter()
+        ap = FacilityLocationSelection(int(budgets[c]), metric="precomputed", optimizer="lazy",
+                                       verbose=False).fit(S)
+        t_ap += time.perf_counter() - t
+        t = time.perf_counter()
+        us = facility_location(S, int(budgets[c]), optimizer="lazy")
+        t_us += time.perf_counter() - t
+        same += int(np.array_equal(np.asarray(ap.ranking), us.order))
+    return t_ap, t_us, same
+
+
+# ----------------------------------------------------------------------------- main
+
+def overlap(a: Subset, b: Subset) -> float:
+    return len(np.intersect1d(a.indices, b.indices)) / max(len(a), 1)
+
+
+def main(args: argparse.Namespace) -> None:
+    global WHOLE_POOL
+    WHOLE_POOL = args.whole_pool
+    _fix_malloc()
+    rows = []
+    print(f"C={args.classes} d={args.dim} (gradient dim {args.classes * (args.dim + 1)}), budget "
+          f"{args.fraction:.0%} {'of the whole pool' if WHOLE_POOL else 'per class'}, "
+          f"BLAS threads {args.threads or 'default'}", flush=True)
+    for n in args.sizes:
+        e, h, y = make_factors(n, args.classes, args.dim, args.seed)
+        budget = int(round(args.fraction * n))
+        # ---- CRAIG
+        ours, t, m = measure(run_per_class, craig_last_layer, e, h, y, budget)
+        rows.append((n, "CRAIG", "jaxsubset (factors)", t, m, None))
+        ref_t, ref_m = t, m
+        if WHOLE_POOL:  # the n x n similarity would fit; also show the matrix-free mode
+            free, t, m = measure(run_per_class, craig_last_layer, e, h, y, budget, dense_limit=0)
+            rows.append((n, "CRAIG", "jaxsubset (factors, matrix-free)", t, m, overlap(ours, free), ref_t, ref_m))
+        if n <= args.baseline_max_n:
+            base, t, m = measure(run_per_class, craig_dense, e, h, y, budget, distances="gemm")
+            rows.append((n, "CRAIG", "dense-gemm", t, m, overlap(ours, base), ref_t, ref_m))
+            if not args.no_broadcast and not WHOLE_POOL:
+                base, t, m = measure(run_per_class, craig_dense, e, h, y, budget, distances="broadcast",
+                                     batch=args.broadcast_batch)
+                rows.append((n, "CRAIG", f"cords-broadcast (B={args.broadcast_batch})", t, m,
+                             overlap(ours, base), ref_t, ref_m))
+        print(f"n={n}: CRAIG done", flush=True)
+        # ---- GRAD-MATCH
+        ours_g, t, m = measure(run_per_class, gradmatch_last_layer, e, h, y, budget, lam=LAM, tol=TOL)
+        rows.append((n, "GRAD-MATCH", "jaxsubset (factors)", t, m, None))
+        ref_t, ref_m = t, m
+        if n <= args.baseline_max_n and not WHOLE_POOL:  # whole pool: NNLS on D x |S| up to |S| = k is far too slow
+            base, t, m = measure(run_per_class, gradmatch_dense, e, h, y, budget)
+            rows.append((n, "GRAD-MATCH", "dense (CORDS OMP)", t, m, overlap(ours_g, base), ref_t, ref_m))
+        print(f"n={n}: GRAD-MATCH done", flush=True)
+        # ---- apricot
+        if not args.no_apricot and n <= args.baseline_max_n and not WHOLE_POOL:
+            try:
+                t_ap, t_us, same = apricot_vs_ours(e, h, y, budget, args.classes)
+                rows.append((n, "FL greedy", f"apricot lazy ({same}/{args.classes} classes same picks)",
+                             t_ap, None, None, t_us, None))
+                rows.append((n, "FL greedy", "jaxsubset lazy (same matrices)", t_us, None, None))
+            except ImportError:
+                print("apricot-select not installed; skipping that comparison", flush=True)
+    print()
+    print("| n | method | implementation | time (s) | peak extra memory (MiB) | time / ours | memory / ours "
+          f"| same picks |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        n, meth, impl, t, m, ov = r[:6]
+        rt = f"{t / r[6]:.1f}×" if len(r) > 6 and r[6] else ""
+        rm = f"{m / max(r[7], 1):.1f}×" if len(r) > 7 and r[7] is not None and m is not None else ""
+        mm = f"{m / 2**20:.1f}" if m is not None else ""
+        print(f"| {n} | {meth} | {impl} | {t:.2f} | {mm} | {rt} | {rm} | "
+              f"{'' if ov is None else f'{ov:.0%}'} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))

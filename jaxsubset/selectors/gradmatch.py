@@ -1,0 +1,342 @@
+"""GRAD-MATCH (Killamsetty et al. 2021): weighted subsets whose gradient sum matches a target.
+
+Orthogonal matching pursuit picks examples ``S`` and weights ``w`` to minimize
+
+    ‖Σ_{j∈S} w_j g_j - n·t‖² + λ̃‖w‖²,        w ≥ 0 (``nonneg=True``),
+
+with ``t`` the target gradient (default the full-set mean gradient, so ``n·t = Σ_i g_i``;
+a validation-set mean gradient for domain shift) and ``λ̃ = lam · mean_i ‖g_i‖²``. The
+weights are on the "examples represented" scale of CRAIG (``Σ w ≈ n`` on a good match).
+Each step adds the example most correlated with the residual, ``argmax_j <g_j, r>``, then
+re-solves the (non-negative, ridge) least squares over ``S``.
+
+Everything runs in Gram form: ``<g_i, r> = <g_i, n·t> - Σ_{j∈S} w_j <g_i, g_j>`` needs one
+Gram column per pick (``O(n·D)``, or ``O(n·(C+d))`` from last-layer factors), the
+least squares is solved on the ``|S| × |S|`` Gram with an incrementally extended
+Cholesky factor inside a warm-started Lawson–Hanson active set — no per-step
+``D × |S|`` least-squares problem and, for last-layer gradients, no gradient vectors.
+Memory is ``O(n·k)`` for the Gram columns.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from jaxsubset.kernels import as_factors, last_layer_dot, last_layer_mean_grad, \
+    last_layer_similarity_op, similarity_op
+from jaxsubset.selectors._checks import as_features
+from jaxsubset.subset import Subset, check_budget
+
+
+# ----------------------------------------------------------------------------- least squares on a Gram
+
+class _GramSolver:
+    """Solves ``Q[P, P] z = c[P]`` for index sets ``P``, reusing and extending a Cholesky factor."""
+
+    def __init__(self) -> None:
+        self.idx: np.ndarray | None = None
+        self.L: np.ndarray | None = None
+
+    def solve(self, Q: np.ndarray, c: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        L = self._factor(Q, idx)
+        if L is None:  # singular: minimum-norm least squares
+            self.idx = self.L = None
+            return np.linalg.lstsq(Q[np.ix_(idx, idx)], c[idx], rcond=None)[0]
+        y = scipy.linalg.solve_triangular(L, c[idx], lower=True, check_finite=False)
+        return scipy.linalg.solve_triangular(L.T, y, lower=False, check_finite=False)
+
+    def _factor(self, Q: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
+        prev = self.idx
+        if prev is not None and prev.size == idx.size and np.array_equal(prev, idx):
+            return self.L
+        if prev is not None and prev.size + 1 == idx.size and np.array_equal(prev, idx[:-1]):
+            j = idx[-1]
+            l = scipy.linalg.solve_triangular(self.L, Q[prev, j], lower=True, check_finite=False) \
+                if prev.size else np.zeros(0)
+            d2 = Q[j, j] - l @ l
+            if d2 > 1e-12 * max(Q[j, j], 1e-300):
+                L = np.zeros((idx.size, idx.size))
+                L[:-1, :-1] = self.L
+                L[-1, :-1] = l
+                L[-1, -1] = np.sqrt(d2)
+                self.idx, self.L = idx.copy(), L
+                return L
+            return None
+        try:
+            L = np.linalg.cholesky(Q[np.ix_(idx, idx)])
+        except np.linalg.LinAlgError:
+            return None
+        self.idx, self.L = idx.copy(), L
+        return L
+
+
+def nnls_gram(Q: np.ndarray, c: np.ndarray, x0: np.ndarray | None = None, *, solver: _GramSolver | None = None,
+              tol: float = 1e-10, max_iter: int | None = None) -> np.ndarray:
+    """``argmin_{x ≥ 0} ½ xᵀQx - cᵀx`` for a positive semi-definite ``Q (m, m)`` (Lawson–Hanson).
+
+    Equivalent to non-negative least squares ``min ‖Ax - b‖`` with ``Q = AᵀA``, ``c = Aᵀb``.
+    ``x0`` (``≥ 0``) warm-starts the active set.
+    """
+    m = c.size
+    x = np.zeros(m) if x0 is None else np.maximum(np.asarray(x0, np.float64), 0.0)
+    P = x > 0
+    solver = solver or _GramSolver()
+    max_iter = 3 * m + 10 if max_iter is None else max_iter
+    scale = max(float(np.abs(c).max(initial=0.0)), 1e-300)
+
+    def on_passive(x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        for _ in range(m + 1):
+            idx = np.flatnonzero(P)
+            if idx.size == 0:
+                return np.zeros(m), P
+            z = np.zeros(m)
+            z[idx] = solver.solve(Q, c, idx)
+            neg = P & (z <= 0)
+            if not neg.any():
+                return z, P
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            P = P & (x > 1e-15 * max(x.max(initial=0.0), 1e-300))
+            x[~P] = 0.0
+        return x, P
+
+    for _ in range(max_iter + 1):
+        if P.any():
+            x, P = on_passive(x, P)
+        grad = c - Q @ x
+        cand = ~P & (grad > tol * scale)
+        if not cand.any():
+            break
+        P = P.copy()
+        P[int(np.argmax(np.where(cand, grad, -np.inf)))] = True
+    return x
+
+
+# ----------------------------------------------------------------------------- orthogonal matching pursuit
+
+def omp(gram_column: Any, corr: np.ndarray, target_sq: float, budget: int, *, ridge: float = 0.0,
+        nonneg: bool = True, tol: float = 1e-4, atom_sq_norms: np.ndarray | None = None) -> dict:
+    """Orthogonal matching pursuit in Gram form.
+
+    Args:
+      gram_column: ``j -> (n,)`` the inner products ``<a_i, a_j>`` of every atom with atom ``j``.
+      corr: ``(n,)`` inner products ``<a_i, b>`` of every atom with the target ``b``.
+      target_sq: ``‖b‖²``.
+      budget: largest number of atoms ``k``.
+      ridge: ``λ̃ ≥ 0`` added to the Gram diagonal.
+      nonneg: non-negative weights (pick by largest positive correlation) or free weights
+        (pick by largest absolute correlation).
+      tol: stop once the residual norm is ``≤ tol·‖b‖``, or no atom's normalized correlation
+        with the residual exceeds it.
+      atom_sq_norms: ``(n,)`` ``‖a_i‖²`` (for the stopping test; computed from nothing else).
+
+    Returns:
+      dict with ``order`` (int64 picks), ``weights`` (float64, aligned with ``order``),
+      ``residual`` (relative residual norm after each pick) and ``stop`` (reason).
+      Memory is ``O(n·k + k²)``.
+    """
+    c = np.asarray(corr, np.float64)
+    n = c.size
+    k = min(int(budget), n)
+    bnorm = float(np.sqrt(max(target_sq, 0.0)))
+    norms = np.sqrt(np.maximum(np.asarray(atom_sq_norms, np.float64), 0.0)) if atom_sq_norms is not None \
+        else np.ones(n)
+    inv_norms = np.divide(1.0, norms, out=np.zeros(n), where=norms > 0)
+    cols = np.empty((k, n), np.float32)  # cols[t] = Gram column of the t-th pick
+    Q = np.zeros((k, k))                  # Gram of the picks (+ ridge), grown one row per step
+    order: list[int] = []
+    chosen = np.zeros(n, bool)
+    w = np.zeros(0)
+    p = c.copy()
+    residuals: list[float] = []
+    solver = _GramSolver()
+    stop = "budget"
+    if bnorm == 0.0:
+        return dict(order=np.zeros(0, np.int64), weights=np.zeros(0), residual=np.zeros(0), stop="zero target")
+    for t in range(k):
+        score = (p if nonneg else np.abs(p)) * inv_norms
+        score[chosen] = -np.inf
+        j = int(np.argmax(score))
+        if not score[j] > tol * bnorm:
+            stop = "no example correlates with the residual"
+            break
+        order.append(j)
+        chosen[j] = True
+        cols[t] = gram_column(j)
+        S = np.asarray(order)
+        q = 0.5 * (cols[:t + 1, j].astype(np.float64) + cols[t, S])  # symmetrized <a_S, a_j>
+        Q[t, :t + 1] = q
+        Q[:t + 1, t] = q
+        Q[t, t] += ridge
+        Qt = Q[:t + 1, :t + 1]
+        cS = c[S]
+        if nonneg:
+            w = nnls_gram(Qt, cS, np.append(w, 0.0), solver=solver)
+        else:
+            w = solver.solve(Qt, cS, np.arange(t + 1))
+        p = c - (w.astype(np.float32) @ cols[:t + 1]).astype(np.float64)
+        res2 = target_sq - 2.0 * (w @ cS) + w @ Qt @ w - ridge * (w @ w)
+        residuals.append(float(np.sqrt(max(res2, 0.0))) / bnorm)
+        if residuals[-1] <= tol:
+            stop = "matched"
+            break
+    return dict(order=np.asarray(order, np.int64), weights=np.asarray(w, np.float64),
+                residual=np.asarray(residuals), stop=stop)
+
+
+# ----------------------------------------------------------------------------- selectors
+
+def _problem(grads: Any | None, factors: Any | None, target: Any | None, scale: float | None):
+    """Operator (dot metric), correlations with ``b = scale·t``, ``‖b‖²`` and squared atom norms."""
+    if (grads is None) == (factors is None):
+        raise ValueError("Pass exactly one of grads (n, D) or factors=(e, h).")
+    if factors is not None:
+        e, h = as_factors(factors)
+        op = last_layer_similarity_op(e, h, metric="dot")
+        dim = e.shape[1] * (h.shape[1] + 1)
+        t = last_layer_mean_grad(e, h) if target is None else _as_target(target, dim, (e.shape[1], h.shape[1] + 1))
+        n = e.shape[0]
+        b = (n if scale is None else scale) * t
+        corr = last_layer_dot(e, h, b)
+    else:
+        op = similarity_op(grads, metric="dot", names=("grads", "grads"))
+        A = np.asarray(grads, np.float32)
+        n = A.shape[0]
+        t = A.mean(0, dtype=np.float64) if target is None else _as_target(target, A.shape[1], None)
+        b = (n if scale is None else scale) * t
+        corr = A.astype(np.float64) @ b if A.size else np.zeros(n)
+    return op, corr, float(b @ b), op.row_sq_norms.astype(np.float64)
+
+
+def _as_target(target: Any, dim: int, matrix_shape: tuple[int, int] | None) -> np.ndarray:
+    t = np.asarray(target, np.float64)
+    if matrix_shape is not None and t.shape == matrix_shape:
+        t = t.reshape(-1)
+    if t.shape != (dim,):
+        want = f"({dim},)" + (f" or {matrix_shape}" if matrix_shape else "")
+        raise ValueError(f"target has shape {t.shape}, but the gradients have dimension {dim}; pass a "
+                         f"gradient of shape {want}.")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("target contains NaN or inf.")
+    return t
+
+
+def _check_lam(lam: float) -> float:
+    lam = float(lam)
+    if not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}.")
+    return lam
+
+
+def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam: float = 1e-3,
+              nonneg: bool = True, factors: Any | None = None, tol: float = 1e-4) -> Subset:
+    """GRAD-MATCH: pick up to ``budget`` examples and weights matching ``n × target``.
+
+    Args:
+      grads: ``(n, D)`` per-example gradients; ``None`` when ``factors`` is given.
+      budget: largest number of examples ``k`` (``0 <= k <= n``).
+      target: gradient ``(D,)`` to match on the mean scale (default: the mean of
+        ``grads``; e.g. a validation-set mean gradient). With ``factors`` it may also be
+        a ``(C, d + 1)`` matrix (head weights, bias last).
+      lam: ridge on the weights, relative to the mean squared gradient norm.
+      nonneg: must be True here (a :class:`Subset` holds non-negative weights); signed
+        weights are available from :func:`omp` with ``nonneg=False``.
+      factors: last-layer factors ``(e (n, C), h (n, d))`` instead of ``grads``.
+      tol: relative residual at which the pursuit stops early.
+
+    Returns:
+      A :class:`Subset` (sorted indices; weights ``≥ 0``, a picked example may get
+      weight 0). It has fewer than ``budget`` examples when the target is matched to
+      ``tol`` or nothing correlates with the residual any more; ``info["stop"]`` says
+      why, ``info["order"]`` and ``info["residual"]`` trace the pursuit.
+    """
+    if not nonneg:
+        raise ValueError("Subset weights must be non-negative; use nonneg=True, or call "
+                         "jaxsubset.selectors.gradmatch.omp for signed weights.")
+    lam = _check_lam(lam)
+    t0 = time.perf_counter()
+    op, corr, bb, sq = _problem(grads, factors, target, None)
+    n = op.shape[0]
+    k = check_budget(budget, n)
+    ridge = lam * float(sq.mean()) if n else 0.0
+    res = omp(lambda j: op.rows([j])[0], corr, bb, k, ridge=ridge, nonneg=True, tol=tol, atom_sq_norms=sq)
+    return _to_subset(res, res["order"], np.maximum(res["weights"], 0.0), "gradmatch", lam, t0,
+                      factored=factors is not None)
+
+
+def _to_subset(res: dict, idx: np.ndarray, w: np.ndarray, method: str, lam: float, t0: float, **extra: Any) -> Subset:
+    sort = np.argsort(idx, kind="stable")
+    info = dict(method=method, order=res["order"], residual=res["residual"], stop=res["stop"], lam=lam,
+                seconds=time.perf_counter() - t0, **extra)
+    return Subset(idx[sort], w[sort].astype(np.float32), info)
+
+
+def gradmatch_last_layer(e: Any, h: Any, budget: int, **kwargs: Any) -> Subset:
+    """:func:`gradmatch` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly form)."""
+    return gradmatch(None, budget, factors=(e, h), **kwargs)
+
+
+def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target: Any | None = None,
+                      lam: float = 1e-3, factors: Any | None = None, seed: int = 0, tol: float = 1e-4) -> Subset:
+    """Per-batch GRAD-MATCH: choose whole mini-batches whose weighted gradient sums match the target.
+
+    The pool is shuffled (``seed``) and cut into ``⌈n / batch_size⌉`` mini-batches; each
+    batch is one atom, its gradient sum ``Σ_{i∈b} g_i``. OMP picks
+    ``⌊budget / batch_size⌋`` batches and non-negative weights ``w_b`` so that
+    ``Σ_b w_b Σ_{i∈b} g_i ≈ n·t``; every example of batch ``b`` gets weight ``w_b``.
+
+    Args:
+      grads / factors / target / lam / tol: as in :func:`gradmatch`.
+      budget: largest number of examples (must allow at least one batch).
+      batch_size: examples per mini-batch (the last batch may be smaller).
+      seed: seed of the shuffle that forms the batches.
+
+    Returns:
+      A :class:`Subset` of the examples of the chosen batches; ``info["batches"]`` lists
+      each chosen batch's example indices in pick order.
+    """
+    lam = _check_lam(lam)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    t0 = time.perf_counter()
+    if (grads is None) == (factors is None):
+        raise ValueError("Pass exactly one of grads (n, D) or factors=(e, h).")
+    if factors is not None:
+        e, h = as_factors(factors)
+        n = e.shape[0]
+    else:
+        A = as_features(grads, name="grads")
+        n = A.shape[0]
+    check_budget(budget, n)
+    kb = int(budget) // int(batch_size)
+    if kb == 0 and budget > 0:
+        raise ValueError(f"budget={budget} is smaller than one batch of {batch_size}; lower batch_size or "
+                         "raise the budget.")
+    perm = np.random.default_rng(seed).permutation(n)
+    starts = np.arange(0, n, batch_size)
+    batches = [perm[s:s + batch_size] for s in starts]
+    if factors is not None:
+        h1 = np.concatenate([h, np.ones((n, 1), np.float32)], axis=1)
+        atoms = np.stack([(e[b].T @ h1[b]).reshape(-1) for b in batches]) if n else np.zeros((0, 0), np.float32)
+        t = last_layer_mean_grad(e, h) if target is None else _as_target(target, atoms.shape[1],
+                                                                         (e.shape[1], h.shape[1] + 1))
+    else:
+        atoms = np.add.reduceat(A[perm], starts, axis=0) if n else np.zeros((0, A.shape[1]), np.float32)
+        t = A.mean(0, dtype=np.float64) if target is None else _as_target(target, A.shape[1], None)
+    op, corr, bb, sq = _problem(atoms, None, t, float(n))
+    ridge = lam * float(sq.mean()) if sq.size else 0.0
+    res = omp(lambda j: op.rows([j])[0], corr, bb, min(kb, len(batches)), ridge=ridge, nonneg=True, tol=tol,
+              atom_sq_norms=sq)
+    chosen = [batches[j] for j in res["order"]]
+    idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    w = np.concatenate([np.full(b.size, max(wb, 0.0)) for b, wb in zip(chosen, res["weights"])]) \
+        if chosen else np.zeros(0)
+    return _to_subset(res, idx, w, "gradmatch_batches", lam, t0, factored=factors is not None,
+                      batch_size=int(batch_size), batches=chosen)
+
+
+__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "omp", "nnls_gram"]
