@@ -35,7 +35,7 @@ PUBLISHED_SCRATCH_FULL = {"cifar10": 86.23, "cifar100": 66.08}
 
 CONFIGS = {
     # name: (datasets, model, epochs, lr, optimizer, score_epochs)
-    "cpu": ((("digits", "cnn"), ("mnist1d", "cnn")), 12, 3e-3, "adam", 3),
+    "cpu": ((("digits", "mlp"), ("mnist1d", "cnn")), 12, 3e-3, "adam", 3),
     "gpu": ((("cifar10", "resnet18"), ("cifar100", "resnet18")), 12, 0.05, "sgd", 1),
 }
 METHODS = ("random", "quantile_random", "evenly_spaced", "geda", "craig", "gradmatch")

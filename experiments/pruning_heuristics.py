@@ -30,7 +30,7 @@ STRATEGIES = {"Loss": ("loss_hard", "loss"), "Loss-Grad": ("grand_hard", "grad_n
 PUBLISHED_OVERLAP = {("Loss", "Loss-Grad"): (96.78, 95.01), ("Loss-Grad", "EL2N"): (96.45, 95.89),
                      ("Loss", "EL2N"): (97.68, 96.32)}
 CONFIGS = {
-    "cpu": ((("digits", "cnn"), ("mnist1d", "cnn")), 12, 3e-3, "adam", 3, 0.1),
+    "cpu": ((("digits", "mlp"), ("mnist1d", "cnn")), 12, 3e-3, "adam", 3, 0.1),
     "gpu": ((("mnist", "cnn"), ("cifar10", "resnet18")), 12, 0.05, "sgd", 3, None),
 }
 

@@ -19,10 +19,10 @@ class RunConfig:
     """Settings of :func:`compare` (the ``jaxsubset run`` command)."""
 
     dataset: str = "digits"
-    model: str = "cnn"
+    model: str = "mlp"
     method: str = "geda"
     fraction: float = 0.3
-    epochs: int = 15
+    epochs: int = 20
     seeds: int = 3
     batch_size: int = 64
     lr: float = 1e-3
