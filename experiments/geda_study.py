@@ -41,6 +41,22 @@ CONFIGS = {
 METHODS = ("random", "quantile_random", "evenly_spaced", "geda", "craig", "gradmatch")
 
 
+def render(summary) -> str:
+    """The markdown table of a summary (also used by make_results.py to rebuild RESULTS.md)."""
+    table = []
+    for s in summary:
+        pub = PUBLISHED.get((s["dataset"], s["method"]), {}).get(s["fraction"])
+        if s["method"] == "full" and s["init"] == "scratch":
+            pub = PUBLISHED_SCRATCH_FULL.get(s["dataset"])
+        table.append((s["dataset"], f"{s['model']} ({s['init']})", s["method"], f"{s['fraction']:.0%}",
+                      C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]), "–" if pub is None else f"{pub:.2f}",
+                      f"{s['scoring_time_s_mean']:.2f}", f"{s['selection_time_s_mean']:.3f}",
+                      f"{s['train_time_s_mean']:.2f}", f"{s['speedup_vs_full_mean']:.2f}×", s["n"]))
+    md = report.markdown_table(["data set", "model", "method", "kept", "test acc. % (ours)", "published %",
+                                "scoring s", "selection s", "training s", "speed-up vs full", "seeds"], table)
+    return md
+
+
 def main(argv=None) -> int:
     p = C.parser("geda_study", __doc__.splitlines()[0])
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
@@ -69,17 +85,7 @@ def main(argv=None) -> int:
     summary = report.summarize(rows, ["dataset", "model", "init", "method", "fraction"],
                                ["test_accuracy", "scoring_time_s", "selection_time_s", "train_time_s",
                                 "speedup_vs_full"])
-    table = []
-    for s in summary:
-        pub = PUBLISHED.get((s["dataset"], s["method"]), {}).get(s["fraction"])
-        if s["method"] == "full" and s["init"] == "scratch":
-            pub = PUBLISHED_SCRATCH_FULL.get(s["dataset"])
-        table.append((s["dataset"], f"{s['model']} ({s['init']})", s["method"], f"{s['fraction']:.0%}",
-                      C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]), "–" if pub is None else f"{pub:.2f}",
-                      f"{s['scoring_time_s_mean']:.2f}", f"{s['selection_time_s_mean']:.3f}",
-                      f"{s['train_time_s_mean']:.2f}", f"{s['speedup_vs_full_mean']:.2f}×", s["n"]))
-    md = report.markdown_table(["data set", "model", "method", "kept", "test acc. % (ours)", "published %",
-                                "scoring s", "selection s", "training s", "speed-up vs full", "seeds"], table)
+    md = render(summary)
     C.write_outputs(args.out, "geda_study", rows, summary, md, vars(args))
     for name, model in pairs:
         series = {}

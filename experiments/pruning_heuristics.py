@@ -42,6 +42,28 @@ def overlap(a: np.ndarray, b: np.ndarray, k: int, *, top: bool) -> float:
     return len(np.intersect1d(sa, sb)) / k
 
 
+def render(summary) -> str:
+    """The markdown tables of a summary (also used by make_results.py to rebuild RESULTS.md)."""
+    sa = [s for s in summary if s["part"] == "a"]
+    sb = [s for s in summary if s["part"] == "b"]
+    sc = [s for s in summary if s["part"] == "c"]
+    md = ["## (a) accuracy versus pruning ratio (hardest kept)", report.markdown_table(
+        ["data set", "method", "pruned", "test acc. %", "scoring s", "selection s", "training s", "speed-up", "seeds"],
+        [(s["dataset"], s["method"], f"{s['pruning_ratio']:.0%}", C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]),
+          f"{s['scoring_time_s_mean']:.2f}", f"{s['selection_time_s_mean']:.3f}", f"{s['train_time_s_mean']:.2f}",
+          f"{s['speedup_vs_full_mean']:.2f}×", s["n"]) for s in sa]),
+          "", "## (b) accuracy versus surrogate epochs before scoring", report.markdown_table(
+        ["data set", "strategy", "surrogate epochs", "test acc. %", "seeds"],
+        [(s["dataset"], s["strategy"], s["score_epochs"], C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]),
+          s["n"]) for s in sb]),
+          "", "## (c) repetition rate of the selections (first / last ranked)", report.markdown_table(
+        ["data set", "pair", "first % (ours)", "last % (ours)", "published MNIST first / last %"],
+        [(s["dataset"], f"{s['a']} vs {s['b']}", C.fmt(s["first_mean"], s["first_std"]),
+          C.fmt(s["last_mean"], s["last_std"]),
+          "/".join(f"{v:.2f}" for v in PUBLISHED_OVERLAP.get((s["a"], s["b"]), ())) or "–") for s in sc])]
+    return "\n".join(md)
+
+
 def main(argv=None) -> int:
     p = C.parser("pruning_heuristics", __doc__.splitlines()[0])
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
@@ -93,23 +115,10 @@ def main(argv=None) -> int:
                           ["test_accuracy", "scoring_time_s", "selection_time_s", "train_time_s", "speedup_vs_full"])
     sb = report.summarize(rows_b, ["dataset", "strategy", "score_epochs"], ["test_accuracy"])
     sc = report.summarize(rows_c, ["dataset", "a", "b"], ["first", "last"])
-    md = ["## (a) accuracy versus pruning ratio (hardest kept)", report.markdown_table(
-        ["data set", "method", "pruned", "test acc. %", "scoring s", "selection s", "training s", "speed-up", "seeds"],
-        [(s["dataset"], s["method"], f"{s['pruning_ratio']:.0%}", C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]),
-          f"{s['scoring_time_s_mean']:.2f}", f"{s['selection_time_s_mean']:.3f}", f"{s['train_time_s_mean']:.2f}",
-          f"{s['speedup_vs_full_mean']:.2f}×", s["n"]) for s in sa]),
-          "", "## (b) accuracy versus surrogate epochs before scoring", report.markdown_table(
-        ["data set", "strategy", "surrogate epochs", "test acc. %", "seeds"],
-        [(s["dataset"], s["strategy"], s["score_epochs"], C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]),
-          s["n"]) for s in sb]),
-          "", "## (c) repetition rate of the selections (first / last ranked)", report.markdown_table(
-        ["data set", "pair", "first % (ours)", "last % (ours)", "published MNIST first / last %"],
-        [(s["dataset"], f"{s['a']} vs {s['b']}", C.fmt(s["first_mean"], s["first_std"]),
-          C.fmt(s["last_mean"], s["last_std"]),
-          "/".join(f"{v:.2f}" for v in PUBLISHED_OVERLAP.get((s["a"], s["b"]), ())) or "–") for s in sc])]
+    summary = [dict(x, part="a") for x in sa] + [dict(x, part="b") for x in sb] + [dict(x, part="c") for x in sc]
+    md = render(summary)
     rows = [dict(r, part="a") for r in rows_a] + [dict(r, part="b") for r in rows_b] + [dict(r, part="c") for r in rows_c]
-    C.write_outputs(args.out, "pruning_heuristics", rows, [dict(s, part="a") for s in sa] +
-                    [dict(s, part="b") for s in sb] + [dict(s, part="c") for s in sc], "\n".join(md), vars(args))
+    C.write_outputs(args.out, "pruning_heuristics", rows, summary, md, vars(args))
     for name, _ in pairs:
         series = {}
         for m in methods:

@@ -46,6 +46,26 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
+def _parse(v: str) -> Any:
+    if v == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(v, v)
+
+
+def read_csv(path: str) -> list[dict[str, Any]]:
+    """Read rows written by :func:`write_csv`, turning numeric cells back into int / float.
+
+    Floats are written with ``repr`` precision, so values round-trip exactly.
+    """
+    with open(path, newline="") as f:
+        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` as indented JSON (numpy scalars converted)."""
     def default(o: Any) -> Any:
