@@ -14,9 +14,31 @@ from jaxsubset.models.pure import PureModel
 
 Quantity = Callable[..., np.ndarray]
 
+
+def _factors(m: PureModel, x: Any, y: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    if m.apply_with_embedding is None:
+        raise ValueError("last-layer factors need a model with a linear head (apply_with_embedding).")
+    return grads.last_layer_factors(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
+
+
+def _last_layer(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
+    if m.apply_with_embedding is None:
+        raise ValueError("The 'grads' quantity needs a model with a linear head (apply_with_embedding).")
+    return grads.last_layer_grads(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
+
 QUANTITIES: dict[str, Quantity] = {
     "loss": lambda m, x, y, *, batch_size=1024: grads.losses(m.apply_fn, m.params, x, y, batch_size=batch_size),
     "el2n": lambda m, x, y, *, batch_size=1024: grads.el2n((m.apply_fn, m.params), x, y, batch_size=batch_size),
+    "grad_norm": lambda m, x, y, *, batch_size=1024: grads.grad_norms(m.apply_fn, m.params, x, y,
+                                                                      batch_size=min(batch_size, 256)),
+    "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
+                                                                                  batch_size=batch_size),
+    # per-example gradient features; last-layer closed form here (jaxsubset.adaptive offers full / projected)
+    "grads": lambda m, x, y, *, batch_size=1024: _last_layer(m, x, y, batch_size),
+}
+# Quantities computed together: asking for any member computes the group once.
+GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {
+    ("last_layer_e", "last_layer_h"): lambda m, x, y, *, batch_size=1024: _factors(m, x, y, batch_size),
 }
 
 
@@ -29,9 +51,16 @@ def register_quantity(name: str, fn: Quantity) -> None:
 
 def compute(names: Iterable[str], model: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, np.ndarray]:
     """Compute the named quantities for every example; unknown names list the valid ones."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name in names:
+        if name in out:
+            continue
+        group = next((g for g in GROUPS if name in g), None)
+        if group is not None:
+            out.update(zip(group, (np.asarray(a) for a in GROUPS[group](model, x, y, batch_size=batch_size))))
+            continue
         if name not in QUANTITIES:
-            raise ValueError(f"Unknown quantity {name!r}; choose one of {sorted(QUANTITIES)}.")
+            valid = sorted(QUANTITIES) + sorted(q for g in GROUPS for q in g)
+            raise ValueError(f"Unknown quantity {name!r}; choose one of {valid}.")
         out[name] = np.asarray(QUANTITIES[name](model, x, y, batch_size=batch_size))
-    return out
+    return {name: out[name] for name in names}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
+
+from jaxsubset.grads.sharding import batch_size_for, shard_batch, to_numpy
 
 
 def check_xy(x: Any, y: Any, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -16,8 +19,8 @@ def check_xy(x: Any, y: Any, num_classes: int | None = None) -> tuple[np.ndarray
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"y must be 1-D (n,), got shape {y.shape}.")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; they must match.")
+    if x.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0] if x.ndim else 0} rows but y has {y.shape[0]}; they must match.")
     if y.size and not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"y must hold integer class ids, got dtype {y.dtype}.")
     if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
@@ -25,24 +28,47 @@ def check_xy(x: Any, y: Any, num_classes: int | None = None) -> tuple[np.ndarray
     return x, y
 
 
-def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch_size: int,
-                progress: bool = False, desc: str = "") -> Any:
-    """Apply jitted ``fn(*chunk)`` to consecutive row-chunks of ``arrays`` and concatenate.
+def check_labels(y: np.ndarray, num_classes: int) -> None:
+    """Raise if int labels ``y`` fall outside ``[0, num_classes)`` (``num_classes`` = logit width)."""
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}) for a model with {num_classes} outputs; "
+                         f"found labels in [{int(y.min())}, {int(y.max())}].")
 
-    Every chunk is padded to ``batch_size`` rows (by repeating row 0) so that ``fn``
-    compiles once; the padding rows are dropped from the output. ``fn`` must return
-    a pytree of arrays with leading axis equal to the chunk size.
 
-    Returns:
-      The concatenated pytree of numpy arrays with leading axis ``n``.
+def check_finite_rows(values: np.ndarray, what: str, offset: int = 0) -> np.ndarray:
+    """Raise ``FloatingPointError`` naming the rows of ``values (n, ...)`` that hold NaN or inf."""
+    bad = np.flatnonzero(~np.all(np.isfinite(values.reshape(values.shape[0], -1)), axis=1))
+    if bad.size:
+        raise FloatingPointError(f"{what} are NaN or inf for rows {(bad + offset)[:10].tolist()}"
+                                 f"{' ...' if bad.size > 10 else ''}; check the inputs and parameters.")
+    return values
+
+
+def _is_oom(err: Exception) -> bool:
+    msg = str(err)
+    return "RESOURCE_EXHAUSTED" in msg or "out of memory" in msg.lower() or isinstance(err, MemoryError)
+
+
+def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bool = False, desc: str = "",
+                mesh: Mesh | None = None) -> Iterator[tuple[int, int, list[jax.Array]]]:
+    """Yield ``(start, stop, chunk)`` over consecutive row-chunks of ``arrays``.
+
+    Every chunk has exactly ``batch_size`` rows (the last is padded by repeating row 0;
+    rows ``stop - start`` onwards are padding), placed on the default device or split
+    over ``mesh``. ``batch_size`` is capped at ``n`` and, with a mesh, rounded up to a
+    multiple of its size.
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if not arrays:
+        raise ValueError("chunked_map needs at least one array.")
     n = arrays[0].shape[0]
-    batch_size = int(min(batch_size, max(n, 1)))
-    outs = []
-    starts = range(0, n, batch_size)
-    for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
+    if n == 0:
+        raise ValueError("Cannot evaluate on an empty data set (n = 0).")
+    batch_size = int(min(batch_size, n))
+    if mesh is not None:
+        batch_size = batch_size_for(mesh, batch_size)
+    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
         e = min(s + batch_size, n)
         chunk = []
         for a in arrays:
@@ -50,15 +76,44 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
             if e - s < batch_size:
                 pad = np.repeat(a[:1], batch_size - (e - s), axis=0)
                 c = np.concatenate([c, pad], axis=0)
-            chunk.append(jnp.asarray(c))
-        try:
-            out = fn(*chunk)
-        except Exception as err:  # XLA reports OOM as a RuntimeError/XlaRuntimeError
-            if "RESOURCE_EXHAUSTED" in str(err) or "out of memory" in str(err).lower():
-                raise MemoryError(f"A chunk of {batch_size} examples does not fit in memory; "
-                                  "pass a smaller batch_size.") from err
-            raise
-        outs.append(jax.tree_util.tree_map(lambda o: np.asarray(o)[: e - s], out))
-    if not outs:
-        raise ValueError("Cannot evaluate on an empty data set (n = 0).")
+            chunk.append(jnp.asarray(c) if mesh is None else shard_batch(c, mesh))
+        yield s, e, chunk
+
+
+def call_chunk(fn: Callable[..., Any], chunk: list[jax.Array], rows: int) -> Any:
+    """``fn(*chunk)`` fetched to numpy and cut to ``rows``; an out-of-memory error says what to change."""
+    try:
+        out = fn(*chunk)
+        return jax.tree_util.tree_map(lambda o: to_numpy(o)[:rows], out)
+    except Exception as err:  # XLA reports OOM as a RuntimeError/XlaRuntimeError
+        if _is_oom(err):
+            raise MemoryError(f"A chunk of {chunk[0].shape[0]} examples does not fit in memory; "
+                              "pass a smaller batch_size.") from err
+        raise
+
+
+def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch_size: int,
+                progress: bool = False, desc: str = "", mesh: Mesh | None = None) -> Any:
+    """Apply jitted ``fn(*chunk)`` to consecutive row-chunks of ``arrays`` and concatenate.
+
+    Every chunk is padded to ``batch_size`` rows (by repeating row 0) so that ``fn``
+    compiles once; the padding rows are dropped from the output. ``fn`` must return
+    a pytree of arrays with leading axis equal to the chunk size.
+
+    Args:
+      fn: jitted function of one chunk of every array.
+      arrays: arrays with the same leading axis ``n``.
+      batch_size: rows per chunk (rounded up to a multiple of the mesh size with ``mesh``).
+      progress: show a progress bar over chunks.
+      desc: the progress bar's label.
+      mesh: a data-parallel mesh (see ``jaxsubset.grads.data_mesh``); every chunk is
+        split over its first axis, so each device holds ``batch_size / devices`` rows.
+
+    Returns:
+      The concatenated pytree of numpy arrays with leading axis ``n``.
+    """
+    outs = [call_chunk(fn, chunk, e - s)
+            for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh)]
+    if len(outs) == 1:
+        return outs[0]
     return jax.tree_util.tree_map(lambda *o: np.concatenate(o, axis=0), *outs)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from jaxsubset.grads._chunk import check_xy, chunked_map
+from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
+from jaxsubset.grads.sharding import data_parallel, replicate
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
-
-def _check_finite_rows(values: np.ndarray, what: str, offset: int = 0) -> np.ndarray:
-    bad = np.flatnonzero(~np.all(np.isfinite(values.reshape(values.shape[0], -1)), axis=1))
-    if bad.size:
-        raise FloatingPointError(f"{what} are NaN or inf for rows {(bad + offset)[:10].tolist()}"
-                                 f"{' ...' if bad.size > 10 else ''}; check the inputs and parameters.")
-    return values
+_check_finite_rows = check_finite_rows  # backwards-compatible alias
 
 
 def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -27,17 +24,34 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
+def _width(apply_fn: ApplyFn, params: Any, x: np.ndarray) -> int:
+    out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+    if len(out.shape) != 2:
+        raise ValueError(f"apply_fn must map a batch (B, ...) to logits (B, C); a batch of 1 gave {out.shape}.")
+    return int(out.shape[1])
+
+
 def losses(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, batch_size: int = 1024,
-           progress: bool = False) -> np.ndarray:
-    """Per-example cross-entropy ``(n,)`` of the model ``apply_fn(params, x) -> logits``."""
+           progress: bool = False, mesh: Mesh | None = None) -> np.ndarray:
+    """Per-example cross-entropy ``(n,)`` of the model ``apply_fn(params, x) -> logits``.
+
+    ``mesh``: optional data-parallel mesh (``jaxsubset.grads.data_mesh()``).
+    """
     x, y = check_xy(x, y)
-    fn = jax.jit(lambda xb, yb: cross_entropy(apply_fn(params, xb), yb))
-    out = chunked_map(fn, (x, y), batch_size=batch_size, progress=progress, desc="losses")
-    return _check_finite_rows(out, "losses")
+    check_labels(y, _width(apply_fn, params, x))
+
+    def fn(p, xb, yb):
+        return cross_entropy(apply_fn(p, xb), yb)
+
+    run = functools.partial(data_parallel(fn, mesh, 2), replicate(params, mesh))
+    out = chunked_map(run, (x, y), batch_size=batch_size,
+                      progress=progress, desc="losses", mesh=mesh)
+    return check_finite_rows(out, "losses")
 
 
 def el2n(models: Sequence[tuple[ApplyFn, Any]] | tuple[ApplyFn, Any], x: Any, y: Any, *,
-         num_classes: int | None = None, batch_size: int = 1024, progress: bool = False) -> np.ndarray:
+         num_classes: int | None = None, batch_size: int = 1024, progress: bool = False,
+         mesh: Mesh | None = None) -> np.ndarray:
     """EL2N score ``(n,)``: ``||softmax(f(x)) - onehot(y)||_2`` averaged over models.
 
     Paul et al. (2021) average it over several initializations or early-training
@@ -50,8 +64,16 @@ def el2n(models: Sequence[tuple[ApplyFn, Any]] | tuple[ApplyFn, Any], x: Any, y:
     x, y = check_xy(x, y, num_classes)
     total = np.zeros(x.shape[0], np.float64)
     for apply_fn, params in models:
-        def one(xb, yb, apply_fn=apply_fn, params=params):
-            p = jax.nn.softmax(apply_fn(params, xb), axis=-1)
-            return jnp.linalg.norm(p - jax.nn.one_hot(yb, p.shape[-1]), axis=-1)
-        total += chunked_map(jax.jit(one), (x, y), batch_size=batch_size, progress=progress, desc="el2n")
-    return _check_finite_rows((total / len(models)).astype(np.float32), "EL2N scores")
+        check_labels(y, _width(apply_fn, params, x))
+
+        def one(p, xb, yb, apply_fn=apply_fn):
+            logits = apply_fn(p, xb)
+            prob = jax.nn.softmax(logits, axis=-1)
+            return jnp.linalg.norm(prob - jax.nn.one_hot(yb, prob.shape[-1]), axis=-1), logits
+
+        run = functools.partial(data_parallel(one, mesh, 2), replicate(params, mesh))
+        scores, logits = chunked_map(run, (x, y),
+                                     batch_size=batch_size, progress=progress, desc="el2n", mesh=mesh)
+        check_finite_rows(logits, "logits")
+        total += scores
+    return check_finite_rows((total / len(models)).astype(np.float32), "EL2N scores")
