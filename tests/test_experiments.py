@@ -16,6 +16,7 @@ sys.path.insert(0, EXP)
 def _module(name):
     spec = importlib.util.spec_from_file_location(name, os.path.join(EXP, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 
