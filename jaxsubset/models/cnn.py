@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -10,10 +11,19 @@ from flax import nnx
 
 
 def _pool(x: jax.Array) -> jax.Array:
-    """2x max-pool over every spatial axis of a channels-last batch (skips axes of size 1)."""
-    spatial = x.ndim - 2
-    window = tuple(2 if x.shape[1 + i] >= 2 else 1 for i in range(spatial))
-    return nnx.max_pool(x, window_shape=window, strides=window, padding="VALID")
+    """2x max-pool (stride 2, VALID) over every spatial axis of a channels-last batch.
+
+    Written as crop + reshape + ``max`` rather than ``reduce_window``: the same values,
+    and on XLA:CPU a backward pass several times cheaper (reduce_window's gradient, a
+    select-and-scatter, dominated the CNN's backward there). Axes of size 1 are kept.
+    """
+    for axis in range(1, x.ndim - 1):
+        s = x.shape[axis]
+        if s < 2:
+            continue
+        x = jax.lax.slice_in_dim(x, 0, s - s % 2, axis=axis)
+        x = jnp.max(x.reshape(*x.shape[:axis], s // 2, 2, *x.shape[axis + 1:]), axis=axis + 1)
+    return x
 
 
 class CNN(nnx.Module):
@@ -39,7 +49,7 @@ class CNN(nnx.Module):
         out_spatial = [s for s in spatial]
         for _ in range(2):
             out_spatial = [s // 2 if s >= 2 else s for s in out_spatial]
-        flat = int(jnp.prod(jnp.array(out_spatial))) * channels[1]
+        flat = math.prod(out_spatial) * channels[1]
         self.dense = nnx.Linear(flat, hidden, rngs=rngs)
         self.head = nnx.Linear(hidden, int(num_classes), rngs=rngs)
 

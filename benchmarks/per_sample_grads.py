@@ -1,0 +1,212 @@
+"""Per-sample gradient engine benchmark (not a unit test): time and peak memory, side by side.
+
+For each model, on one batch:
+  (a) batched mean-loss gradient            jit(grad(mean loss))
+  (b) per-sample gradients                  jaxsubset.grads.per_sample_grads (method="vmap", the default)
+  (b') the same from the probe pass         jaxsubset.grads.per_sample_grads (method="probe")
+  (c) per-sample norms, ghost               jaxsubset.grads.grad_norms(method="auto")
+  (d) per-sample norms, vmap + norm         jaxsubset.grads.grad_norms(method="vmap")
+  (e) Python loop of jit(grad), one example at a time
+  (f) torch.func.vmap(grad) on the same architecture (only if torch is importable)
+
+Times are the best of ``--repeats`` round-robin runs of the jitted per-chunk function (compilation
+excluded, host transfer excluded). Peak memory is XLA's compiled estimate for the
+call: arguments + outputs + temporaries (``Compiled.memory_analysis()``); for (e) it
+is one example's call. Usage::
+
+    python benchmarks/per_sample_grads.py            # MLP b=512, CNN b=256 (+ ResNet-18 on GPU)
+    python benchmarks/per_sample_grads.py --quick    # small batches, 2 repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsubset.grads import cross_entropy
+from jaxsubset.grads._params import example_loss
+from jaxsubset.grads.ghost import ghost_chunk_fn, vmap_chunk_fn
+from jaxsubset.grads.per_sample import build_plan, chunk_fn
+from jaxsubset.models import create, to_pure
+
+SPECS = {  # name -> (model name, per-example input shape, classes)
+    "mlp": ("mlp", (28, 28, 1), 10),
+    "cnn": ("cnn", (28, 28, 1), 10),
+    "resnet18": ("resnet18", (32, 32, 3), 10),
+}
+
+
+def best_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Best wall time of each function; the repeats go round-robin so that a busy
+    machine slows every method alike."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())  # warm-up (and compilation)
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def peak_bytes(jitted: Any, *args: Any) -> float:
+    try:
+        m = jitted.lower(*args).compile().memory_analysis()
+        return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                     - m.alias_size_in_bytes)
+    except Exception:  # not every backend reports it
+        return float("nan")
+
+
+# --- PyTorch reference (optional) ---------------------------------------------------------------
+
+def torch_call(name: str, x: np.ndarray, y: np.ndarray) -> Callable[[], Any] | None:
+    """``torch.func.vmap(grad)`` of the same architecture on the same batch, or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from torch import nn
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    if name == "mlp":
+        net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                            nn.Linear(256, 10))
+        xt = torch.from_numpy(x.reshape(len(x), -1))
+    elif name == "cnn":
+        net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(7 * 7 * 64, 128), nn.ReLU(), nn.Linear(128, 10))
+        xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+    else:
+        return None
+    yt = torch.from_numpy(y.astype(np.int64))
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def loss1(p, xi, yi):
+        out = functional_call(net, p, (xi[None],))
+        return nn.functional.cross_entropy(out, yi[None])
+
+    f = vmap(grad(loss1), in_dims=(None, 0, 0))
+    return lambda: f(params, xt, yt)
+
+
+# --- one model ----------------------------------------------------------------------------------
+
+def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> dict[str, tuple[float, float]]:
+    model_name, shape, c = SPECS[name]
+    m = to_pure(create(model_name, shape, c, seed=0))
+    rng = np.random.default_rng(0)
+    x_np = rng.normal(size=(batch, *shape)).astype(np.float32)
+    y_np = rng.integers(0, c, batch)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np, jnp.int32)
+    leaves = jax.tree_util.tree_leaves(m.params)
+    treedef = jax.tree_util.tree_structure(m.params)
+    chosen = list(range(len(leaves)))
+    plan = build_plan(m.apply_fn, m.params, x_np[0], y_np[0], chosen)
+
+    def mean_loss(lv, xb, yb):
+        return jnp.mean(cross_entropy(m.apply_fn(jax.tree_util.tree_unflatten(treedef, lv), xb), yb))
+
+    fns = {
+        "a": jax.jit(jax.grad(mean_loss)),
+        "b": jax.jit(chunk_fn(m.apply_fn, m.params, chosen)),
+        "b1": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=plan)),
+        "c": jax.jit(ghost_chunk_fn(plan)),
+        "d": jax.jit(vmap_chunk_fn(m.apply_fn, m.params, chosen)),
+    }
+    g1 = jax.jit(jax.grad(example_loss(m.apply_fn)))
+    n = min(loop_n, batch)
+
+    def loop():
+        r = None
+        for i in range(n):
+            r = g1(m.params, x[i], y[i])
+        return r
+
+    calls = {k: (lambda f=f: f(leaves, x, y)) for k, f in fns.items()}
+    calls["e"] = loop
+    tc = torch_call(name, x_np, y_np) if use_torch else None
+    if tc is not None:
+        calls["f"] = tc
+    times = best_times(calls, repeats)
+    times["e"] *= batch / n  # the loop's time scaled to the whole batch
+    out = {k: (times[k], peak_bytes(f, leaves, x, y)) for k, f in fns.items()}
+    out["e"] = (times["e"], peak_bytes(g1, m.params, x[0], y[0]))
+    if tc is not None:
+        out["f"] = (times["f"], float("nan"))
+    return out
+
+
+LABELS = {
+    "a": "(a) batched mean-loss gradient",
+    "b": "(b) per-sample gradients (vmap)",
+    "b1": "(b') per-sample gradients (probe)",
+    "c": "(c) per-sample norms, ghost",
+    "d": "(d) per-sample norms, vmap + norm",
+    "e": "(e) Python loop of jit(grad)",
+    "f": "(f) torch.func vmap(grad)",
+}
+
+TARGETS = {  # model -> [(label, numerator, denominator, comparison, bound, kind)]
+    "mlp": [("(c)/(a) time", "c", "a", "<=", 1.5, 0), ("(d)/(c) time", "d", "c", ">=", 10, 0),
+            ("(c)/(a) peak memory", "c", "a", "<=", 1.5, 1)],
+    "cnn": [("(b)/(a) time", "b", "a", "<=", 3, 0), ("(e)/(b) time", "e", "b", ">=", 30, 0),
+            ("(f)/(b) time", "f", "b", ">=", 1, 0), ("(c)/(a) peak memory", "c", "a", "<=", 1.5, 1)],
+}
+
+
+def report(name: str, batch: int, res: dict[str, tuple[float, float]]) -> None:
+    print(f"\n{name.upper()} (batch {batch}, {jax.default_backend()})")
+    print(f"  {'':38s} {'time ms':>10s} {'x (a)':>8s} {'peak MB':>9s}")
+    ta = res["a"][0]
+    for key, (t, mem) in res.items():
+        mem_s = "n/a" if np.isnan(mem) else f"{mem / 2**20:.1f}"
+        print(f"  {LABELS[key]:38s} {t * 1e3:10.1f} {t / ta:8.2f} {mem_s:>9s}")
+    targets = list(TARGETS.get(name, []))
+    if name == "mlp":
+        targets += [("(f)/(b) time", "f", "b", ">=", 1, 0)]
+    for label, num, den, op, bound, kind in targets:
+        if num not in res or den not in res:
+            continue
+        v = res[num][kind] / res[den][kind]
+        ok = v <= bound if op == "<=" else v >= bound
+        print(f"  target {label:22s} {op} {bound:<5g} measured {v:8.2f}  {'met' if ok else 'MISSED'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=None, help="comma list of mlp,cnn,resnet18 (default: mlp,cnn; "
+                   "plus resnet18 on a GPU)")
+    p.add_argument("--batch-mlp", type=int, default=512)
+    p.add_argument("--batch-cnn", type=int, default=256)
+    p.add_argument("--batch-resnet", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--loop-examples", type=int, default=10**9,
+                   help="examples timed in the Python loop (e); the time is scaled to the batch")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison (f)")
+    p.add_argument("--quick", action="store_true", help="smoke run: batch 32, 2 repeats, 8 loop examples")
+    a = p.parse_args(argv)
+    models = a.models.split(",") if a.models else ["mlp", "cnn"] + (
+        ["resnet18"] if jax.default_backend() == "gpu" else [])
+    batches = {"mlp": a.batch_mlp, "cnn": a.batch_cnn, "resnet18": a.batch_resnet}
+    repeats, loop_n = a.repeats, a.loop_examples
+    if a.quick:
+        batches = {k: 32 for k in batches}
+        repeats, loop_n = 2, 8
+    for name in models:
+        if name not in SPECS:
+            raise SystemExit(f"unknown model {name!r}; choose from {sorted(SPECS)}")
+        res = run(name, batches[name], repeats, loop_n, not a.no_torch)
+        report(name, batches[name], res)
+
+
+if __name__ == "__main__":
+    main()
