@@ -21,6 +21,12 @@ def _factors(m: PureModel, x: Any, y: Any, batch_size: int) -> tuple[np.ndarray,
     return grads.last_layer_factors(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
 
 
+def _learned_value(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
+    from jaxsubset.selectors.learned import learned_value_quantity
+
+    return learned_value_quantity(m, x, y, batch_size=batch_size)
+
+
 def _last_layer(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
     if m.apply_with_embedding is None:
         raise ValueError("The 'grads' quantity needs a model with a linear head (apply_with_embedding).")
@@ -35,6 +41,10 @@ QUANTITIES: dict[str, Quantity] = {
                                                                                   batch_size=batch_size),
     # per-example gradient features; last-layer closed form here (jaxsubset.adaptive offers full / projected)
     "grads": lambda m, x, y, *, batch_size=1024: _last_layer(m, x, y, batch_size),
+    "grads_projected": lambda m, x, y, *, batch_size=1024: grads.per_sample_grads(
+        m.apply_fn, m.params, x, y, project_dim=512, batch_size=min(batch_size, 256)),
+    # learned data values (holds out 10 % of the rows as validation; see selectors.learned)
+    "learned_value": lambda m, x, y, *, batch_size=1024: _learned_value(m, x, y, batch_size),
 }
 # Quantities computed together: asking for any member computes the group once.
 GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {

@@ -8,6 +8,7 @@ from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_last_layer
+from jaxsubset.selectors.learned import fit_selection_model, learned, learned_values
 from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
@@ -49,8 +50,10 @@ register("craig_grads", craig, needs=("grads",),
 register("craig_stochastic", craig, needs=("grads",), description="CRAIG with stochastic greedy",
          optimizer="stochastic")
 register("gradmatch_grads", gradmatch, needs=("grads",), description="GRAD-MATCH on the 'grads' features")
+register("learned", learned, needs=("learned_value",),
+         description="learned values through a differentiable facility-location LP layer (Das et al. 2021)")
 
-__all__ = ["herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
+__all__ = ["learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

@@ -1,0 +1,473 @@
+"""Learned data values through a differentiable facility-location layer (Das et al., ECML PKDD 2021).
+
+A small selection network ``h_φ`` maps per-sample features of the current model ``θ``
+(loss, label probability and logit margin, the last-layer gradient's factor ``softmax - onehot``
+and norm, the label; optionally the embedding) to an opening cost ``c_j`` per point. On each
+training mini-batch of ``B`` points the costs parameterize the facility-location LP relaxation of
+:mod:`jaxsubset.convex_layer`
+(assignment costs: squared embedding distances scaled to mean 1, budget ``k = fraction·B``),
+whose solution ``y (B,)`` (``Σ y = k``) is the soft selection. Online alternating minimization:
+
+- **φ step** (through the convex layer): minimize the first-order change of the validation
+  loss after one inner SGD step of ``θ`` on the selected, ``y``-weighted points,
+  ``L_val(θ - η Σ_j y_j ∇ℓ_j / k) - L_val(θ) ≈ -(η/k) Σ_j y_j ⟨∇L_val, ∇ℓ_j⟩``; the
+  alignments ``⟨∇L_val, ∇ℓ_j⟩`` of all ``B`` points come from one Jacobian-vector product,
+  and ``η`` drops out under Adam. Points whose gradients oppose the validation gradient
+  (e.g. mislabelled ones) get higher costs, hence lower values.
+- **θ step**: Adam on the ``y``-weighted training loss ``Σ y_j ℓ_j / Σ y_j``, with a small
+  learning rate by default (see :func:`fit_selection_model`), after optional plain warm-up epochs.
+
+Each epoch is one compiled ``lax.scan``. Afterwards the values of all ``n`` training points are
+read off the trained ``h_φ`` (``readout="cost"``: ``-c_j`` with features standardized over the
+data set) or from the layer (``readout="selection"``: mean ``y_j`` over random mini-batch
+partitions, which also reflects redundancy with the other points). Higher = more valuable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxsubset.convex_layer import fl_relaxation
+from jaxsubset.grads.scores import cross_entropy
+from jaxsubset.models.pure import PureModel
+from jaxsubset.selectors._checks import as_features, as_scores
+from jaxsubset.subset import Subset, check_budget
+
+READOUTS = ("cost", "selection")
+
+
+class SelectionModel(nnx.Module):
+    """``h_φ``: per-sample features ``(B, F) -> opening costs (B,)``; ReLU MLP, zero-initialized output.
+
+    With the zero output layer every cost starts at 0, so the first selections are plain
+    facility location on the embedding distances.
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int] = (32,), *, rngs: nnx.Rngs):
+        dims = [int(in_features), *map(int, hidden)]
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
+        self.out = nnx.Linear(dims[-1], 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    def __call__(self, f: jax.Array) -> jax.Array:
+        for layer in self.layers:
+            f = jax.nn.relu(layer(f))
+        return self.out(f)[:, 0]
+
+
+def sample_features(logits: jax.Array, h: jax.Array, y: jax.Array, *, embedding: bool = False) -> jax.Array:
+    """Per-sample features ``(B, 2C + 4)`` for ``h_φ``: ``[ℓ, p_y, margin, log ‖g‖, p - onehot(y), onehot(y)]``,
+    followed by the embedding ``h`` when ``embedding`` (``(B, 2C + 4 + d)``).
+
+    ``logits (B, C)``, embedding ``h (B, d)``, int labels ``y (B,)``. ``ℓ`` is the loss, ``p_y`` the
+    probability of the given label, ``margin = z_y - max_{c≠y} z_c`` the logit margin (negative when
+    another class wins), ``‖g‖ = ‖p - onehot‖·√(‖h‖² + 1)`` the last-layer gradient norm and
+    ``p - onehot(y)`` the last-layer gradient's class factor.
+    """
+    c = logits.shape[-1]
+    onehot = jax.nn.one_hot(y, c, dtype=logits.dtype)
+    p = jax.nn.softmax(logits, axis=-1)
+    e = p - onehot
+    loss = cross_entropy(logits, y)
+    z_y = jnp.sum(logits * onehot, axis=-1)
+    margin = z_y - jnp.max(jnp.where(onehot > 0, -jnp.inf, logits), axis=-1)
+    gnorm = jnp.linalg.norm(e, axis=-1) * jnp.sqrt(jnp.sum(h * h, axis=-1) + 1.0)
+    scalars = jnp.stack([loss, jnp.sum(p * onehot, axis=-1), margin, jnp.log(gnorm + 1e-6)], axis=-1)
+    return jnp.concatenate([scalars, e, onehot] + ([h] if embedding else []), axis=-1)
+
+
+def standardize(f: jax.Array) -> jax.Array:
+    """Column-wise z-scores of ``f (B, F)`` (constant columns map to 0)."""
+    mu = jnp.mean(f, axis=0, keepdims=True)
+    sd = jnp.std(f, axis=0, keepdims=True)
+    return (f - mu) / (sd + 1e-6)
+
+
+def embedding_distances(h: jax.Array) -> jax.Array:
+    """Squared Euclidean distances ``(B, B)`` of ``h (B, d)``, divided by their off-diagonal mean."""
+    sq = jnp.sum(h * h, axis=1)
+    d = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * h @ h.T, 0.0)
+    b = h.shape[0]
+    d = d * (1.0 - jnp.eye(b, dtype=d.dtype))
+    mean = jnp.sum(d) / max(b * (b - 1), 1)
+    return d / (mean + 1e-12)
+
+
+@dataclasses.dataclass
+class LearnedSelection:
+    """What :func:`fit_selection_model` returns.
+
+    Attributes:
+      values: float32 ``(n,)`` learned value of every training point (higher = more valuable).
+      model: the ML model ``θ`` trained alongside (a :class:`PureModel`).
+      selector: the trained selection network ``h_φ`` (:class:`SelectionModel`).
+      val_idx: int64 rows of the training set held out as the validation split (empty when a
+        separate validation set was given).
+      history: per-epoch ``hyper_loss`` (mean first-order validation-loss change), ``train_loss``,
+        ``epoch_time_s``; ``total_time_s`` (wall time, compilation included).
+    """
+
+    values: np.ndarray
+    model: PureModel
+    selector: SelectionModel
+    val_idx: np.ndarray
+    history: dict[str, Any]
+
+
+def _embed_fn(model: PureModel):
+    if model.apply_with_embedding is not None:
+        return model.apply_with_embedding
+
+    def embed(p, x):
+        logits = model.apply_fn(p, x)
+        return logits, logits
+
+    return embed
+
+
+def _check_fraction(value: float, name: str, *, closed_right: bool = False) -> float:
+    v = float(value)
+    ok = 0.0 < v <= 1.0 if closed_right else 0.0 < v < 1.0
+    if not np.isfinite(v) or not ok:
+        raise ValueError(f"{name} must be in (0, 1{']' if closed_right else ')'}, got {value!r}.")
+    return v
+
+
+def _split(n: int, validation_fraction: float | None, validation: Any, seed: int):
+    """``(train_rows, val_rows)`` of the training set, or all rows when ``validation`` is given."""
+    if validation is not None:
+        return np.arange(n), np.zeros(0, np.int64)
+    if validation_fraction is None:
+        raise ValueError("The learned selector needs a validation split: pass validation_fraction in (0, 1) "
+                         "to hold out part of the training set, or validation=(x_val, y_val).")
+    f = _check_fraction(validation_fraction, "validation_fraction")
+    n_val = int(round(f * n))
+    if n_val < 1 or n - n_val < 2:
+        raise ValueError(f"validation_fraction={validation_fraction} leaves {n_val} validation and {n - n_val} "
+                         f"training rows out of {n}; both need to be non-empty (training >= 2).")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _as_inputs(x: Any, y: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y)
+    if y.ndim != 1 or x.ndim < 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: x must be (n, ...) and y (n,) with the same n; got {x.shape} and {y.shape}.")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{name}: labels must be integers, got dtype {y.dtype}.")
+    as_features(x.reshape(x.shape[0], -1), name=f"{name} inputs")      # finiteness, with row numbers
+    return x, y.astype(np.int32)
+
+
+def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_fraction: float = 0.5,
+                        epochs: int = 5, seed: int = 0, validation_fraction: float | None = 0.1,
+                        validation: tuple[Any, Any] | None = None, batch_size: int = 64,
+                        val_batch_size: int = 256, epsilon: float = 0.1, iterations: int = 30,
+                        lr: float = 1e-5, selector_lr: float = 3e-3, hidden: Sequence[int] = (32,),
+                        warmup_epochs: int = 0, warmup_lr: float = 1e-3,
+                        embedding_features: bool = False,
+                        readout: str = "cost", readout_rounds: int = 4, progress: bool = False) -> LearnedSelection:
+    """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
+
+    Args:
+      model: the ML model ``θ`` to start from, a :class:`PureModel` (e.g. a briefly trained
+        surrogate) or an NNX module (converted with ``to_pure``).
+      x: training inputs ``(n, ...)``, finite.
+      y: int labels ``(n,)`` in ``[0, num_classes)``.
+      num_classes: ``C``.
+      budget_fraction: fraction of every mini-batch the layer selects, ``k = round(fraction·B)``, in (0, 1).
+      epochs: passes over the training rows.
+      seed: seed of the split, the batch order and ``h_φ``'s initialization.
+      validation_fraction: fraction of the training rows held out as the validation split
+        (``None`` requires ``validation``). The split is *trusted*: with noisy training labels
+        it is noisy too, and the validation gradient of a fitted model is then dominated by
+        mislabelled validation points, which aligns it with mislabelled training points.
+        For mislabel detection pass a clean ``validation`` set instead (the usual protocol of
+        validation-based data valuation).
+      validation: a separate (clean) validation set ``(x_val, y_val)``; then every row trains.
+      batch_size: ``B`` of the training mini-batches (and the convex layer).
+      val_batch_size: validation rows drawn per step.
+      epsilon, iterations: smoothing and Newton iterations of the layer.
+      lr, selector_lr: Adam learning rates of ``θ`` and ``φ`` during the alternation. ``θ`` moves
+        slowly by default: once ``θ`` fits the (clean) selection and grows confident, the
+        first-order validation cross-entropy rewards gradients that lower confidence, which
+        mislabelled points supply, and the learned ranking of mislabelled points inverts
+        (observed on ``digits`` with ``lr >= 1e-4``). ``lr=0`` values points for a fixed ``θ``.
+      warmup_epochs, warmup_lr: plain (unweighted) Adam epochs of ``θ`` on the training rows before
+        the alternation, for a model that starts untrained.
+      hidden: hidden widths of ``h_φ``.
+      embedding_features: also feed the raw embedding to ``h_φ`` (it always enters through the
+        layer's distances). Off by default: the embedding drifts while ``θ`` trains, and a
+        selection network that keys on raw embedding coordinates goes stale.
+      readout: ``"cost"`` or ``"selection"`` (see the module docstring).
+      readout_rounds: random partitions averaged by ``readout="selection"``.
+
+    Returns:
+      :class:`LearnedSelection`.
+    """
+    from jaxsubset.models.pure import to_pure
+
+    t_start = time.perf_counter()
+    if isinstance(model, nnx.Module):
+        model = to_pure(model)
+    if not isinstance(model, PureModel):
+        raise TypeError(f"model must be a PureModel or a flax.nnx.Module, got {type(model).__name__}.")
+    x, y = _as_inputs(x, y, "training set")
+    n = y.size
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}); found [{int(y.min())}, {int(y.max())}].")
+    frac = _check_fraction(budget_fraction, "budget_fraction")
+    if readout not in READOUTS:
+        raise ValueError(f"Unknown readout {readout!r}; choose one of {list(READOUTS)}.")
+    if not (np.isfinite(lr) and lr >= 0 and np.isfinite(selector_lr) and selector_lr > 0 and warmup_lr > 0):
+        raise ValueError(f"need lr >= 0, selector_lr > 0 and warmup_lr > 0; got {lr}, {selector_lr}, {warmup_lr}.")
+    if int(warmup_epochs) < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+    if int(epochs) < 1 or int(batch_size) < 2 or int(val_batch_size) < 1 or int(readout_rounds) < 1:
+        raise ValueError("epochs, val_batch_size and readout_rounds must be >= 1 and batch_size >= 2; got "
+                         f"{epochs}, {val_batch_size}, {readout_rounds}, {batch_size}.")
+    tr_idx, val_idx = _split(n, validation_fraction, validation, seed)
+    if validation is not None:
+        xv, yv = _as_inputs(validation[0], validation[1], "validation set")
+        if xv.shape[1:] != x.shape[1:]:
+            raise ValueError(f"validation inputs have shape {xv.shape[1:]} per example, training {x.shape[1:]}.")
+        if yv.size == 0:
+            raise ValueError("The validation set is empty; pass at least one validation example.")
+    else:
+        xv, yv = x[val_idx], y[val_idx]
+    xt, yt = x[tr_idx], y[tr_idx]
+    b = min(int(batch_size), yt.size)
+    k = max(1, int(round(frac * b)))
+    if k >= b:
+        raise ValueError(f"budget_fraction={budget_fraction} selects all {b} points of a mini-batch; use a "
+                         "smaller fraction (the layer then has nothing to choose).")
+    vb = min(int(val_batch_size), yv.size)
+    steps = yt.size // b
+
+    embed = _embed_fn(model)
+    apply_fn = model.apply_fn
+    logits0, h0 = embed(model.params, jnp.asarray(xt[:2]))
+    if logits0.shape[-1] != num_classes:
+        raise ValueError(f"The model has {logits0.shape[-1]} outputs but num_classes={num_classes}.")
+    feat_dim = 2 * num_classes + 4 + (int(h0.shape[-1]) if embedding_features else 0)
+    selector = SelectionModel(feat_dim, hidden, rngs=nnx.Rngs(int(seed)))
+    sgraph, phi = nnx.split(selector, nnx.Param)
+    tx_theta, tx_phi = _adam(float(lr)), _adam(float(selector_lr))
+    theta = model.params
+    state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
+
+    epoch = _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b, k, vb, steps, float(epsilon),
+                        int(iterations), bool(embedding_features))
+
+    def costs_fn(p, f):
+        return nnx.merge(sgraph, p)(f)
+
+    xs, ys, xvs, yvs = (jax.device_put(a) for a in (xt, yt, xv, yv))
+    key = jax.random.PRNGKey(int(seed))
+    if int(warmup_epochs):
+        theta = _warmup(apply_fn, theta, xs, ys, int(warmup_epochs), float(warmup_lr), b, key)
+        state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
+    history: dict[str, Any] = {"hyper_loss": [], "train_loss": [], "epoch_time_s": []}
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(int(epochs)), desc="learned selection", disable=not progress, leave=False):
+        key, sub = jax.random.split(key)
+        t0 = time.perf_counter()
+        state, hl, loss = epoch(state, sub, xs, ys, xvs, yvs)
+        hl, loss = float(hl), float(loss)
+        history["epoch_time_s"].append(time.perf_counter() - t0)
+        if not (np.isfinite(hl) and np.isfinite(loss)):
+            raise FloatingPointError(f"learned selection diverged (hyper loss {hl}, training loss {loss}); "
+                                     "lower lr / selector_lr or raise epsilon.")
+        history["hyper_loss"].append(hl)
+        history["train_loss"].append(loss)
+    theta, _, phi, _ = state
+    trained = dataclasses.replace(model, params=theta)
+    values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, embedding_features=embedding_features,
+                      readout=readout, batch=b, k=k, epsilon=epsilon, iterations=iterations,
+                      rounds=int(readout_rounds), seed=int(seed))
+    history["total_time_s"] = time.perf_counter() - t_start
+    return LearnedSelection(values, trained, nnx.merge(sgraph, phi), val_idx.astype(np.int64), history)
+
+
+@functools.lru_cache(maxsize=8)
+def _warmup_epoch(apply_fn, lr: float, batch: int):
+    from jaxsubset.train.step import make_epoch
+
+    tx = _adam(lr)
+    return tx, make_epoch(apply_fn, tx, batch)
+
+
+def _warmup(apply_fn, theta, xs, ys, epochs: int, lr: float, batch: int, key) -> Any:
+    """``epochs`` plain Adam epochs of ``θ`` on all training rows (unit weights)."""
+    tx, run = _warmup_epoch(apply_fn, lr, batch)
+    opt_state = tx.init(theta)
+    w = jnp.ones(ys.shape, jnp.float32)
+    for e in range(epochs):
+        theta, opt_state, _ = run(theta, opt_state, jax.random.fold_in(key, 10_000 + e), xs, ys, w)
+    return theta
+
+
+@functools.lru_cache(maxsize=8)
+def _adam(lr: float) -> optax.GradientTransformation:
+    return optax.adam(lr)       # cached so that equal settings reuse compiled epochs
+
+
+@functools.lru_cache(maxsize=8)
+def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: int, steps: int, epsilon: float,
+                iterations: int, embedding_features: bool):
+    """The jitted epoch ``(state, key, x, y, x_val, y_val) -> (state, hyper_loss, train_loss)``.
+
+    Cached on the model functions and settings, so repeated calls (seeds, data sets of equal
+    shapes) reuse one compilation.
+    """
+
+    def costs_fn(p, f):
+        return nnx.merge(sgraph, p)(f)
+
+    def step(carry, inputs):
+        theta, s_theta, phi, s_phi, xs, ys, xvs, yvs = carry
+        rows, vrows = inputs
+        xb, yb = xs[rows], ys[rows]
+        logits, h = embed(theta, xb)
+        logits, h = jax.lax.stop_gradient(logits), jax.lax.stop_gradient(h)
+        feats = standardize(sample_features(logits, h, yb, embedding=embedding_features))
+        dist = embedding_distances(h)
+        g_val = jax.grad(lambda p: jnp.mean(cross_entropy(apply_fn(p, xvs[vrows]), yvs[vrows])))(theta)
+        _, align = jax.jvp(lambda p: cross_entropy(apply_fn(p, xb), yb), (theta,), (g_val,))
+        align = jax.lax.stop_gradient(align)          # ⟨∇ℓ_j, ∇L_val⟩ for the B points
+
+        def hyper(p):
+            sol = fl_relaxation(dist, costs_fn(p, feats), k, epsilon=epsilon, iterations=iterations)
+            return -jnp.dot(sol.open, align) / k, sol.open
+
+        (hl, w), g_phi = jax.value_and_grad(hyper, has_aux=True)(phi)
+        upd, s_phi = tx_phi.update(g_phi, s_phi, phi)
+        phi = optax.apply_updates(phi, upd)
+        w = jax.lax.stop_gradient(w)
+        loss, g_theta = jax.value_and_grad(
+            lambda p: jnp.sum(w * cross_entropy(apply_fn(p, xb), yb)) / jnp.sum(w))(theta)
+        upd, s_theta = tx_theta.update(g_theta, s_theta, theta)
+        theta = optax.apply_updates(theta, upd)
+        return (theta, s_theta, phi, s_phi, xs, ys, xvs, yvs), (hl, loss)
+
+    @jax.jit
+    def epoch(state, key, xs, ys, xvs, yvs):
+        k1, k2 = jax.random.split(key)
+        rows = jax.random.permutation(k1, ys.shape[0])[: steps * b].reshape(steps, b)
+        vkeys = jax.random.split(k2, steps)
+        vrows = jax.vmap(lambda kk: jax.random.choice(kk, yvs.shape[0], (vb,), replace=False))(vkeys)
+        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, xvs, yvs), (rows, vrows))
+        return carry[:4], jnp.mean(hl), jnp.mean(loss)
+
+    return epoch
+
+
+@functools.lru_cache(maxsize=8)
+def _make_readout(embed, sgraph, k: int, epsilon: float, iterations: int, embedding_features: bool):
+    """Jitted ``(features(θ, x, y) -> raw (B, F), layer_open(φ, h, raw) -> y (R, B))``, cached like the epoch."""
+
+    @jax.jit
+    def features(theta, xb, yb):
+        logits, h = embed(theta, xb)
+        return sample_features(logits, h, yb, embedding=embedding_features), h
+
+    @jax.jit
+    def layer_open(phi, h, raw):
+        def one(hb, fb):
+            costs = nnx.merge(sgraph, phi)(standardize(fb))
+            return fl_relaxation(embedding_distances(hb), costs, k, epsilon=epsilon, iterations=iterations).open
+
+        return jax.vmap(one)(h, raw)
+
+    return features, layer_open
+
+
+def _readout(embed, costs_fn, sgraph, theta, phi, x, y, *, embedding_features: bool, readout: str, batch: int,
+             k: int, epsilon: float, iterations: int, rounds: int, seed: int, chunk: int = 1024) -> np.ndarray:
+    """Values ``(n,)`` of every row from the trained ``θ, φ`` (see the module docstring)."""
+    n = y.size
+    features, layer_open = _make_readout(embed, sgraph, k, float(epsilon), int(iterations), embedding_features)
+    parts = [features(theta, jnp.asarray(x[s:s + chunk]), jnp.asarray(y[s:s + chunk])) for s in range(0, n, chunk)]
+    raw = np.concatenate([np.asarray(p[0]) for p in parts])
+    h = np.concatenate([np.asarray(p[1]) for p in parts])
+    as_features(raw, name="selection features")    # non-finite model outputs: a clear error
+    if readout == "cost":
+        values = -np.asarray(costs_fn(phi, standardize(jnp.asarray(raw))), np.float32)
+    else:
+        rng = np.random.default_rng(seed + 7919)
+        total = np.zeros(n, np.float64)
+        nb = -(-n // batch)
+        for _ in range(rounds):
+            perm = rng.permutation(n)
+            extra = nb * batch - n                  # pad the last batch with random other rows
+            rows = np.concatenate([perm, rng.choice(n, extra, replace=n < extra)]).reshape(nb, batch)
+            opened = np.asarray(layer_open(phi, jnp.asarray(h[rows]), jnp.asarray(raw[rows])))
+            total[perm] += opened.reshape(-1)[:n]
+        values = (total / rounds).astype(np.float32)
+    return as_scores(values, name="learned values").astype(np.float32)
+
+
+def learned_values(model: Any, dataset: Any, *, budget_fraction: float = 0.5, epochs: int = 5, seed: int = 0,
+                   validation_fraction: float | None = 0.1, validation: tuple[Any, Any] | None = None,
+                   warmup_epochs: int | None = None, **kwargs: Any) -> np.ndarray:
+    """Learned value ``(n,)`` of every training point of ``dataset`` (higher = more valuable).
+
+    ``model`` is a model name (initialized from ``seed``), an NNX module or a
+    :class:`PureModel`; ``warmup_epochs`` defaults to 3 for a model name (an untrained model)
+    and to 0 otherwise; the remaining arguments are those of :func:`fit_selection_model`.
+    The values rank points for :func:`learned` / ``top_k`` and flag likely mislabelled points
+    (the lowest values) when ``validation`` is clean.
+    """
+    from jaxsubset.train.loop import as_pure
+
+    if warmup_epochs is None:
+        warmup_epochs = 3 if isinstance(model, str) else 0
+    pure = as_pure(model, dataset, seed)
+    return fit_selection_model(pure, dataset.x_train, dataset.y_train, num_classes=dataset.num_classes,
+                               budget_fraction=budget_fraction, epochs=epochs, seed=seed,
+                               validation_fraction=validation_fraction, validation=validation,
+                               warmup_epochs=warmup_epochs, **kwargs).values
+
+
+def learned_value_quantity(model: PureModel, x: Any, y: Any, *, batch_size: int = 1024, epochs: int = 3,
+                           seed: int = 0, **kwargs: Any) -> np.ndarray:
+    """Scoring-registry adapter: learned values ``(n,)`` starting from the surrogate ``model``.
+
+    ``fn(model, x, y, *, batch_size)`` as :func:`jaxsubset.scoring.register_quantity` expects;
+    ``batch_size`` is the registry's evaluation chunk and is not the training mini-batch
+    (pass ``fit_batch_size``). By default 10 % of the rows are held out for validation; other
+    keyword arguments go to :func:`fit_selection_model`.
+    """
+    del batch_size
+    if "fit_batch_size" in kwargs:
+        kwargs["batch_size"] = kwargs.pop("fit_batch_size")
+    logits = jax.eval_shape(model.apply_fn, model.params, jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.float32))
+    return fit_selection_model(model, x, y, num_classes=int(logits.shape[-1]), epochs=epochs, seed=seed,
+                               **kwargs).values
+
+
+def learned(values: Any, budget: int) -> Subset:
+    """Keep the ``budget`` points with the highest learned values (ties: lower index).
+
+    Args:
+      values: float ``(n,)`` from :func:`learned_values`, finite.
+      budget: number of points, ``0 <= budget <= n``.
+    """
+    v = as_scores(values, name="learned values")
+    budget = check_budget(budget, v.size)
+    order = np.argsort(-v, kind="stable")[:budget]
+    return Subset.unweighted(np.sort(order), method="learned")
+
+
+__all__ = ["SelectionModel", "LearnedSelection", "fit_selection_model", "learned_values", "learned",
+           "learned_value_quantity", "sample_features", "standardize", "embedding_distances", "READOUTS"]
