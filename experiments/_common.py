@@ -71,6 +71,16 @@ def line_plot(path: str, series: dict[str, tuple[Sequence[float], Sequence[float
     plt.close(fig)
 
 
+def accuracy_series(summary: Sequence[dict[str, Any]], dataset: str, key: str, names: Sequence[str],
+                    x: str) -> dict[str, tuple[list, list, list]]:
+    """``name -> (x values, mean accuracy, std)`` of the summary rows of ``dataset``, for line_plot."""
+    series = {}
+    for name in names:
+        ss = [s for s in summary if s["dataset"] == dataset and s[key] == name]
+        series[name] = ([s[x] for s in ss], [s["test_accuracy_mean"] for s in ss], [s["test_accuracy_std"] for s in ss])
+    return series
+
+
 def fmt(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 

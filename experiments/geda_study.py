@@ -88,11 +88,7 @@ def main(argv=None) -> int:
     md = render(summary)
     C.write_outputs(args.out, "geda_study", rows, summary, md, vars(args))
     for name, model in pairs:
-        series = {}
-        for m in methods:
-            ss = [s for s in summary if s["dataset"] == name and s["method"] == m]
-            series[m] = ([s["fraction"] for s in ss], [s["test_accuracy_mean"] for s in ss],
-                         [s["test_accuracy_std"] for s in ss])
+        series = C.accuracy_series(summary, name, "method", methods, "fraction")
         C.line_plot(os.path.join(args.out, f"accuracy_{name}.png"), series, xlabel="fraction kept",
                     ylabel="test accuracy", title=f"GEDA study proxy: {name} ({model}, {epochs} epochs)")
     return 0

@@ -120,11 +120,7 @@ def main(argv=None) -> int:
     rows = [dict(r, part="a") for r in rows_a] + [dict(r, part="b") for r in rows_b] + [dict(r, part="c") for r in rows_c]
     C.write_outputs(args.out, "pruning_heuristics", rows, summary, md, vars(args))
     for name, _ in pairs:
-        series = {}
-        for m in methods:
-            ss = [s for s in sa if s["dataset"] == name and s["method"] == m]
-            series[m] = ([s["pruning_ratio"] for s in ss], [s["test_accuracy_mean"] for s in ss],
-                         [s["test_accuracy_std"] for s in ss])
+        series = C.accuracy_series(sa, name, "method", methods, "pruning_ratio")
         C.line_plot(os.path.join(args.out, f"accuracy_vs_ratio_{name}.png"), series, xlabel="pruning ratio",
                     ylabel="test accuracy", title=f"pruning heuristics: {name}")
     return 0

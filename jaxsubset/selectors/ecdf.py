@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxsubset.selectors._checks import as_scores
+
 QUADRATURES = ("trapezoid", "simpson")
 RULES = ("evenly_spaced", "lowest", "highest", "random")
 
@@ -86,13 +88,7 @@ class BinnedProblem:
 
 def as_norms(norms: Any) -> np.ndarray:
     """Validate norms: a finite, non-negative float64 ``(n,)`` array, or raise."""
-    x = np.asarray(norms, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"norms must be a 1-D array (n,), got shape {x.shape}.")
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:
-        raise ValueError(f"norms contain NaN or inf at rows {bad[:10].tolist()}"
-                         f"{' ...' if bad.size > 10 else ''}; fix the scoring model or drop those rows.")
+    x = as_scores(norms, name="norms")
     neg = np.flatnonzero(x < 0)
     if neg.size:
         raise ValueError(f"norms must be >= 0 (they are gradient norms); found negative values at rows "
