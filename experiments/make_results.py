@@ -21,10 +21,45 @@ ORDER = ("geda_study", "pruning_heuristics", "targeted", "mislabel")
 
 # What we observed, written after reading the committed tables (kept next to the numbers).
 COMMENTARY = {
-    "geda_study": "",
+    "geda_study": (
+        "**Where ours differs from the published figures, and why.** The study's gaps are large (CIFAR-10 at "
+        "20 %: GEDA 72.91 vs random 68.81; CIFAR-100 at 20 %: 39.28 vs 33.22) because it fine-tunes an "
+        "ImageNet-pretrained ResNet-18 for 12 epochs, whose gradient norms are informative from the first "
+        "step. Our CPU proxy trains small models from scratch on small data sets: on `digits` GEDA is the "
+        "best method at 20 % (93.04 ± 0.48 vs random 91.83 ± 0.90) and ties the others within one standard "
+        "deviation at 40–80 %, as all methods approach the full-data 96.84 %. On `mnist1d` the three "
+        "rank-based selectors (quartiles, evenly spaced, GEDA) beat random by 1.5–2 points at 20 % and are "
+        "within noise of it above; GRAD-MATCH is best at 20 % (68.80) but falls behind at 60–80 % because its "
+        "orthogonal matching pursuit stops once the class gradient is matched and returns far fewer examples "
+        "than the budget (see the training times); CRAIG is worst at 20 % (56.00) and best at 60–80 %. "
+        "Speed-ups below 1× on `digits` are real: the MLP trains an epoch in ~30 ms, so the 3-epoch scoring "
+        "surrogate (with compilation) costs more than the training it saves; on `mnist1d` (CNN) subset "
+        "training pays off at 20–40 %."),
     "pruning_heuristics": "",
-    "targeted": "",
-    "mislabel": "",
+    "targeted": (
+        "**Against the published claim** (≈20–30 points of targeted-class gain after retraining, ≈12 more "
+        "than other methods): on `digits` with classes 3 and 8 kept at 10 %, FLQMI on embeddings raises "
+        "targeted accuracy from ≈8 % to 63 / 73 / 79 % at budgets 10 / 25 / 50 — gains larger than "
+        "published because the start is so low — but its margin over the best baseline is +9.7 / +4.6 / "
+        "+0.9 points, not ≈12: uncertainty sampling is a strong baseline here, since the rare-class points "
+        "are exactly the uncertain ones, and the pool holds only ≈25 rare points, so every method saturates "
+        "by budget 50. SMI on hypothesized-label last-layer gradients is weaker than on embeddings because "
+        "the model trained on E mislabels the rare classes. On `mnist1d` the small CNN at 10:1 imbalance "
+        "almost never predicts the rare classes; FLQMI still picks ≈3× more target-class points than random "
+        "and gains most, but only +3–7 points."),
+    "mislabel": (
+        "**Against the published claim** (learned subsets of up to ≈20 % higher value than other valuation "
+        "methods, and exposing mislabelled data): the learned values do expose flipped labels on `digits` "
+        "(ROC AUC 0.91 / 0.94 at 10 / 30 % noise; their subsets keep ≈0 % flipped points up to 60 % kept), "
+        "but the plain loss, EL2N and GraNd rankings of a briefly trained surrogate detect them better "
+        "(AUC 0.99–1.00), and keeping the lowest-loss examples is as good a filter. As a subset for training, "
+        "learned values are not better than random on these small problems: clean-but-easy subsets lose "
+        "accuracy, which is the same trade-off `loss_easy` shows. Two conditions matter and are documented "
+        "in `selectors.learned`: a clean validation split (carved from noisy rows, the ranking reverses), "
+        "and a slow model learning rate. On `mnist1d` the MLP is weak (≈60 % clean accuracy) and every "
+        "detector degrades; learned values are near chance at 10 % noise (AUC 0.53). The `*_hard` "
+        "selectors collapse under label noise (0.6 % accuracy at 20 % kept, 30 % noise) because the hardest "
+        "examples are the flipped ones — the known failure mode of hardness-based pruning on noisy data."),
 }
 
 

@@ -177,9 +177,10 @@ def main(argv=None) -> int:
                    help="folder for JAX's persistent compilation cache (default: a temporary folder for this run)")
     args = p.parse_args(argv)
     tmp = None
-    if args.compile_cache is None:
+    if args.compile_cache is None and not args.quick:  # (quick runs leave JAX's process-wide config alone)
         tmp = args.compile_cache = tempfile.mkdtemp(prefix="jaxsubset_cc_")
-    use_compile_cache(args.compile_cache)
+    if args.compile_cache is not None:
+        use_compile_cache(args.compile_cache)
     specs, seeds, strategies = CONFIGS[args.config], args.seeds, tuple(args.strategies)
     if args.quick:
         specs = (dataclasses.replace(specs[0], budgets=specs[0].budgets[1:2], epochs=10),)
