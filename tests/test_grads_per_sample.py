@@ -191,3 +191,28 @@ def test_out_of_memory_suggests_smaller_batch_size():
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1 TB")
     with pytest.raises(MemoryError, match="smaller batch_size"):
         grads.chunked_map(fn, (np.zeros((4, 2)),), batch_size=2)
+
+
+def test_iterator_of_batches_equals_arrays():
+    from jaxsubset import grads
+    from jaxsubset.models import create, to_pure
+
+    m = to_pure(create("mlp", (6,), 3, seed=0))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(23, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=23)
+
+    def loader():  # uneven batches, as a data loader would give
+        for s in range(0, 23, 7):
+            yield x[s:s + 7], y[s:s + 7]
+
+    np.testing.assert_allclose(grads.losses(m.apply_fn, m.params, loader(), None),
+                               grads.losses(m.apply_fn, m.params, x, y), rtol=1e-6)
+    np.testing.assert_allclose(grads.grad_norms(m.apply_fn, m.params, loader(), None, batch_size=8),
+                               grads.grad_norms(m.apply_fn, m.params, x, y, batch_size=8), rtol=1e-5)
+    np.testing.assert_allclose(grads.per_sample_grads(m.apply_fn, m.params, loader(), None, batch_size=8),
+                               grads.per_sample_grads(m.apply_fn, m.params, x, y, batch_size=8), rtol=1e-5)
+    with pytest.raises(TypeError, match="pairs"):
+        grads.losses(m.apply_fn, m.params, iter([x[:2]]), None)
+    with pytest.raises(ValueError, match="empty"):
+        grads.losses(m.apply_fn, m.params, iter([]), None)

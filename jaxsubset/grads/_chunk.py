@@ -13,8 +13,37 @@ from tqdm.auto import tqdm
 from jaxsubset.grads.sharding import batch_size_for, shard_batch, to_numpy
 
 
+def gather_batches(batches: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate an iterable of ``(x_batch (b, ...), y_batch (b,))`` pairs into ``(x, y)``.
+
+    Lets every function of ``jaxsubset.grads`` take a data loader (a generator, a
+    ``tf.data`` / TFDS numpy iterator, ...) as ``x`` with ``y=None``; rows keep the
+    iterator's order and the computation is then chunked by ``batch_size`` as usual.
+    """
+    xs, ys = [], []
+    try:
+        for item in batches:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise TypeError("with y=None, x must be an iterable of (x_batch, y_batch) pairs; got an item "
+                                f"of type {type(item).__name__}.")
+            xs.append(np.asarray(item[0]))
+            ys.append(np.asarray(item[1]).reshape(-1))
+    except TypeError as err:
+        if "not iterable" in str(err):
+            raise TypeError("y is None, so x must be an iterable of (x_batch, y_batch) pairs.") from err
+        raise
+    if not xs:
+        raise ValueError("The iterator of batches was empty.")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def check_xy(x: Any, y: Any, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Validate inputs ``x (n, ...)`` and int labels ``y (n,)``; return them as numpy arrays."""
+    """Validate inputs ``x (n, ...)`` and int labels ``y (n,)``; return them as numpy arrays.
+
+    With ``y=None``, ``x`` is an iterable of ``(x_batch, y_batch)`` pairs (see ``gather_batches``).
+    """
+    if y is None:
+        x, y = gather_batches(x)
     x = np.asarray(x)
     y = np.asarray(y)
     if y.ndim != 1:
