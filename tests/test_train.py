@@ -35,12 +35,16 @@ def test_weighted_loss_unit_weights_is_mean_and_integer_weights_duplicate(digits
 def test_epoch_scan_matches_streamed_steps_and_is_deterministic(digits):
     sub = Subset(np.arange(0, 300, 2), np.linspace(0.5, 2.0, 150))
     kw = dict(epochs=2, batch_size=32, lr=1e-3, seed=7, progress=False)
-    a = train.fit("mlp", digits, sub, **kw)
+    a = train.fit("mlp", digits, sub, epoch_mode="scan", **kw)
     b = train.fit("mlp", digits, sub, max_device_bytes=0, **kw)  # forces the host-streaming path
-    c = train.fit("mlp", digits, sub, **kw)
-    for x, y, z in zip(*(jax.tree_util.tree_leaves(r.params) for r in (a, b, c))):
+    c = train.fit("mlp", digits, sub, epoch_mode="scan", **kw)
+    d = train.fit("mlp", digits, sub, epoch_mode="steps", **kw)  # one dispatch per batch, data on device
+    for x, y, z, u in zip(*(jax.tree_util.tree_leaves(r.params) for r in (a, b, c, d))):
         np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
         np.testing.assert_array_equal(x, z)
+        np.testing.assert_allclose(x, u, rtol=2e-5, atol=2e-6)
+    with pytest.raises(ValueError, match="epoch_mode"):
+        train.fit("mlp", digits, sub, epoch_mode="python", **kw)
     assert a.history["num_examples"] == [150, 150] and len(a.history["epoch_time_s"]) == 2
 
 

@@ -4,8 +4,8 @@ from jaxsubset.train.evaluate import accuracy, make_predict, predict
 from jaxsubset.train.loop import FitResult, as_pure, fit
 from jaxsubset.train.loss import weighted_loss, weighted_mean
 from jaxsubset.train.schedules import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from jaxsubset.train.step import epoch_order, make_epoch, make_train_step
+from jaxsubset.train.step import epoch_order, make_epoch, make_indexed_step, make_train_step
 
 __all__ = ["fit", "FitResult", "as_pure", "accuracy", "predict", "make_predict", "weighted_loss", "weighted_mean",
-           "make_schedule", "make_optimizer", "SCHEDULES", "OPTIMIZERS", "make_train_step", "make_epoch",
+           "make_schedule", "make_optimizer", "SCHEDULES", "OPTIMIZERS", "make_train_step", "make_epoch", "make_indexed_step",
            "epoch_order"]

@@ -19,7 +19,7 @@ from jaxsubset.models.pure import PureModel
 from jaxsubset.subset import Subset
 from jaxsubset.train.evaluate import accuracy, make_predict
 from jaxsubset.train.schedules import make_optimizer, make_schedule
-from jaxsubset.train.step import epoch_order, make_epoch, make_train_step
+from jaxsubset.train.step import epoch_order, make_epoch, make_indexed_step, make_train_step
 
 
 @dataclasses.dataclass
@@ -67,7 +67,7 @@ def _device_fits(nbytes: int, limit: int | None) -> bool:
 def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: int, batch_size: int = 64,
         optimizer: str | optax.GradientTransformation = "adam", lr: float = 1e-3, schedule: str = "cosine",
         weight_decay: float = 0.0, seed: int = 0, progress: bool = True, eval_every: int = 1,
-        max_device_bytes: int | None = None,
+        max_device_bytes: int | None = None, epoch_mode: str = "auto",
         reselect: Callable[[PureModel, int], Subset] | None = None, select_every: int | None = None,
         warm_start_epochs: int = 0, warm_start_subset: Subset | None = None,
         selector: str | None = None, budget: int | None = None, scores: str = "last_layer") -> FitResult:
@@ -95,6 +95,12 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         ``lr``/``schedule``/``weight_decay`` are ignored).
       lr, schedule, weight_decay: see :func:`jaxsubset.train.make_schedule`.
       eval_every: evaluate test accuracy every this many epochs (and at the last one).
+      epoch_mode: with the data on the device, ``"scan"`` runs an epoch as one compiled
+        ``lax.scan``; ``"steps"`` dispatches one compiled step per batch on the same
+        device-resident arrays (only batch indices move); ``"auto"`` (default) picks
+        ``"scan"`` on GPU/TPU and ``"steps"`` on CPU, where XLA runs convolutions inside a
+        scan body far slower than the same step compiled alone (measured on 2 CPU cores:
+        digits CNN 0.88 s vs 0.06 s per epoch; MLP 0.018 s either way). Results agree.
       selector, budget, scores: shorthand for ``reselect`` — a registered method name
         re-run per class with the current model on ``budget`` examples (default: the
         size of ``subset``), gradient features per ``scores`` (``"last_layer"``,
@@ -141,8 +147,14 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         tx = optimizer
     params = pure.params
     opt_state = tx.init(params)
+    if epoch_mode not in ("auto", "scan", "steps"):
+        raise ValueError(f"epoch_mode must be 'auto', 'scan' or 'steps', got {epoch_mode!r}.")
+    if epoch_mode == "auto":
+        epoch_mode = "steps" if jax.default_backend() == "cpu" else "scan"
     on_device = _device_fits(dataset.x_train[:1].nbytes * max(sizes), max_device_bytes)
-    run_epoch = make_epoch(pure.apply_fn, tx, batch_size) if on_device else None
+    use_scan = on_device and epoch_mode == "scan"
+    run_epoch = make_epoch(pure.apply_fn, tx, batch_size) if use_scan else None
+    indexed = make_indexed_step(pure.apply_fn, tx) if on_device and not use_scan else None
     step = None if on_device else make_train_step(pure.apply_fn, tx)
 
     history: dict[str, list] = {k: [] for k in ("epoch", "train_loss", "test_accuracy", "per_class_accuracy",
@@ -177,7 +189,7 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         # -- train one epoch
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        if on_device:
+        if use_scan:
             if len(active) not in compiled:  # compile outside the timed region
                 t0 = time.perf_counter()
                 compiled[len(active)] = run_epoch.lower(params, opt_state, sub, *arrays).compile()
@@ -185,6 +197,18 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
                 t0 = time.perf_counter()
             params, opt_state, loss = compiled[len(active)](params, opt_state, sub, *arrays)
             loss = float(loss)
+        elif on_device:
+            order, valid = (np.asarray(a) for a in epoch_order(sub, len(active), batch_size))
+            if len(active) not in compiled:  # compile outside the timed region
+                t0 = time.perf_counter()
+                compiled[len(active)] = indexed.lower(params, opt_state, *arrays, order[0], valid[0]).compile()
+                compile_time += time.perf_counter() - t0
+                t0 = time.perf_counter()
+            batch_losses = []
+            for o, v in zip(order, valid):
+                params, opt_state, bl = compiled[len(active)](params, opt_state, *arrays, o, v)
+                batch_losses.append(bl)
+            loss = float(jnp.mean(jnp.stack(batch_losses)))
         else:
             order, valid = (np.asarray(a) for a in epoch_order(sub, len(active), batch_size))
             batch_losses = []
