@@ -19,7 +19,7 @@ class RunConfig:
     """Settings of :func:`compare` (the ``jaxsubset run`` command)."""
 
     dataset: str = "digits"
-    model: str = "mlp"
+    model: str = "cnn"
     method: str = "geda"
     fraction: float = 0.3
     epochs: int = 20
