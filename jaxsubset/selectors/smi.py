@@ -325,22 +325,30 @@ class FLVMI(_SetFunction):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FLQMI(_SetFunction):
+class _QueryFunction(_SetFunction):
+    """A set function defined by pool-to-query similarities ``pool_query (n, q)`` and one scalar."""
+
+    def _validate(self, scalar: str, nonneg_kernel: bool) -> None:
+        pq = _check_kernel(self.pool_query, "pool_query", (None, None), nonneg_kernel)
+        if pq.shape[1] == 0:
+            raise ValueError(f"the query set is empty; {type(self).__name__} needs at least one query point.")
+        object.__setattr__(self, "pool_query", pq)
+        object.__setattr__(self, scalar, _check_nonneg(getattr(self, scalar), scalar))
+
+    @property
+    def n(self) -> int:
+        return self.pool_query.shape[0]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FLQMI(_QueryFunction):
     """``I(A; Q) = Σ_{i∈Q} max_{j∈A} s_ij + η·Σ_{j∈A} max_{i∈Q} s_ij`` from ``pool_query (n, q)``."""
 
     pool_query: np.ndarray
     eta: float = 1.0
 
     def __post_init__(self) -> None:
-        pq = _check_kernel(self.pool_query, "pool_query", (None, None), True)
-        if pq.shape[1] == 0:
-            raise ValueError("the query set is empty; FLQMI needs at least one query point.")
-        object.__setattr__(self, "pool_query", pq)
-        object.__setattr__(self, "eta", _check_nonneg(self.eta, "eta"))
-
-    @property
-    def n(self) -> int:
-        return self.pool_query.shape[0]
+        self._validate("eta", nonneg_kernel=True)
 
     def __call__(self, A: Any) -> float:
         a = _as_set(A, self.n)
@@ -351,22 +359,14 @@ class FLQMI(_SetFunction):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class GCMI(_SetFunction):
+class GCMI(_QueryFunction):
     """``I(A; Q) = 2λ·Σ_{i∈A} Σ_{j∈Q} s_ij`` from ``pool_query (n, q)`` (modular in ``A``)."""
 
     pool_query: np.ndarray
     lam: float = 1.0
 
     def __post_init__(self) -> None:
-        pq = _check_kernel(self.pool_query, "pool_query", (None, None), False)
-        if pq.shape[1] == 0:
-            raise ValueError("the query set is empty; GCMI needs at least one query point.")
-        object.__setattr__(self, "pool_query", pq)
-        object.__setattr__(self, "lam", _check_nonneg(self.lam, "lam"))
-
-    @property
-    def n(self) -> int:
-        return self.pool_query.shape[0]
+        self._validate("lam", nonneg_kernel=False)
 
     def __call__(self, A: Any) -> float:
         a = _as_set(A, self.n)
