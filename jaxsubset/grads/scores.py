@@ -15,7 +15,6 @@ from jaxsubset.grads.sharding import data_parallel, replicate
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
-_check_finite_rows = check_finite_rows  # backwards-compatible alias
 
 
 def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,3 +30,11 @@ def as_features(x: Any, *, name: str = "features") -> np.ndarray:
         raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
                          f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
     return a
+
+
+def accepts_seed(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` takes a ``seed`` keyword (randomized selectors get one forwarded)."""
+    try:
+        return "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

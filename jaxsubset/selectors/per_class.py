@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from jaxsubset.selectors._checks import accepts_seed
 from jaxsubset.subset import Subset, per_class_budget
 
 
@@ -41,11 +42,7 @@ def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
         if np.shape(a)[0] != y.shape[0]:
             raise ValueError(f"arrays[{k!r}] has {np.shape(a)[0]} rows but labels has {y.shape[0]}.")
     budgets = per_class_budget(y, budget, num_classes)
-    import inspect
-    try:
-        takes_seed = "seed" in inspect.signature(selector).parameters
-    except (TypeError, ValueError):
-        takes_seed = False
+    takes_seed = accepts_seed(selector)
     idx_parts, w_parts, infos = [], [], {}
     for c, b in enumerate(budgets):
         rows = np.flatnonzero(y == c)

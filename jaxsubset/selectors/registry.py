@@ -15,11 +15,11 @@ registered with ``per_class=False``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from jaxsubset.selectors._checks import accepts_seed
 from jaxsubset.subset import Subset
 
 
@@ -36,7 +36,7 @@ class Method:
 
     def __call__(self, *arrays: Any, budget: int, seed: int = 0) -> Subset:
         kw = dict(self.kwargs)
-        if "seed" in inspect.signature(self.fn).parameters:
+        if accepts_seed(self.fn):
             kw["seed"] = seed
         if self.needs:
             return self.fn(*arrays, budget, **kw)
