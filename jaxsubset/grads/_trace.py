@@ -353,6 +353,35 @@ def _patches(lhs: jax.Array, filt: Sequence[int], prm: dict) -> jax.Array:
     return jnp.stack(cols, axis=-2)
 
 
+def _conv_weight_grad(site: Site, act: jax.Array, g: jax.Array) -> jax.Array:
+    """The convolution's kernel gradient ``(*filter, C, O)`` from ``act`` and output gradient ``g``.
+
+    One contraction per kernel offset, ``Σ_{n,t} x[n, t·stride + offset·dilation]ᵀ g[n, t]``,
+    each reading a strided view of the padded input: peak memory is one shifted copy
+    of the input (``T·C`` per example), not the ``K`` times larger unfolded patches.
+    """
+    prm = site.eqn.params
+    dn = prm["dimension_numbers"]
+    rhs_shape = site.eqn.invars[1].aval.shape
+    filt = [rhs_shape[i] for i in dn.rhs_spec[2:]]
+    lhs = jnp.transpose(act, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1])).astype(jnp.float32)
+    out = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])).astype(jnp.float32)
+    s = len(filt)
+    pads = [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(prm["padding"], prm["lhs_dilation"])] + [(0, 0, 0)]
+    x = lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
+    strides, rdil = prm["window_strides"], prm["rhs_dilation"]
+    out_sp = out.shape[1:1 + s]
+    go = out.reshape(-1, out.shape[-1])  # (N·T, O)
+    blocks = []
+    for off in np.ndindex(*filt):
+        start = [0] + [o * d for o, d in zip(off, rdil)] + [0]
+        limit = ([x.shape[0]] + [st + (n - 1) * sd + 1 for st, n, sd in zip(start[1:], out_sp, strides)]
+                 + [x.shape[-1]])
+        xs = lax.slice(x, start, limit, [1, *strides, 1]).reshape(-1, x.shape[-1])  # (N·T, C)
+        blocks.append(xs.T @ go)  # (C, O)
+    return jnp.stack(blocks).reshape(*filt, x.shape[-1], go.shape[-1])
+
+
 def _conv_operands(site: Site, act: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, list[int]]:
     """Patches ``A (1, N·T, K·C)``, ``G (1, N·T, O)`` and the kernel's axes in ``[*spatial, I, O]`` order."""
     prm = site.eqn.params
@@ -370,6 +399,8 @@ def _conv_operands(site: Site, act: jax.Array, g: jax.Array) -> tuple[jax.Array,
 
 
 def _conv_norm(site: Site, act: jax.Array, g: jax.Array) -> jax.Array:
+    if site.method == "materialize":
+        return _sq(_conv_weight_grad(site, act, g))
     a, gg, _ = _conv_operands(site, act, g)
     return _gram_norm(a, gg, site.method)
 
@@ -414,8 +445,12 @@ def site_sq_norm(site: Site, act: Any, g: jax.Array) -> jax.Array:
 
 def site_grad(site: Site, act: Any, g: jax.Array, leaf_shape: Sequence[int]) -> jax.Array:
     """One example's gradient for the leaf of ``site``, in the leaf's own shape (float32)."""
-    if site.kind in ("dot", "conv"):
-        a, gg, axes = (_dot_operands if site.kind == "dot" else _conv_operands)(site, act, g)
+    if site.kind == "conv":
+        dn = site.eqn.params["dimension_numbers"]
+        grad = _to_axes(_conv_weight_grad(site, act, g), site.eqn.invars[1].aval.shape,
+                        [*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]])
+    elif site.kind == "dot":
+        a, gg, axes = _dot_operands(site, act, g)
         m = _materialize(a.astype(jnp.float32), gg.astype(jnp.float32))
         grad = _to_axes(m, site.eqn.invars[site.pos].aval.shape, axes)
     else:
