@@ -1,18 +1,22 @@
 """Per-sample gradient engine benchmark (not a unit test): time and peak memory, side by side.
 
 For each model, on one batch:
-  (a) batched mean-loss gradient            jit(grad(mean loss))
-  (b) per-sample gradients                  jaxsubset.grads.per_sample_grads (method="vmap", the default)
+  (a) batched mean-loss gradient            jit(grad(mean loss)), one call on the batch
+  (b) per-sample gradients                  jaxsubset.grads.per_sample_grads (method="vmap"): (n, P) numpy
   (b') the same from the probe pass         jaxsubset.grads.per_sample_grads (method="probe")
-  (c) per-sample norms, ghost               jaxsubset.grads.grad_norms(method="auto")
-  (d) per-sample norms, vmap + norm         jaxsubset.grads.grad_norms(method="vmap")
+  (c) per-sample norms, ghost               jaxsubset.grads.grad_norms(method="auto"), one call
+  (d) per-sample norms, vmap + norm         jaxsubset.grads.grad_norms(method="vmap"), one call
   (e) Python loop of jit(grad), one example at a time
-  (f) torch.func.vmap(grad) on the same architecture (only if torch is importable)
+  (f) torch.func.vmap(grad) on the same architecture (only if torch is importable): a dict of
+      per-parameter tensors; (f') the same concatenated into one (n, P) matrix like (b)
 
-Times are the best of ``--repeats`` round-robin runs of the jitted per-chunk function (compilation
-excluded, host transfer excluded). Peak memory is XLA's compiled estimate for the
-call: arguments + outputs + temporaries (``Compiled.memory_analysis()``); for (e) it
-is one example's call. Usage::
+Times are the best of ``--repeats`` round-robin runs, compilation excluded. (b) and (b')
+are the whole public computation after compiling: chunks of the size ``fit_rows`` picks
+(small on CPU: fresh large allocations are slow there), every chunk copied into the
+``(n, P)`` host array, finiteness checked. Peak memory is XLA's compiled estimate for one
+call: arguments + outputs + temporaries (``Compiled.memory_analysis()``); for (b) it is
+one chunk's call (the ``(n, P)`` result comes on top), for (e) one example's call.
+Usage::
 
     python benchmarks/per_sample_grads.py            # MLP b=512, CNN b=256 (+ ResNet-18 on GPU)
     python benchmarks/per_sample_grads.py --quick    # small batches, 2 repeats
@@ -21,6 +25,7 @@ is one example's call. Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Any, Callable
 
@@ -31,7 +36,8 @@ import numpy as np
 from jaxsubset.grads import cross_entropy
 from jaxsubset.grads._params import example_loss
 from jaxsubset.grads.ghost import ghost_chunk_fn, vmap_chunk_fn
-from jaxsubset.grads.per_sample import build_plan, chunk_fn
+from jaxsubset.grads._chunk import fit_rows
+from jaxsubset.grads.per_sample import build_plan, chunk_fn, collect_rows
 from jaxsubset.models import create, to_pure
 
 SPECS = {  # name -> (model name, per-example input shape, classes)
@@ -66,8 +72,12 @@ def peak_bytes(jitted: Any, *args: Any) -> float:
 
 # --- PyTorch reference (optional) ---------------------------------------------------------------
 
-def torch_call(name: str, x: np.ndarray, y: np.ndarray) -> Callable[[], Any] | None:
-    """``torch.func.vmap(grad)`` of the same architecture on the same batch, or None without torch."""
+def torch_call(name: str, x: np.ndarray, y: np.ndarray, flat: bool = False) -> Callable[[], Any] | None:
+    """``torch.func.vmap(grad)`` of the same architecture on the same batch, or None without torch.
+
+    It returns a dict of per-parameter tensors; with ``flat``, they are concatenated
+    into one ``(n, P)`` matrix, the form ``per_sample_grads`` returns.
+    """
     try:
         import torch
     except ImportError:
@@ -95,7 +105,9 @@ def torch_call(name: str, x: np.ndarray, y: np.ndarray) -> Callable[[], Any] | N
         return nn.functional.cross_entropy(out, yi[None])
 
     f = vmap(grad(loss1), in_dims=(None, 0, 0))
-    return lambda: f(params, xt, yt)
+    if not flat:
+        return lambda: f(params, xt, yt)
+    return lambda: torch.cat([g.reshape(len(xt), -1) for g in f(params, xt, yt).values()], dim=1)
 
 
 # --- one model ----------------------------------------------------------------------------------
@@ -117,11 +129,14 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
 
     fns = {
         "a": jax.jit(jax.grad(mean_loss)),
-        "b": jax.jit(chunk_fn(m.apply_fn, m.params, chosen)),
-        "b1": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=plan)),
         "c": jax.jit(ghost_chunk_fn(plan)),
         "d": jax.jit(vmap_chunk_fn(m.apply_fn, m.params, chosen)),
     }
+    # (b), (b'): what per_sample_grads does after compiling: chunks sized by fit_rows,
+    # gradients copied into one (n, P) numpy array, finiteness checked.
+    psg = {"b": jax.jit(chunk_fn(m.apply_fn, m.params, chosen)),
+           "b1": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=plan))}
+    rows = {k: fit_rows(functools.partial(f, leaves), (x_np, y_np), batch) for k, f in psg.items()}
     g1 = jax.jit(jax.grad(example_loss(m.apply_fn)))
     n = min(loop_n, batch)
 
@@ -132,39 +147,50 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
         return r
 
     calls = {k: (lambda f=f: f(leaves, x, y)) for k, f in fns.items()}
+    for k, f in psg.items():
+        calls[k] = lambda f=f, k=k: collect_rows(functools.partial(f, leaves), x_np, y_np, rows=rows[k])
     calls["e"] = loop
-    tc = torch_call(name, x_np, y_np) if use_torch else None
-    if tc is not None:
-        calls["f"] = tc
+    if use_torch:
+        for key, flat in (("f", False), ("f1", True)):
+            tc = torch_call(name, x_np, y_np, flat)
+            if tc is not None:
+                calls[key] = tc
     times = best_times(calls, repeats)
     times["e"] *= batch / n  # the loop's time scaled to the whole batch
     out = {k: (times[k], peak_bytes(f, leaves, x, y)) for k, f in fns.items()}
+    for k, f in psg.items():  # one chunk's device buffers (the (n, P) host result comes on top)
+        out[k] = (times[k], peak_bytes(f, leaves, x[:rows[k]], y[:rows[k]]))
     out["e"] = (times["e"], peak_bytes(g1, m.params, x[0], y[0]))
-    if tc is not None:
-        out["f"] = (times["f"], float("nan"))
-    return out
+    for k in ("f", "f1"):
+        if k in times:
+            out[k] = (times[k], float("nan"))
+    order = ["a", "b", "b1", "c", "d", "e", "f", "f1"]
+    return {k: out[k] for k in order if k in out}, rows
 
 
 LABELS = {
     "a": "(a) batched mean-loss gradient",
-    "b": "(b) per-sample gradients (vmap)",
-    "b1": "(b') per-sample gradients (probe)",
+    "b": "(b) per_sample_grads -> (n, P), vmap",
+    "b1": "(b') per_sample_grads -> (n, P), probe",
     "c": "(c) per-sample norms, ghost",
     "d": "(d) per-sample norms, vmap + norm",
     "e": "(e) Python loop of jit(grad)",
-    "f": "(f) torch.func vmap(grad)",
+    "f": "(f) torch.func vmap(grad), dict",
+    "f1": "(f') torch.func vmap(grad) -> (n, P)",
 }
 
 TARGETS = {  # model -> [(label, numerator, denominator, comparison, bound, kind)]
     "mlp": [("(c)/(a) time", "c", "a", "<=", 1.5, 0), ("(d)/(c) time", "d", "c", ">=", 10, 0),
             ("(c)/(a) peak memory", "c", "a", "<=", 1.5, 1)],
     "cnn": [("(b)/(a) time", "b", "a", "<=", 3, 0), ("(e)/(b) time", "e", "b", ">=", 30, 0),
-            ("(f)/(b) time", "f", "b", ">=", 1, 0), ("(c)/(a) peak memory", "c", "a", "<=", 1.5, 1)],
+            ("(f)/(b) time", "f", "b", ">=", 1, 0), ("(f)/(b') time", "f", "b1", ">=", 1, 0),
+            ("(f')/(b) time", "f1", "b", ">=", 1, 0), ("(c)/(a) peak memory", "c", "a", "<=", 1.5, 1)],
 }
 
 
-def report(name: str, batch: int, res: dict[str, tuple[float, float]]) -> None:
-    print(f"\n{name.upper()} (batch {batch}, {jax.default_backend()})")
+def report(name: str, batch: int, res: dict[str, tuple[float, float]], rows: dict[str, int]) -> None:
+    print(f"\n{name.upper()} (batch {batch}, {jax.default_backend()}; per_sample_grads chunks of "
+          f"{rows['b']} (vmap) / {rows['b1']} (probe) rows)")
     print(f"  {'':38s} {'time ms':>10s} {'x (a)':>8s} {'peak MB':>9s}")
     ta = res["a"][0]
     for key, (t, mem) in res.items():
@@ -172,7 +198,8 @@ def report(name: str, batch: int, res: dict[str, tuple[float, float]]) -> None:
         print(f"  {LABELS[key]:38s} {t * 1e3:10.1f} {t / ta:8.2f} {mem_s:>9s}")
     targets = list(TARGETS.get(name, []))
     if name == "mlp":
-        targets += [("(f)/(b) time", "f", "b", ">=", 1, 0)]
+        targets += [("(f)/(b) time", "f", "b", ">=", 1, 0), ("(f)/(b') time", "f", "b1", ">=", 1, 0),
+                    ("(f')/(b) time", "f1", "b", ">=", 1, 0)]
     for label, num, den, op, bound, kind in targets:
         if num not in res or den not in res:
             continue
@@ -204,8 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in models:
         if name not in SPECS:
             raise SystemExit(f"unknown model {name!r}; choose from {sorted(SPECS)}")
-        res = run(name, batches[name], repeats, loop_n, not a.no_torch)
-        report(name, batches[name], res)
+        res, rows = run(name, batches[name], repeats, loop_n, not a.no_torch)
+        report(name, batches[name], res, rows)
 
 
 if __name__ == "__main__":

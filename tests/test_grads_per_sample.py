@@ -63,7 +63,7 @@ def test_matches_python_loop_and_batched_mean(name):
     x = rng.normal(size=(n, *shape)).astype(np.float32)
     y = rng.integers(0, c, n)
     ref = _loop_reference(model.apply_fn, model.params, x, y)
-    for method in ("vmap", "probe"):
+    for method in ("auto", "vmap", "probe"):
         g = grads.per_sample_grads(model.apply_fn, model.params, x, y, method=method, batch_size=2)
         assert g.shape == ref.shape
         assert np.max(_rel(g, ref)) < 1e-5, method
@@ -184,6 +184,43 @@ def test_bad_input_raises_clear_errors():
         grads.grad_norms(f, p, bad, y)
     with pytest.raises(FloatingPointError, match=r"rows \[2\]"):
         grads.last_layer_grads(model.apply_with_embedding, p, bad, y)
+
+
+def test_huge_but_finite_gradients_are_not_reported_as_non_finite():
+    # Entries of 1.5e37 are finite, but a row's sum overflows float32; the on-device row
+    # sums flag the rows and the exact re-check must clear them.
+    c, d = 2, 40
+    x = np.full((3, d), 1.5e37, np.float32)
+    y = np.array([0, 1, 0])
+    g = grads.per_sample_grads(lambda p, xb: xb @ p["w"], {"w": jnp.zeros((d, c))}, x, y)
+    e = np.full((3, c), 0.5, np.float32) - np.eye(c, dtype=np.float32)[y]
+    np.testing.assert_allclose(g, np.einsum("nd,nc->ndc", x, e).reshape(3, -1), rtol=1e-6)
+
+
+def test_fit_rows_shrinks_cpu_chunks_to_the_budget(monkeypatch):
+    from jaxsubset.grads import _chunk, per_sample
+    from jaxsubset.grads._chunk import fit_rows
+
+    x = np.zeros((64, 4), np.float32)
+    wide = jax.jit(lambda xb: jnp.tile(xb, (1, 2**18)))  # 4 MiB of output per row
+    assert fit_rows(wide, (x,), 64, budget=16 * 2**20) in (3, 4)  # XLA may add a little temporary space
+    assert fit_rows(wide, (x,), 64, budget=2**40) == 64
+    assert fit_rows(wide, (x,), 6) == 6  # at most `probe` rows: kept as given
+    assert fit_rows(lambda xb: xb, (x,), 64) == 64  # not jitted: kept
+    assert fit_rows(jax.jit(lambda xb: 2 * xb), (x,), 64) == 64  # 16 bytes per row
+    # chunks of the size fit_rows picks give the same per-sample gradients as one chunk
+    model, shape, c = _model("cnn")
+    rng = np.random.default_rng(4)
+    xs = rng.normal(size=(20, *shape)).astype(np.float32)
+    ys = rng.integers(0, c, 20)
+    whole = grads.per_sample_grads(model.apply_fn, model.params, xs, ys, batch_size=20)
+    calls = []
+    monkeypatch.setattr(_chunk, "CPU_CALL_BYTES", 2048)  # a few rows of this tiny CNN's gradients
+    monkeypatch.setattr(per_sample, "iter_chunks", lambda *a, **k: calls.append(k["batch_size"]) or
+                        _chunk.iter_chunks(*a, **k))
+    small = grads.per_sample_grads(model.apply_fn, model.params, xs, ys, batch_size=20)
+    assert 1 <= calls[-1] < 20
+    np.testing.assert_allclose(small, whole, rtol=1e-5, atol=1e-7)
 
 
 def test_out_of_memory_suggests_smaller_batch_size():
