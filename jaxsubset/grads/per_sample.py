@@ -129,8 +129,9 @@ def per_sample_grads(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, wrt: Wrt
         closed form (``a_i ⊗ g_i`` for dense layers, one contraction per kernel offset
         for convolutions, sums for biases and scales; the leaves ``describe_grad_norms``
         lists as ``vmap`` are differentiated with vmap in the same pass). ``"vmap"``:
-        plain ``jit(vmap(grad))``. Both give the same numbers; the probe pass was
-        1.2–1.4× faster on the benchmark's MLP and CNN on CPU.
+        plain ``jit(vmap(grad))``. Both give the same numbers; on the benchmark's
+        CPU runs they were within noise of each other for the MLP and the probe pass
+        was up to 1.3× faster for the CNN.
       batch_size: at most this many examples per chunk, so at most ``batch_size × P``
         gradient entries exist at once; on CPU fewer where one chunk's buffers would
         exceed 16 MiB (``fit_rows``: large fresh allocations are slow there).
