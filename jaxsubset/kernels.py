@@ -28,9 +28,10 @@ import numpy as np
 
 METRICS = ("euclidean", "cosine", "dot", "rbf")
 
-# Rows per block so that a block of ``rows x n`` float32 stays around 8 MiB (large enough for BLAS,
-# small enough that block temporaries stay well below an n x n matrix).
-_BLOCK_BYTES = 8 * 2**20
+# Rows per block so that a block of ``rows x n`` float32 stays around 1 MiB (at least 64 rows: large
+# enough for BLAS, small enough that matrix-free selection peaks at a few MiB; 8 MiB blocks were no
+# faster on benchmarks/matching.py and tripled the matrix-free CRAIG peak).
+_BLOCK_BYTES = 2**20
 
 
 @jax.jit
@@ -76,7 +77,7 @@ def finite_matrix(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float32)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}.")
-    step = max(1, 2**22 // max(a.shape[1], 1))  # chunked check: no full-size boolean temporary
+    step = max(1, 2**18 // max(a.shape[1], 1))  # chunked check: a 256 KiB boolean temporary at most
     bad = np.concatenate([np.flatnonzero(~np.all(np.isfinite(a[s:s + step]), axis=1)) + s
                           for s in range(0, a.shape[0], step)] or [np.zeros(0, np.int64)])
     if bad.size:
@@ -118,8 +119,13 @@ def last_layer_grads(e: Any, h: Any) -> np.ndarray:
 def last_layer_mean_grad(e: Any, h: Any) -> np.ndarray:
     """Mean last-layer gradient ``(1/n) Σ_i e_i ⊗ [h_i, 1]`` as a ``(C·(d+1),)`` vector."""
     e, h = as_factors((e, h))
-    h1 = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1).astype(np.float64)
-    return (e.astype(np.float64).T @ h1 / max(e.shape[0], 1)).reshape(-1)
+    acc = np.zeros((e.shape[1], h.shape[1] + 1))
+    step = max(1, 2**17 // max(h.shape[1], 1))  # float64 row blocks of ≈1 MiB, accumulated in float64
+    for s in range(0, e.shape[0], step):
+        eb = e[s:s + step].astype(np.float64)
+        acc[:, :-1] += eb.T @ h[s:s + step].astype(np.float64)
+        acc[:, -1] += eb.sum(0)
+    return (acc / max(e.shape[0], 1)).reshape(-1)
 
 
 def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -248,7 +254,7 @@ class Similarity:
 
 
 def default_chunk(ncols: int) -> int:
-    """Rows per block so that a ``rows x ncols`` float32 block stays around 8 MiB (at least 64 rows)."""
+    """Rows per block so that a ``rows x ncols`` float32 block stays around 1 MiB (at least 64 rows)."""
     return int(max(64, min(1 << 16, _BLOCK_BYTES // (4 * max(ncols, 1)))))
 
 
