@@ -21,7 +21,7 @@ that one backward pass to the probes yields every output gradient.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -333,24 +333,33 @@ def _to_axes(m: jax.Array, shape: Sequence[int], axes: Sequence[int]) -> jax.Arr
     return jnp.transpose(m, tuple(np.argsort(axes)))
 
 
-def _patches(lhs: jax.Array, filt: Sequence[int], prm: dict) -> jax.Array:
-    """Unfold channels-last ``lhs (N, *spatial, C)`` into ``(N, *out_spatial, K, C)`` by strided slices.
+def _shifted_inputs(lhs: jax.Array, filt: Sequence[int], prm: dict) -> Iterator[jax.Array]:
+    """For every kernel offset, the strided view of the padded input that it multiplies.
 
-    ``K = prod(filt)``; padding, strides and both dilations follow the convolution's
-    parameters, so ``conv(lhs, W) = patches · W`` for the matching kernel layout.
+    ``lhs`` is channels-last ``(N, *spatial, C)``; each yield is ``(N, *out_spatial, C)``.
+    Padding, strides and both dilations follow the convolution's parameters, so
+    ``conv(lhs, W) = Σ_offset view_offset · W[offset]``.
     """
     s = len(filt)
     pads = [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(prm["padding"], prm["lhs_dilation"])] + [(0, 0, 0)]
     x = lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
     strides, rdil = prm["window_strides"], prm["rhs_dilation"]
     out_sp = [(x.shape[1 + j] - (filt[j] - 1) * rdil[j] - 1) // strides[j] + 1 for j in range(s)]
-    cols = []
     for off in np.ndindex(*filt):
         start = [0] + [o * d for o, d in zip(off, rdil)] + [0]
         limit = ([x.shape[0]] + [st + (n - 1) * sd + 1 for st, n, sd in zip(start[1:], out_sp, strides)]
                  + [x.shape[-1]])
-        cols.append(lax.slice(x, start, limit, [1, *strides, 1]))
-    return jnp.stack(cols, axis=-2)
+        yield lax.slice(x, start, limit, [1, *strides, 1])
+
+
+def _channels_last(site: Site, act: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, list[int]]:
+    """The convolution's input ``(N, *spatial, C)``, output gradient ``(N, *out_spatial, O)`` and filter size."""
+    dn = site.eqn.params["dimension_numbers"]
+    rhs_shape = site.eqn.invars[1].aval.shape
+    filt = [rhs_shape[i] for i in dn.rhs_spec[2:]]
+    lhs = jnp.transpose(act, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
+    out = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1]))
+    return lhs, out, filt
 
 
 def _conv_weight_grad(site: Site, act: jax.Array, g: jax.Array) -> jax.Array:
@@ -360,41 +369,21 @@ def _conv_weight_grad(site: Site, act: jax.Array, g: jax.Array) -> jax.Array:
     each reading a strided view of the padded input: peak memory is one shifted copy
     of the input (``T·C`` per example), not the ``K`` times larger unfolded patches.
     """
-    prm = site.eqn.params
-    dn = prm["dimension_numbers"]
-    rhs_shape = site.eqn.invars[1].aval.shape
-    filt = [rhs_shape[i] for i in dn.rhs_spec[2:]]
-    lhs = jnp.transpose(act, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1])).astype(jnp.float32)
-    out = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])).astype(jnp.float32)
-    s = len(filt)
-    pads = [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(prm["padding"], prm["lhs_dilation"])] + [(0, 0, 0)]
-    x = lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
-    strides, rdil = prm["window_strides"], prm["rhs_dilation"]
-    out_sp = out.shape[1:1 + s]
+    lhs, out, filt = _channels_last(site, act.astype(jnp.float32), g.astype(jnp.float32))
     go = out.reshape(-1, out.shape[-1])  # (N·T, O)
-    blocks = []
-    for off in np.ndindex(*filt):
-        start = [0] + [o * d for o, d in zip(off, rdil)] + [0]
-        limit = ([x.shape[0]] + [st + (n - 1) * sd + 1 for st, n, sd in zip(start[1:], out_sp, strides)]
-                 + [x.shape[-1]])
-        xs = lax.slice(x, start, limit, [1, *strides, 1]).reshape(-1, x.shape[-1])  # (N·T, C)
-        blocks.append(xs.T @ go)  # (C, O)
-    return jnp.stack(blocks).reshape(*filt, x.shape[-1], go.shape[-1])
+    blocks = [xs.reshape(-1, xs.shape[-1]).T @ go for xs in _shifted_inputs(lhs, filt, site.eqn.params)]
+    return jnp.stack(blocks).reshape(*filt, lhs.shape[-1], go.shape[-1])
 
 
 def _conv_operands(site: Site, act: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, list[int]]:
     """Patches ``A (1, N·T, K·C)``, ``G (1, N·T, O)`` and the kernel's axes in ``[*spatial, I, O]`` order."""
-    prm = site.eqn.params
-    dn = prm["dimension_numbers"]
-    rhs_shape = site.eqn.invars[1].aval.shape
-    filt = [rhs_shape[i] for i in dn.rhs_spec[2:]]
-    lhs = jnp.transpose(act, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # (N, spatial..., C)
-    patches = _patches(lhs, filt, prm)  # (N, out spatial..., K, C)
+    lhs, out, filt = _channels_last(site, act, g)
+    patches = jnp.stack(list(_shifted_inputs(lhs, filt, site.eqn.params)), axis=-2)  # (N, *out_sp, K, C)
     a = patches.reshape(1, -1, patches.shape[-1] * patches.shape[-2])
-    out = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1]))  # (N, spatial..., O)
     gg = out.reshape(1, -1, out.shape[-1])
     if a.shape[1] != gg.shape[1]:
         raise AssertionError(f"patch count {a.shape[1]} does not match output positions {gg.shape[1]}")
+    dn = site.eqn.params["dimension_numbers"]
     return a, gg, [*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]]
 
 
