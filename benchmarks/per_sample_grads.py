@@ -2,9 +2,9 @@
 
 For each model, on one batch:
   (a) batched mean-loss gradient            jit(grad(mean loss)), one call on the batch
-  (b) per-sample gradients                  jaxsubset.grads.per_sample_grads (default method="auto",
-                                            the probe pass): one (n, P) numpy array
-  (b') the same with method="vmap"          plain jit(vmap(grad)) per chunk
+  (b) per-sample gradients                  jaxsubset.grads.per_sample_grads (default method="auto":
+                                            the probe pass with convolutions, else vmap): one (n, P) array
+  (b') the same with the other method
   (c) per-sample norms, ghost               jaxsubset.grads.grad_norms(method="auto"), one call
   (d) per-sample norms, vmap + norm         jaxsubset.grads.grad_norms(method="vmap"), one call
   (e) Python loop of jit(grad), one example at a time
@@ -38,7 +38,7 @@ from jaxsubset.grads import cross_entropy
 from jaxsubset.grads._params import example_loss
 from jaxsubset.grads.ghost import ghost_chunk_fn, vmap_chunk_fn
 from jaxsubset.grads._chunk import fit_rows
-from jaxsubset.grads.per_sample import build_plan, chunk_fn, collect_rows
+from jaxsubset.grads.per_sample import build_plan, chunk_fn, collect_rows, prefers_probe
 from jaxsubset.models import create, to_pure
 
 SPECS = {  # name -> (model name, per-example input shape, classes)
@@ -49,13 +49,17 @@ SPECS = {  # name -> (model name, per-example input shape, classes)
 
 
 def best_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Best wall time of each function; the repeats go round-robin so that a busy
-    machine slows every method alike."""
+    """Best wall time of each function; the repeats go round-robin (in a shuffled order
+    each time) so that a busy machine slows every method alike."""
     for fn in fns.values():
         jax.block_until_ready(fn())  # warm-up (and compilation)
     best = {k: float("inf") for k in fns}
+    order = list(fns)
+    rng = np.random.default_rng(0)
     for _ in range(repeats):
-        for k, fn in fns.items():
+        rng.shuffle(order)  # a fixed order favoured whichever method ran second in a pair (allocator state)
+        for k in order:
+            fn = fns[k]
             t = time.perf_counter()
             jax.block_until_ready(fn())
             best[k] = min(best[k], time.perf_counter() - t)
@@ -135,8 +139,9 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
     }
     # (b), (b'): what per_sample_grads does after compiling: chunks sized by fit_rows,
     # gradients copied into one (n, P) numpy array, finiteness checked.
-    psg = {"b": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=plan)),  # method="auto" (= "probe")
-           "b1": jax.jit(chunk_fn(m.apply_fn, m.params, chosen))}  # method="vmap"
+    auto = prefers_probe(plan)  # what method="auto" picks for this model
+    psg = {"b": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=plan if auto else None)),
+           "b1": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=None if auto else plan))}
     rows = {k: fit_rows(functools.partial(f, leaves), (x_np, y_np), batch) for k, f in psg.items()}
     g1 = jax.jit(jax.grad(example_loss(m.apply_fn)))
     n = min(loop_n, batch)
@@ -166,13 +171,13 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
         if k in times:
             out[k] = (times[k], float("nan"))
     order = ["a", "b", "b1", "c", "d", "e", "f", "f1"]
-    return {k: out[k] for k in order if k in out}, rows
+    return {k: out[k] for k in order if k in out}, rows, auto
 
 
 LABELS = {
     "a": "(a) batched mean-loss gradient",
     "b": "(b) per_sample_grads -> (n, P)",
-    "b1": "(b') the same, method=\"vmap\"",
+    "b1": "(b') the other method",
     "c": "(c) per-sample norms, ghost",
     "d": "(d) per-sample norms, vmap + norm",
     "e": "(e) Python loop of jit(grad)",
@@ -189,9 +194,11 @@ TARGETS = {  # model -> [(label, numerator, denominator, comparison, bound, kind
 }
 
 
-def report(name: str, batch: int, res: dict[str, tuple[float, float]], rows: dict[str, int]) -> None:
-    print(f"\n{name.upper()} (batch {batch}, {jax.default_backend()}; per_sample_grads chunks of "
-          f"{rows['b']} (probe) / {rows['b1']} (vmap) rows)")
+def report(name: str, batch: int, res: dict[str, tuple[float, float]], rows: dict[str, int],
+           auto: bool) -> None:
+    names = ("probe", "vmap") if auto else ("vmap", "probe")
+    print(f"\n{name.upper()} (batch {batch}, {jax.default_backend()}; (b) method=\"auto\" = {names[0]!r}, "
+          f"(b') {names[1]!r}; chunks of {rows['b']} / {rows['b1']} rows)")
     print(f"  {'':38s} {'time ms':>10s} {'x (a)':>8s} {'peak MB':>9s}")
     ta = res["a"][0]
     for key, (t, mem) in res.items():
@@ -231,8 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in models:
         if name not in SPECS:
             raise SystemExit(f"unknown model {name!r}; choose from {sorted(SPECS)}")
-        res, rows = run(name, batches[name], repeats, loop_n, not a.no_torch)
-        report(name, batches[name], res, rows)
+        res, rows, auto = run(name, batches[name], repeats, loop_n, not a.no_torch)
+        report(name, batches[name], res, rows, auto)
 
 
 if __name__ == "__main__":

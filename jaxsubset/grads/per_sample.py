@@ -36,6 +36,17 @@ def _grads_fn(apply_fn: ApplyFn, params: Any, chosen: list[int]):
 METHODS = ("auto", "probe", "vmap")
 
 
+def prefers_probe(plan: Plan) -> bool:
+    """``method="auto"``: the probe pass when a convolution takes it, else plain ``vmap(grad)``.
+
+    On the benchmark's CPU runs the probe pass was as fast or up to 1.3× faster for
+    the CNN (per-offset kernel contractions against vmap's batched convolutions); for
+    the dense-only MLP both write the same outer products and ran equally fast within
+    noise, so the simpler path is kept there.
+    """
+    return any(site.kind == "conv" for site in plan.sites.values())
+
+
 def build_plan(apply_fn: ApplyFn, params: Any, x1: Any, y1: Any, chosen: list[int]) -> Plan:
     """Trace the single-example loss and find every parameter's site (see ``_trace.plan_sites``)."""
     return plan_sites(example_loss(apply_fn), params, jnp.asarray(x1), jnp.asarray(y1), chosen)
@@ -124,14 +135,13 @@ def per_sample_grads(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, wrt: Wrt
       projection: ``"rademacher"`` or ``"gaussian"`` entries.
       seed: seed of the projection.
       dtype: dtype of the returned rows (default float32), e.g. ``jnp.bfloat16`` to halve memory.
-      method: ``"probe"`` (what ``"auto"`` picks): one batched backward pass to every
-        layer's output (as ``grad_norms``), then each layer's per-example gradient in
-        closed form (``a_i ⊗ g_i`` for dense layers, one contraction per kernel offset
-        for convolutions, sums for biases and scales; the leaves ``describe_grad_norms``
+      method: ``"probe"``: one batched backward pass to every layer's output (as
+        ``grad_norms``), then each layer's per-example gradient in closed form
+        (``a_i ⊗ g_i`` for dense layers, one contraction per kernel offset for
+        convolutions, sums for biases and scales; the leaves ``describe_grad_norms``
         lists as ``vmap`` are differentiated with vmap in the same pass). ``"vmap"``:
-        plain ``jit(vmap(grad))``. Both give the same numbers; on the benchmark's
-        CPU runs they were within noise of each other for the MLP and the probe pass
-        was up to 1.3× faster for the CNN.
+        plain ``jit(vmap(grad))``. Both give the same numbers. ``"auto"`` takes the
+        probe pass for models with convolutions and vmap otherwise (``prefers_probe``).
       batch_size: at most this many examples per chunk, so at most ``batch_size × P``
         gradient entries exist at once; on CPU fewer where one chunk's buffers would
         exceed 16 MiB (``fit_rows``: large fresh allocations are slow there).
@@ -148,6 +158,8 @@ def per_sample_grads(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, wrt: Wrt
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     plan = None if method == "vmap" else build_plan(apply_fn, params, x[0], y[0], chosen)
+    if method == "auto" and not prefers_probe(plan):
+        plan = None
     chunk = chunk_fn(apply_fn, params, chosen, project_dim, projection, seed, dtype, plan)
     leaves = replicate(jax.tree_util.tree_leaves(params), mesh)
     run = functools.partial(data_parallel(chunk, mesh, 2), leaves)
