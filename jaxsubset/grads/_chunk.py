@@ -91,6 +91,12 @@ def _lowerable(fn: Callable[..., Any]) -> tuple[Any, tuple] | None:
     return (fn, lead) if hasattr(fn, "lower") else None
 
 
+def _var_bytes(v: Any) -> int:
+    """Bytes of a jaxpr variable's array value (0 for non-array values such as tokens)."""
+    shape = getattr(v.aval, "shape", None)
+    return 0 if shape is None else int(np.prod(shape)) * np.dtype(v.aval.dtype).itemsize
+
+
 def _jaxpr_bytes(jaxpr: Any) -> int:
     """Bytes of every equation output in ``jaxpr``, entering nested jaxprs (calls, scans, ...)."""
     total = 0
@@ -100,10 +106,7 @@ def _jaxpr_bytes(jaxpr: Any) -> int:
         if inner:
             total += sum(_jaxpr_bytes(j) for j in inner)
             continue
-        for v in eqn.outvars:
-            shape = getattr(v.aval, "shape", None)
-            if shape is not None:
-                total += int(np.prod(shape)) * np.dtype(v.aval.dtype).itemsize
+        total += sum(_var_bytes(v) for v in eqn.outvars)
     return total
 
 
@@ -139,7 +142,7 @@ def fit_rows(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], batch_size:
     try:
         spec = [jax.ShapeDtypeStruct((b, *a.shape[1:]), a.dtype) for a in arrays]
         jaxpr = jitted.trace(*lead, *spec).jaxpr.jaxpr
-        outputs = sum(int(np.prod(v.aval.shape)) * np.dtype(v.aval.dtype).itemsize for v in jaxpr.outvars)
+        outputs = sum(_var_bytes(v) for v in jaxpr.outvars)
         per_row = max(_jaxpr_bytes(jaxpr) / ROW_BYTES_OVERESTIMATE, outputs) / b
     except Exception:  # tracing failed here: the real call will report it; keep the caller's size
         return b

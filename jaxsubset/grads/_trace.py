@@ -383,8 +383,13 @@ def _conv_operands(site: Site, act: jax.Array, g: jax.Array) -> tuple[jax.Array,
     gg = out.reshape(1, -1, out.shape[-1])
     if a.shape[1] != gg.shape[1]:
         raise AssertionError(f"patch count {a.shape[1]} does not match output positions {gg.shape[1]}")
+    return a, gg, _kernel_axes(site)
+
+
+def _kernel_axes(site: Site) -> list[int]:
+    """The convolution kernel's axes in ``[*spatial, I, O]`` order (the layout of its weight gradient)."""
     dn = site.eqn.params["dimension_numbers"]
-    return a, gg, [*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]]
+    return [*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]]
 
 
 def _conv_norm(site: Site, act: jax.Array, g: jax.Array) -> jax.Array:
@@ -435,9 +440,7 @@ def site_sq_norm(site: Site, act: Any, g: jax.Array) -> jax.Array:
 def site_grad(site: Site, act: Any, g: jax.Array, leaf_shape: Sequence[int]) -> jax.Array:
     """One example's gradient for the leaf of ``site``, in the leaf's own shape (float32)."""
     if site.kind == "conv":
-        dn = site.eqn.params["dimension_numbers"]
-        grad = _to_axes(_conv_weight_grad(site, act, g), site.eqn.invars[1].aval.shape,
-                        [*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]])
+        grad = _to_axes(_conv_weight_grad(site, act, g), site.eqn.invars[1].aval.shape, _kernel_axes(site))
     elif site.kind == "dot":
         a, gg, axes = _dot_operands(site, act, g)
         m = _materialize(a.astype(jnp.float32), gg.astype(jnp.float32))
