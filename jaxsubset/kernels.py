@@ -128,15 +128,64 @@ def last_layer_mean_grad(e: Any, h: Any) -> np.ndarray:
     return (acc / max(e.shape[0], 1)).reshape(-1)
 
 
+def _row_step(width: int, itemsize: int = 8) -> int:
+    """Rows per block so that a ``rows × width`` block of ``itemsize``-byte floats stays near 1 MiB."""
+    return max(1, _BLOCK_BYTES // (itemsize * max(width, 1)))
+
+
 def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``<g_i, v>`` for every factored gradient ``g_i = e_i ⊗ [h_i, 1]``, as float64 ``(n,)``.
 
     ``v`` is a gradient-space vector ``(C·(d+1),)`` (layout of :func:`last_layer_grads`)
-    or matrix ``(C, d+1)``; costs ``O(n·C·d)`` and no gradient is materialized.
+    or matrix ``(C, d+1)``; costs ``O(n·C·d)`` and no gradient is materialized
+    (temporaries: ≈1 MiB row blocks).
     """
     C, d = e.shape[1], h.shape[1]
     V = np.asarray(v, np.float64).reshape(C, d + 1)
-    return np.einsum("nc,nc->n", e, (h @ V[:, :d].T.astype(np.float32)).astype(np.float64) + V[:, d])
+    Wt = V[:, :d].T.astype(np.float32)
+    out = np.empty(e.shape[0])
+    step = _row_step(C)
+    for s in range(0, e.shape[0], step):
+        hv = (h[s:s + step] @ Wt).astype(np.float64)
+        hv += V[:, d]
+        out[s:s + step] = np.einsum("nc,nc->n", e[s:s + step], hv)
+    return out
+
+
+def last_layer_weighted_sum(e: np.ndarray, h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``Σ_s w_s e_{rows_s} ⊗ [h_{rows_s}, 1]`` as a float64 ``(C, d + 1)`` matrix (≈1 MiB row blocks)."""
+    C, d = e.shape[1], h.shape[1]
+    out = np.zeros((C, d + 1))
+    rows = np.asarray(rows, np.int64)
+    w = np.asarray(w, np.float64)
+    step = _row_step(d)
+    for s in range(0, rows.size, step):
+        r = rows[s:s + step]
+        ew = e[r].astype(np.float64) * w[s:s + step, None]
+        out[:, :d] += ew.T @ h[r].astype(np.float64)
+        out[:, d] += ew.sum(0)
+    return out
+
+
+def rows_dot(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``a @ v`` in float64 for a float32 ``a (n, D)``, converting ≈1 MiB row blocks at a time."""
+    v = np.asarray(v, np.float64)
+    out = np.empty(a.shape[0])
+    step = _row_step(a.shape[1])
+    for s in range(0, a.shape[0], step):
+        out[s:s + step] = a[s:s + step].astype(np.float64) @ v
+    return out
+
+
+def weighted_row_sum(a: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``Σ_s w_s a_{rows_s}`` in float64 ``(D,)`` (≈1 MiB row blocks)."""
+    out = np.zeros(a.shape[1])
+    rows = np.asarray(rows, np.int64)
+    w = np.asarray(w, np.float64)
+    step = _row_step(a.shape[1])
+    for s in range(0, rows.size, step):
+        out += w[s:s + step] @ a[rows[s:s + step]].astype(np.float64)
+    return out
 
 
 # ----------------------------------------------------------------------------- the operator
@@ -402,5 +451,6 @@ def as_operator(features: Any | None, factors: Any | None, *, metric: str, gamma
 
 
 __all__ = ["METRICS", "Similarity", "similarity", "similarity_op", "last_layer_similarity_op", "precomputed",
-           "last_layer_gram", "last_layer_grads", "last_layer_mean_grad", "last_layer_dot", "as_factors",
+           "last_layer_gram", "last_layer_grads", "last_layer_mean_grad", "last_layer_dot", "last_layer_weighted_sum",
+           "rows_dot", "weighted_row_sum", "as_factors",
            "as_operator", "default_chunk", "finite_matrix"]

@@ -1,5 +1,7 @@
 """GRAD-MATCH: OMP with non-negative weights, per example and per mini-batch."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -135,3 +137,39 @@ def test_gradmatch_bad_input():
         gradmatch(bad, 2)
     with pytest.raises(ValueError, match="NaN"):
         gradmatch(g, 2, target=np.array([1.0, np.nan, 0.0, 0.0]))
+
+
+def test_matrix_free_pursuit_equals_gram_columns(monkeypatch):
+    rng = np.random.default_rng(7)
+    e, h = rng.normal(size=(300, 5)).astype(np.float32), rng.normal(size=(300, 40)).astype(np.float32)
+    g = last_layer_grads(e, h)
+    for args, kw in [((None, 40), dict(factors=(e, h))), ((g, 40), {})]:
+        cached = gradmatch(*args, matrix_free=False, **kw)
+        free = gradmatch(*args, matrix_free=True, **kw)
+        assert not cached.info["matrix_free"] and free.info["matrix_free"]
+        np.testing.assert_array_equal(free.info["order"], cached.info["order"])
+        np.testing.assert_allclose(free.weights, cached.weights, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(free.info["residual"], cached.info["residual"], rtol=1e-4)
+    # The default switches to matrix-free once k × n float32 columns would pass 16 MiB.
+    assert gradmatch(None, 40, factors=(e, h)).info["matrix_free"] is False
+    monkeypatch.setattr(sys.modules["jaxsubset.selectors.gradmatch"], "_COLUMN_CACHE_BYTES", 4 * 300 * 40 - 1)
+    assert gradmatch(None, 40, factors=(e, h)).info["matrix_free"] is True
+
+
+def test_gram_solver_reuses_prefixes_and_grows():
+    """Appending, dropping and re-adding indices gives the direct solve every time (packed factor)."""
+    from jaxsubset.selectors.gradmatch import _GramSolver
+
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(60, 25))
+    Q, c = (A.T @ A).astype(np.float32), rng.normal(size=25)
+    solver = _GramSolver(3)  # smaller than the sets below: the packed buffer must grow
+    idx = np.arange(4)
+    for _ in range(40):
+        z = solver.solve(Q, c, idx)
+        ref = np.linalg.solve(Q[np.ix_(idx, idx)].astype(np.float64), c[idx])
+        np.testing.assert_allclose(z, ref, rtol=1e-8, atol=1e-10)
+        if rng.random() < 0.6 and idx.size < 25:
+            idx = np.append(idx, rng.choice(np.setdiff1d(np.arange(25), idx)))
+        elif idx.size > 1:
+            idx = np.delete(idx, rng.integers(idx.size))

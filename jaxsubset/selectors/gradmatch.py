@@ -10,68 +10,90 @@ weights are on the "examples represented" scale of CRAIG (``Σ w ≈ n`` on a go
 Each step adds the example most correlated with the residual, ``argmax_j <g_j, r>``, then
 re-solves the (non-negative, ridge) least squares over ``S``.
 
-Everything runs in Gram form: ``<g_i, r> = <g_i, n·t> - Σ_{j∈S} w_j <g_i, g_j>`` needs one
-Gram column per pick (``O(n·D)``, or ``O(n·(C+d))`` from last-layer factors), the
-least squares is solved on the ``|S| × |S|`` Gram with an incrementally extended
-Cholesky factor inside a warm-started Lawson–Hanson active set — no per-step
-``D × |S|`` least-squares problem and, for last-layer gradients, no gradient vectors.
-Memory is ``O(n·k)`` for the Gram columns.
+Everything runs in Gram form: ``<g_i, r> = <g_i, n·t> - Σ_{j∈S} w_j <g_i, g_j>``. While
+they fit in 16 MiB, one Gram column is cached per pick (``O(n·D)`` to compute, or
+``O(n·(C+d))`` from last-layer factors); beyond that the correlations are recomputed each
+step from the weighted sum ``Σ_{j∈S} w_j g_j`` (``O(n·D)``, or ``O(n·C·d)`` from factors, no
+``O(n·k)`` memory). The least squares is solved on the ``|S| × |S|`` Gram (float32) with a
+packed, incrementally extended Cholesky factor inside a warm-started Lawson–Hanson active
+set — no per-step ``D × |S|`` least-squares problem and, for last-layer gradients, no
+gradient vectors. Memory is ``O(k²)`` (plus ``O(n·k)`` with cached columns).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-import scipy.linalg
+from scipy.linalg.blas import dtpsv
 
-from jaxsubset.kernels import as_factors, last_layer_dot, last_layer_mean_grad, \
-    last_layer_similarity_op, similarity_op
+from jaxsubset.kernels import as_factors, last_layer_dot, last_layer_mean_grad, last_layer_similarity_op, \
+    last_layer_weighted_sum, rows_dot, similarity_op, weighted_row_sum
 from jaxsubset.selectors._checks import as_features
 from jaxsubset.subset import Subset, check_budget
 
 
+_COLUMN_CACHE_BYTES = 2**24  # Gram columns cached up to this size (k × n float32), matrix-free beyond
+
 # ----------------------------------------------------------------------------- least squares on a Gram
 
-class _GramSolver:
-    """Solves ``Q[P, P] z = c[P]`` for index sets ``P``, reusing and extending a Cholesky factor."""
+def _matvec(Q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``Q @ x`` in float64 without a float64 copy of a float32 ``Q`` (≈1 MiB row blocks)."""
+    if Q.dtype == np.float64:
+        return Q @ x
+    step = max(1, 2**17 // max(Q.shape[1], 1))
+    out = np.empty(Q.shape[0])
+    for s in range(0, Q.shape[0], step):
+        out[s:s + step] = Q[s:s + step].astype(np.float64) @ x
+    return out
 
-    def __init__(self) -> None:
-        self.idx: np.ndarray | None = None
-        self.L: np.ndarray | None = None
+
+class _GramSolver:
+    """Solves ``Q[P, P] z = c[P]`` for a changing index set ``P`` with one packed Cholesky factor.
+
+    Row ``i`` of the factor ``L`` depends only on ``P[:i + 1]``, so the rows of the longest
+    common prefix with the previous ``P`` are kept and only the rest are recomputed, one
+    triangular solve each: appending an index (every OMP step) costs ``O(m²)`` and dropping
+    one (a Lawson–Hanson step) recomputes the rows after it. ``L``'s rows are stored packed
+    (``m(m+1)/2`` float64, i.e. ``Lᵀ`` in BLAS's upper packed layout) in one buffer, so
+    growing ``P`` never copies the factor.
+    """
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.ap = np.zeros(max(capacity, 1) * (max(capacity, 1) + 1) // 2)
+        self.idx = np.zeros(0, np.int64)
 
     def solve(self, Q: np.ndarray, c: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        L = self._factor(Q, idx)
-        if L is None:  # singular: minimum-norm least squares
-            self.idx = self.L = None
-            return np.linalg.lstsq(Q[np.ix_(idx, idx)], c[idx], rcond=None)[0]
-        y = scipy.linalg.solve_triangular(L, c[idx], lower=True, check_finite=False)
-        return scipy.linalg.solve_triangular(L.T, y, lower=False, check_finite=False)
+        idx = np.asarray(idx, np.int64)
+        if not self._factor(Q, idx):  # singular: minimum-norm least squares
+            return np.linalg.lstsq(Q[np.ix_(idx, idx)].astype(np.float64), c[idx], rcond=None)[0]
+        m = idx.size
+        y = dtpsv(m, self.ap, np.asarray(c[idx], np.float64), trans=1)  # L y = c  (L = Uᵀ)
+        return dtpsv(m, self.ap, y, trans=0)                              # Lᵀ z = y
 
-    def _factor(self, Q: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
-        prev = self.idx
-        if prev is not None and prev.size == idx.size and np.array_equal(prev, idx):
-            return self.L
-        if prev is not None and prev.size + 1 == idx.size and np.array_equal(prev, idx[:-1]):
-            j = idx[-1]
-            l = scipy.linalg.solve_triangular(self.L, Q[prev, j], lower=True, check_finite=False) \
-                if prev.size else np.zeros(0)
-            d2 = Q[j, j] - l @ l
-            if d2 > 1e-12 * max(Q[j, j], 1e-300):
-                L = np.zeros((idx.size, idx.size))
-                L[:-1, :-1] = self.L
-                L[-1, :-1] = l
-                L[-1, -1] = np.sqrt(d2)
-                self.idx, self.L = idx.copy(), L
-                return L
-            return None
-        try:
-            L = np.linalg.cholesky(Q[np.ix_(idx, idx)])
-        except np.linalg.LinAlgError:
-            return None
-        self.idx, self.L = idx.copy(), L
-        return L
+    def _factor(self, Q: np.ndarray, idx: np.ndarray) -> bool:
+        m = idx.size
+        if self.ap.size < m * (m + 1) // 2:
+            grown = np.zeros(2 * m * (2 * m + 1) // 2)
+            grown[:self.ap.size] = self.ap
+            self.ap = grown
+        pre = min(self.idx.size, m)
+        differ = np.flatnonzero(self.idx[:pre] != idx[:pre])
+        start = int(differ[0]) if differ.size else pre
+        for i in range(start, m):
+            j = idx[i]
+            l = dtpsv(i, self.ap, np.asarray(Q[idx[:i], j], np.float64), trans=1) if i else np.zeros(0)
+            qjj = float(Q[j, j])
+            d2 = qjj - float(l @ l)
+            if not d2 > 1e-12 * max(qjj, 1e-300):
+                self.idx = idx[:i].copy()
+                return False
+            off = i * (i + 1) // 2
+            self.ap[off:off + i] = l
+            self.ap[off + i] = np.sqrt(d2)
+        self.idx = idx.copy()
+        return True
 
 
 def nnls_gram(Q: np.ndarray, c: np.ndarray, x0: np.ndarray | None = None, *, solver: _GramSolver | None = None,
@@ -107,7 +129,7 @@ def nnls_gram(Q: np.ndarray, c: np.ndarray, x0: np.ndarray | None = None, *, sol
     for _ in range(max_iter + 1):
         if P.any():
             x, P = on_passive(x, P)
-        grad = c - Q @ x
+        grad = c - _matvec(Q, x)
         cand = ~P & (grad > tol * scale)
         if not cand.any():
             break
@@ -118,12 +140,58 @@ def nnls_gram(Q: np.ndarray, c: np.ndarray, x0: np.ndarray | None = None, *, sol
 
 # ----------------------------------------------------------------------------- orthogonal matching pursuit
 
-def omp(gram_column: Any, corr: np.ndarray, target_sq: float, budget: int, *, ridge: float = 0.0,
+class GramColumns:
+    """Atoms seen through their Gram columns; keeps one ``(n,)`` float32 column per pick.
+
+    Memory ``O(n·k)``; refitting the correlations after step ``t`` costs ``O(n·t)``.
+    ``gram_column(j)`` returns the ``(n,)`` inner products ``<a_i, a_j>``.
+    """
+
+    def __init__(self, gram_column: Callable[[int], np.ndarray], n: int, k: int):
+        self._column = gram_column
+        self._cols = np.empty((k, n), np.float32)
+        self._t = 0
+
+    def add(self, picks: np.ndarray) -> np.ndarray:
+        """Append the last of ``picks`` (the picks so far); return ``<a_s, a_j>`` for every pick ``s``."""
+        j, t = int(picks[-1]), self._t
+        self._cols[t] = self._column(j)
+        self._t += 1
+        return 0.5 * (self._cols[:t + 1, j].astype(np.float64) + self._cols[t, picks])  # symmetrized
+
+    def fitted(self, picks: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``(n,)`` float64 ``<a_i, Σ_s w_s a_s>`` over the picks."""
+        return (w.astype(np.float32) @ self._cols[:self._t]).astype(np.float64)
+
+
+class MatrixFreeAtoms:
+    """Atoms reached through an operator and a weighted sum, without storing Gram columns.
+
+    ``gram(picks, j)`` gives ``<a_s, a_j>`` for the picks; the correlations with the fit
+    come from the weighted atom sum ``v = Σ_s w_s a_s`` (``combine``) and one pass over
+    the pool (``dot(v) = (<a_i, v>)_i``), ``O(n·D)`` per refit (``O(n·C·d)`` for
+    last-layer factors) and ``O(D)`` memory.
+    """
+
+    def __init__(self, gram: Callable[[np.ndarray, int], np.ndarray],
+                 combine: Callable[[np.ndarray, np.ndarray], np.ndarray], dot: Callable[[np.ndarray], np.ndarray]):
+        self._gram, self._combine, self._dot = gram, combine, dot
+
+    def add(self, picks: np.ndarray) -> np.ndarray:
+        return np.asarray(self._gram(picks, int(picks[-1])), np.float64)
+
+    def fitted(self, picks: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return self._dot(self._combine(picks, w))
+
+
+def omp(atoms: Any, corr: np.ndarray, target_sq: float, budget: int, *, ridge: float = 0.0,
         nonneg: bool = True, tol: float = 1e-4, atom_sq_norms: np.ndarray | None = None) -> dict:
     """Orthogonal matching pursuit in Gram form.
 
     Args:
-      gram_column: ``j -> (n,)`` the inner products ``<a_i, a_j>`` of every atom with atom ``j``.
+      atoms: a :class:`GramColumns` or :class:`MatrixFreeAtoms`, or a function
+        ``j -> (n,)`` returning the inner products ``<a_i, a_j>`` of every atom with atom
+        ``j`` (wrapped in :class:`GramColumns`).
       corr: ``(n,)`` inner products ``<a_i, b>`` of every atom with the target ``b``.
       target_sq: ``‖b‖²``.
       budget: largest number of atoms ``k``.
@@ -137,24 +205,27 @@ def omp(gram_column: Any, corr: np.ndarray, target_sq: float, budget: int, *, ri
     Returns:
       dict with ``order`` (int64 picks), ``weights`` (float64, aligned with ``order``),
       ``residual`` (relative residual norm after each pick) and ``stop`` (reason).
-      Memory is ``O(n·k + k²)``.
+      Memory is ``O(k²)`` for the picks' Gram (float32) and its Cholesky factor
+      (float64), plus ``O(n·k)`` with :class:`GramColumns`.
     """
     c = np.asarray(corr, np.float64)
     n = c.size
     k = min(int(budget), n)
+    if callable(atoms) and not isinstance(atoms, (GramColumns, MatrixFreeAtoms)):
+        atoms = GramColumns(atoms, n, k)
     bnorm = float(np.sqrt(max(target_sq, 0.0)))
     norms = np.sqrt(np.maximum(np.asarray(atom_sq_norms, np.float64), 0.0)) if atom_sq_norms is not None \
         else np.ones(n)
     inv_norms = np.divide(1.0, norms, out=np.zeros(n), where=norms > 0)
-    cols = np.empty((k, n), np.float32)  # cols[t] = Gram column of the t-th pick
-    Q = np.zeros((k, k))                  # Gram of the picks (+ ridge), grown one row per step
-    order: list[int] = []
+    Q = np.zeros((k, k), np.float32)  # Gram of the picks (+ ridge), grown one row per step
+    order = np.zeros(k, np.int64)
     chosen = np.zeros(n, bool)
     w = np.zeros(0)
     p = c.copy()
     residuals: list[float] = []
-    solver = _GramSolver()
+    solver = _GramSolver(k)
     stop = "budget"
+    t = -1
     if bnorm == 0.0:
         return dict(order=np.zeros(0, np.int64), weights=np.zeros(0), residual=np.zeros(0), stop="zero target")
     for t in range(k):
@@ -163,12 +234,12 @@ def omp(gram_column: Any, corr: np.ndarray, target_sq: float, budget: int, *, ri
         j = int(np.argmax(score))
         if not score[j] > tol * bnorm:
             stop = "no example correlates with the residual"
+            t -= 1
             break
-        order.append(j)
+        order[t] = j
         chosen[j] = True
-        cols[t] = gram_column(j)
-        S = np.asarray(order)
-        q = 0.5 * (cols[:t + 1, j].astype(np.float64) + cols[t, S])  # symmetrized <a_S, a_j>
+        S = order[:t + 1]
+        q = atoms.add(S)
         Q[t, :t + 1] = q
         Q[:t + 1, t] = q
         Q[t, t] += ridge
@@ -178,20 +249,21 @@ def omp(gram_column: Any, corr: np.ndarray, target_sq: float, budget: int, *, ri
             w = nnls_gram(Qt, cS, np.append(w, 0.0), solver=solver)
         else:
             w = solver.solve(Qt, cS, np.arange(t + 1))
-        p = c - (w.astype(np.float32) @ cols[:t + 1]).astype(np.float64)
-        res2 = target_sq - 2.0 * (w @ cS) + w @ Qt @ w - ridge * (w @ w)
+        p = c - atoms.fitted(S, w)
+        res2 = target_sq - 2.0 * (w @ cS) + w @ _matvec(Qt, w) - ridge * (w @ w)
         residuals.append(float(np.sqrt(max(res2, 0.0))) / bnorm)
         if residuals[-1] <= tol:
             stop = "matched"
             break
-    return dict(order=np.asarray(order, np.int64), weights=np.asarray(w, np.float64),
+    return dict(order=order[:t + 1].copy(), weights=np.asarray(w, np.float64),
                 residual=np.asarray(residuals), stop=stop)
 
 
 # ----------------------------------------------------------------------------- selectors
 
 def _problem(grads: Any | None, factors: Any | None, target: Any | None, scale: float | None):
-    """Operator (dot metric), correlations with ``b = scale·t``, ``‖b‖²`` and squared atom norms."""
+    """Operator (dot metric), correlations with ``b = scale·t``, ``‖b‖²``, squared atom norms, and the
+    matrix-free ``(combine, dot)`` pair of :class:`MatrixFreeAtoms`."""
     if (grads is None) == (factors is None):
         raise ValueError("Pass exactly one of grads (n, D) or factors=(e, h).")
     if factors is not None:
@@ -202,14 +274,29 @@ def _problem(grads: Any | None, factors: Any | None, target: Any | None, scale: 
         n = e.shape[0]
         b = (n if scale is None else scale) * t
         corr = last_layer_dot(e, h, b)
+        combine = lambda S, w: last_layer_weighted_sum(e, h, S, w)  # noqa: E731
+        dot = lambda v: last_layer_dot(e, h, v)  # noqa: E731
     else:
         op = similarity_op(grads, metric="dot", names=("grads", "grads"))
         A = np.asarray(grads, np.float32)
         n = A.shape[0]
         t = A.mean(0, dtype=np.float64) if target is None else _as_target(target, A.shape[1], None)
         b = (n if scale is None else scale) * t
-        corr = A.astype(np.float64) @ b if A.size else np.zeros(n)
-    return op, corr, float(b @ b), op.row_sq_norms.astype(np.float64)
+        corr = rows_dot(A, b)
+        combine = lambda S, w: weighted_row_sum(A, S, w)  # noqa: E731
+        dot = lambda v: rows_dot(A, v)  # noqa: E731
+    return op, corr, float(b @ b), op.row_sq_norms.astype(np.float64), (combine, dot)
+
+
+def _atoms(op: Any, pair: tuple, n: int, k: int, matrix_free: bool | None) -> GramColumns | MatrixFreeAtoms:
+    """Gram columns while they take at most 16 MiB (or as ``matrix_free`` says), else matrix-free."""
+    if matrix_free is None:
+        matrix_free = 4 * n * k > _COLUMN_CACHE_BYTES
+    if matrix_free:
+        def gram(S: np.ndarray, j: int) -> np.ndarray:  # 256 picks per block: no (k, d) gather
+            return np.concatenate([op.block(S[s:s + 256], [j])[:, 0] for s in range(0, S.size, 256)])
+        return MatrixFreeAtoms(gram, *pair)
+    return GramColumns(lambda j: op.rows([j])[0], n, k)
 
 
 def _as_target(target: Any, dim: int, matrix_shape: tuple[int, int] | None) -> np.ndarray:
@@ -233,7 +320,8 @@ def _check_lam(lam: float) -> float:
 
 
 def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam: float = 1e-3,
-              nonneg: bool = True, factors: Any | None = None, tol: float = 1e-4) -> Subset:
+              nonneg: bool = True, factors: Any | None = None, tol: float = 1e-4,
+              matrix_free: bool | None = None) -> Subset:
     """GRAD-MATCH: pick up to ``budget`` examples and weights matching ``n × target``.
 
     Args:
@@ -247,6 +335,11 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
         weights are available from :func:`omp` with ``nonneg=False``.
       factors: last-layer factors ``(e (n, C), h (n, d))`` instead of ``grads``.
       tol: relative residual at which the pursuit stops early.
+      matrix_free: recompute the correlations with the residual from the weighted sum of
+        the picked gradients each step (``O(n·D)``, or ``O(n·C·d)`` from factors, and no
+        ``O(n·k)`` memory) instead of caching one Gram column per pick; ``None`` (default)
+        caches while the ``k × n`` float32 columns take at most 16 MiB. Same picks either way
+        up to float32 rounding of near-ties.
 
     Returns:
       A :class:`Subset` (sorted indices; weights ``≥ 0``, a picked example may get
@@ -259,13 +352,14 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
                          "jaxsubset.selectors.gradmatch.omp for signed weights.")
     lam = _check_lam(lam)
     t0 = time.perf_counter()
-    op, corr, bb, sq = _problem(grads, factors, target, None)
+    op, corr, bb, sq, pair = _problem(grads, factors, target, None)
     n = op.shape[0]
     k = check_budget(budget, n)
     ridge = lam * float(sq.mean()) if n else 0.0
-    res = omp(lambda j: op.rows([j])[0], corr, bb, k, ridge=ridge, nonneg=True, tol=tol, atom_sq_norms=sq)
+    atoms = _atoms(op, pair, n, k, matrix_free)
+    res = omp(atoms, corr, bb, k, ridge=ridge, nonneg=True, tol=tol, atom_sq_norms=sq)
     return _to_subset(res, res["order"], np.maximum(res["weights"], 0.0), "gradmatch", lam, t0,
-                      factored=factors is not None)
+                      factored=factors is not None, matrix_free=isinstance(atoms, MatrixFreeAtoms))
 
 
 def _to_subset(res: dict, idx: np.ndarray, w: np.ndarray, method: str, lam: float, t0: float, **extra: Any) -> Subset:
@@ -327,9 +421,10 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
     else:
         atoms = np.add.reduceat(A[perm], starts, axis=0) if n else np.zeros((0, A.shape[1]), np.float32)
         t = A.mean(0, dtype=np.float64) if target is None else _as_target(target, A.shape[1], None)
-    op, corr, bb, sq = _problem(atoms, None, t, float(n))
+    op, corr, bb, sq, pair = _problem(atoms, None, t, float(n))
     ridge = lam * float(sq.mean()) if sq.size else 0.0
-    res = omp(lambda j: op.rows([j])[0], corr, bb, min(kb, len(batches)), ridge=ridge, nonneg=True, tol=tol,
+    kb = min(kb, len(batches))
+    res = omp(_atoms(op, pair, len(batches), kb, None), corr, bb, kb, ridge=ridge, nonneg=True, tol=tol,
               atom_sq_norms=sq)
     chosen = [batches[j] for j in res["order"]]
     idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
@@ -339,4 +434,5 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
                       batch_size=int(batch_size), batches=chosen)
 
 
-__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "omp", "nnls_gram"]
+__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "omp", "nnls_gram", "GramColumns",
+           "MatrixFreeAtoms"]
