@@ -72,29 +72,62 @@ def last_layer_gram(e1: Any, h1: Any, e2: Any | None = None, h2: Any | None = No
 
 # ----------------------------------------------------------------------------- input checks
 
-def finite_matrix(x: Any, name: str) -> np.ndarray:
-    """``x`` as a float32 ``(n, D)`` array; raises naming ``name`` if it is not 2-D or has NaN/inf rows."""
+def finite_matrix(x: Any, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """``x`` as a float32 ``(n, D)`` array; raises naming ``name`` if it is not 2-D or has NaN/inf rows.
+
+    With ``rows`` (int indices) only those rows are checked (gathered in small blocks, so a
+    sub-pool is validated without copying it); the whole array is still returned.
+    """
     a = np.asarray(x, dtype=np.float32)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}.")
     step = max(1, 2**18 // max(a.shape[1], 1))  # chunked check: a 256 KiB boolean temporary at most
-    bad = np.concatenate([np.flatnonzero(~np.all(np.isfinite(a[s:s + step]), axis=1)) + s
-                          for s in range(0, a.shape[0], step)] or [np.zeros(0, np.int64)])
+    m = a.shape[0] if rows is None else rows.size
+    bad = np.concatenate([np.flatnonzero(~np.all(np.isfinite(_gather(a, rows, slice(s, s + step))), axis=1)) + s
+                          for s in range(0, m, step)] or [np.zeros(0, np.int64)])
     if bad.size:
-        raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
+        where = bad if rows is None else rows[bad]
+        raise ValueError(f"{name} contain NaN or inf in rows {where[:10].tolist()}"
                          f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
     return a
 
 
-def as_factors(factors: Any, name: str = "factors") -> tuple[np.ndarray, np.ndarray]:
-    """Validate last-layer factors ``(e (n, C), h (n, d))`` and return them as float32 arrays."""
+def _gather(a: np.ndarray, rows: np.ndarray | None, idx: Any = None) -> np.ndarray:
+    """``a[rows][idx]`` without forming ``a[rows]`` (``None`` = all; ``idx`` an index array or slice)."""
+    if rows is None:
+        return a if idx is None else a[idx]
+    return a[rows if idx is None else rows[idx]]
+
+
+def check_rows(rows: Any, n: int) -> np.ndarray | None:
+    """``rows`` as unique in-range int64 indices into a pool of ``n`` (``None`` passes through)."""
+    if rows is None:
+        return None
+    r = np.asarray(rows)
+    if r.ndim != 1 or (r.size and not np.issubdtype(r.dtype, np.integer)):
+        raise ValueError(f"rows must be a 1-D array of integer indices, got shape {r.shape} dtype {r.dtype}.")
+    r = r.astype(np.int64, copy=False)
+    if r.size and (r.min() < 0 or r.max() >= n):
+        raise ValueError(f"rows must index the pool of {n} examples; got values in [{r.min()}, {r.max()}].")
+    if np.unique(r).size != r.size:
+        raise ValueError("rows must not repeat an index.")
+    return r
+
+
+def as_factors(factors: Any, name: str = "factors", rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate last-layer factors ``(e (n, C), h (n, d))`` and return them as float32 arrays.
+
+    With ``rows`` only those rows are checked for NaN/inf (see :func:`finite_matrix`).
+    """
     if not isinstance(factors, (tuple, list)) or len(factors) != 2:
         raise TypeError(f"{name} must be a pair (e (n, C), h (n, d)) of last-layer factors, "
                         f"got {type(factors).__name__}.")
-    e = finite_matrix(factors[0], f"{name}[0] (e)")
-    h = finite_matrix(factors[1], f"{name}[1] (h)")
-    if e.shape[0] != h.shape[0]:
-        raise ValueError(f"{name}: e has {e.shape[0]} rows but h has {h.shape[0]}; they must match.")
+    e0, h0 = np.asarray(factors[0]), np.asarray(factors[1])
+    if e0.ndim == 2 and h0.ndim == 2 and e0.shape[0] != h0.shape[0]:
+        raise ValueError(f"{name}: e has {e0.shape[0]} rows but h has {h0.shape[0]}; they must match.")
+    rows = check_rows(rows, e0.shape[0]) if e0.ndim == 2 else rows
+    e = finite_matrix(e0, f"{name}[0] (e)", rows)
+    h = finite_matrix(h0, f"{name}[1] (h)", rows)
     return e, h
 
 
@@ -116,16 +149,17 @@ def last_layer_grads(e: Any, h: Any) -> np.ndarray:
     return (e[:, :, None] * h1[:, None, :]).reshape(e.shape[0], -1)
 
 
-def last_layer_mean_grad(e: Any, h: Any) -> np.ndarray:
-    """Mean last-layer gradient ``(1/n) Σ_i e_i ⊗ [h_i, 1]`` as a ``(C·(d+1),)`` vector."""
-    e, h = as_factors((e, h))
+def last_layer_mean_grad(e: Any, h: Any, rows: np.ndarray | None = None) -> np.ndarray:
+    """Mean last-layer gradient ``(1/n) Σ_i e_i ⊗ [h_i, 1]`` as a ``(C·(d+1),)`` vector (over ``rows``)."""
+    e, h = as_factors((e, h), rows=rows)
+    m = e.shape[0] if rows is None else rows.size
     acc = np.zeros((e.shape[1], h.shape[1] + 1))
     step = max(1, 2**17 // max(h.shape[1], 1))  # float64 row blocks of ≈1 MiB, accumulated in float64
-    for s in range(0, e.shape[0], step):
-        eb = e[s:s + step].astype(np.float64)
-        acc[:, :-1] += eb.T @ h[s:s + step].astype(np.float64)
+    for s in range(0, m, step):
+        eb = _gather(e, rows, slice(s, s + step)).astype(np.float64)
+        acc[:, :-1] += eb.T @ _gather(h, rows, slice(s, s + step)).astype(np.float64)
         acc[:, -1] += eb.sum(0)
-    return (acc / max(e.shape[0], 1)).reshape(-1)
+    return (acc / max(m, 1)).reshape(-1)
 
 
 def _row_step(width: int, itemsize: int = 8) -> int:
@@ -133,22 +167,24 @@ def _row_step(width: int, itemsize: int = 8) -> int:
     return max(1, _BLOCK_BYTES // (itemsize * max(width, 1)))
 
 
-def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray) -> np.ndarray:
+def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """``<g_i, v>`` for every factored gradient ``g_i = e_i ⊗ [h_i, 1]``, as float64 ``(n,)``.
 
     ``v`` is a gradient-space vector ``(C·(d+1),)`` (layout of :func:`last_layer_grads`)
     or matrix ``(C, d+1)``; costs ``O(n·C·d)`` and no gradient is materialized
-    (temporaries: ≈1 MiB row blocks).
+    (temporaries: ≈1 MiB row blocks). With ``rows``, only those examples, in that order.
     """
     C, d = e.shape[1], h.shape[1]
     V = np.asarray(v, np.float64).reshape(C, d + 1)
     Wt = V[:, :d].T.astype(np.float32)
-    out = np.empty(e.shape[0])
-    step = _row_step(C)
-    for s in range(0, e.shape[0], step):
-        hv = (h[s:s + step] @ Wt).astype(np.float64)
+    m = e.shape[0] if rows is None else rows.size
+    out = np.empty(m)
+    step = _row_step(C) if rows is None else _row_step(d, 4)  # gathered h blocks ≈1 MiB too
+    for s in range(0, m, step):
+        sl = slice(s, s + step)
+        hv = (_gather(h, rows, sl) @ Wt).astype(np.float64)
         hv += V[:, d]
-        out[s:s + step] = np.einsum("nc,nc->n", e[s:s + step], hv)
+        out[sl] = np.einsum("nc,nc->n", _gather(e, rows, sl), hv)
     return out
 
 
@@ -167,13 +203,14 @@ def last_layer_weighted_sum(e: np.ndarray, h: np.ndarray, rows: np.ndarray, w: n
     return out
 
 
-def rows_dot(a: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``a @ v`` in float64 for a float32 ``a (n, D)``, converting ≈1 MiB row blocks at a time."""
+def rows_dot(a: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``a[rows] @ v`` in float64 for a float32 ``a (n, D)``, converting ≈1 MiB row blocks at a time."""
     v = np.asarray(v, np.float64)
-    out = np.empty(a.shape[0])
+    m = a.shape[0] if rows is None else rows.size
+    out = np.empty(m)
     step = _row_step(a.shape[1])
-    for s in range(0, a.shape[0], step):
-        out[s:s + step] = a[s:s + step].astype(np.float64) @ v
+    for s in range(0, m, step):
+        out[s:s + step] = _gather(a, rows, slice(s, s + step)).astype(np.float64) @ v
     return out
 
 
@@ -344,8 +381,30 @@ def _rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
     return g
 
 
+def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: np.ndarray,
+                   ) -> Callable[[np.ndarray | None, np.ndarray | None], np.ndarray]:
+    """An ``inner(r, c)`` over the sub-pool ``rows`` that gathers ≤ 256 items per side at a time.
+
+    ``pair(gi, gj)`` returns the float32 inner products between pool items ``gi`` and ``gj``
+    (global indices); the sub-pool's features are never copied as a whole.
+    """
+    def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
+        gr = rows if r is None else rows[r]
+        gc = rows if c is None else rows[c]
+        if gr.size <= 256 and gc.size <= 256:
+            return pair(gr, gc)
+        out = np.empty((gr.size, gc.size), np.float32)
+        for i in range(0, gr.size, 256):
+            for j in range(0, gc.size, 256):
+                out[i:i + 256, j:j + 256] = pair(gr[i:i + 256], gc[j:j + 256])
+        return out
+
+    return inner
+
+
 def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
-                  gamma: float | None = None, names: tuple[str, str] = ("a", "b")) -> Similarity:
+                  gamma: float | None = None, names: tuple[str, str] = ("a", "b"),
+                  rows: Any = None) -> Similarity:
     """A :class:`Similarity` between the rows of ``a (n1, D)`` and ``b (n2, D)`` (default ``a``).
 
     Args:
@@ -354,8 +413,25 @@ def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
       gamma: RBF ``exp(-gamma |a-b|²)`` scale; default ``1 / (2·mean_i |a_i - ā|²)``
         (about one over the mean squared pairwise distance of ``a``).
       names: how error messages call ``a`` and ``b``.
+      rows: int indices of a sub-pool of ``a`` (self-similarity only, ``b=None``): the
+        operator is over ``a[rows]`` without copying it (blocks gather what they need).
     """
     _check_metric(metric)
+    if rows is not None:
+        if b is not None:
+            raise ValueError("rows restricts a self-similarity; pass b=None with rows.")
+        A = np.asarray(a)
+        if A.ndim != 2:
+            raise ValueError(f"{names[0]} must be a 2-D array, got shape {A.shape}.")
+        r = check_rows(rows, A.shape[0])
+        A = finite_matrix(A, names[0], r)
+        sq = np.concatenate([np.einsum("nd,nd->n", x, x) for x in
+                             (A[r[s:s + 256]] for s in range(0, r.size, 256))] or [np.zeros(0, np.float32)])
+        g = None
+        if metric == "rbf":
+            mean = weighted_row_sum(A, r, np.full(r.size, 1.0 / max(r.size, 1)))
+            g = _rbf_gamma(gamma, float(np.mean(sq) - np.sum(mean ** 2)) if r.size else 0.0)
+        return Similarity((r.size, r.size), metric, g, True, _subpool_inner(lambda i, j: A[i] @ A[j].T, r), sq, sq)
     A = finite_matrix(a, names[0])
     B = A if b is None else finite_matrix(b, names[1])
     if A.shape[1] != B.shape[1]:
@@ -373,7 +449,8 @@ def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
 
 
 def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | None = None, *,
-                             metric: str = "euclidean", gamma: float | None = None) -> Similarity:
+                             metric: str = "euclidean", gamma: float | None = None,
+                             rows: Any = None) -> Similarity:
     """A :class:`Similarity` between factored last-layer gradients ``e ⊗ [h, 1]``.
 
     Inner products are ``(e_i·e_j)(h_i·h_j + 1)`` and squared norms
@@ -383,8 +460,30 @@ def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | No
     Args:
       e, h: ``(n1, C)`` and ``(n1, d)``; e2, h2: ``(n2, C)``, ``(n2, d)`` (default ``e, h``).
       metric, gamma: as in :func:`similarity_op` (gamma's default uses the mean gradient).
+      rows: int indices of a sub-pool (self-similarity only): the operator is over those
+        examples without copying their factors (blocks gather what they need).
     """
     _check_metric(metric)
+    if rows is not None:
+        if e2 is not None or h2 is not None:
+            raise ValueError("rows restricts a self-similarity; pass e2=h2=None with rows.")
+        r = check_rows(rows, np.shape(e)[0]) if np.ndim(e) == 2 else rows
+        E, H = as_factors((e, h), "(e, h)", rows=r)
+        sq = np.concatenate([np.einsum("nc,nc->n", E[i], E[i]) * (np.einsum("nd,nd->n", H[i], H[i]) + 1.0)
+                             for i in (r[s:s + 256] for s in range(0, r.size, 256))] or [np.zeros(0, np.float32)])
+        g = None
+        if metric == "rbf":
+            dev = float(np.mean(sq) - np.sum(last_layer_mean_grad(E, H, r) ** 2)) if r.size else 0.0
+            g = _rbf_gamma(gamma, dev)
+
+        def pair(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+            out = E[i] @ E[j].T
+            hh = H[i] @ H[j].T
+            hh += 1.0
+            out *= hh
+            return out
+
+        return Similarity((r.size, r.size), metric, g, True, _subpool_inner(pair, r), sq, sq)
     E1, H1 = as_factors((e, h), "(e, h)")
     if (e2 is None) != (h2 is None):
         raise ValueError("Pass both e2 and h2, or neither.")
@@ -441,16 +540,19 @@ def similarity(a: Any, b: Any | None = None, *, metric: str = "euclidean", gamma
 
 
 def as_operator(features: Any | None, factors: Any | None, *, metric: str, gamma: float | None = None,
-                name: str = "features") -> Similarity:
-    """A self-similarity operator from exactly one of ``features (n, D)`` or ``factors (e, h)``."""
+                name: str = "features", rows: Any = None) -> Similarity:
+    """A self-similarity operator from exactly one of ``features (n, D)`` or ``factors (e, h)``
+    (over the sub-pool ``rows`` when given)."""
     if (features is None) == (factors is None):
         raise ValueError(f"Pass exactly one of {name} (n, D) or factors=(e, h).")
     if factors is not None:
-        return last_layer_similarity_op(*as_factors(factors), metric=metric, gamma=gamma)
-    return similarity_op(features, metric=metric, gamma=gamma, names=(name, name))
+        if not isinstance(factors, (tuple, list)) or len(factors) != 2:
+            as_factors(factors)  # raises the standard message
+        return last_layer_similarity_op(factors[0], factors[1], metric=metric, gamma=gamma, rows=rows)
+    return similarity_op(features, metric=metric, gamma=gamma, names=(name, name), rows=rows)
 
 
 __all__ = ["METRICS", "Similarity", "similarity", "similarity_op", "last_layer_similarity_op", "precomputed",
            "last_layer_gram", "last_layer_grads", "last_layer_mean_grad", "last_layer_dot", "last_layer_weighted_sum",
-           "rows_dot", "weighted_row_sum", "as_factors",
+           "rows_dot", "weighted_row_sum", "as_factors", "check_rows",
            "as_operator", "default_chunk", "finite_matrix"]

@@ -32,9 +32,14 @@ def as_features(x: Any, *, name: str = "features") -> np.ndarray:
     return a
 
 
-def accepts_seed(fn: Callable[..., Any]) -> bool:
-    """True if ``fn`` takes a ``seed`` keyword (randomized selectors get one forwarded)."""
+def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """True if ``fn`` names a ``name`` parameter (a ``**kwargs`` catch-all does not count)."""
     try:
-        return "seed" in inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def accepts_seed(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` takes a ``seed`` keyword (randomized selectors get one forwarded)."""
+    return accepts_keyword(fn, "seed")

@@ -30,7 +30,7 @@ CRAIG_METRICS = ("euclidean", "cosine", "dot", "rbf")
 
 def craig(features: Any | None, budget: int, *, metric: str = "euclidean", optimizer: str = "lazy",
           seed: int = 0, factors: Any | None = None, epsilon: float = 0.01, gamma: float | None = None,
-          dense_limit: int = 16384) -> Subset:
+          dense_limit: int = 16384, rows: Any = None) -> Subset:
     """Select a CRAIG coreset of ``budget`` examples with facility-location weights.
 
     Args:
@@ -48,6 +48,9 @@ def craig(features: Any | None, budget: int, *, metric: str = "euclidean", optim
       epsilon: the stochastic optimizer's ``ε``.
       gamma: RBF scale (see :func:`jaxsubset.kernels.similarity_op`).
       dense_limit: largest ``n`` for which the ``n × n`` float32 similarity is held in memory.
+      rows: int indices of a sub-pool to select from (e.g. one class; :func:`per_class`
+        passes them): similarities are computed from the pool's rows in blocks, without
+        copying the sub-pool; the returned indices are positions in ``rows``.
 
     Returns:
       A :class:`Subset` with sorted indices and weights ``w_j = |{i : j is i's most
@@ -58,7 +61,7 @@ def craig(features: Any | None, budget: int, *, metric: str = "euclidean", optim
     if metric not in CRAIG_METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {CRAIG_METRICS}.")
     t0 = time.perf_counter()
-    op = as_operator(features, factors, metric=metric, gamma=gamma)
+    op = as_operator(features, factors, metric=metric, gamma=gamma, rows=rows)
     n = op.shape[0]
     k = check_budget(budget, n)
     dense = n <= int(dense_limit)
@@ -73,9 +76,9 @@ def craig(features: Any | None, budget: int, *, metric: str = "euclidean", optim
     return Subset(res.order[sort], counts[sort], info)
 
 
-def craig_last_layer(e: Any, h: Any, budget: int, **kwargs: Any) -> Subset:
+def craig_last_layer(e: Any, h: Any, budget: int, *, rows: Any = None, **kwargs: Any) -> Subset:
     """:func:`craig` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly positional form)."""
-    return craig(None, budget, factors=(e, h), **kwargs)
+    return craig(None, budget, factors=(e, h), rows=rows, **kwargs)
 
 
 __all__ = ["craig", "craig_last_layer", "CRAIG_METRICS"]

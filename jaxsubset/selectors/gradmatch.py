@@ -28,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy.linalg.blas import dtpsv
 
-from jaxsubset.kernels import as_factors, last_layer_dot, last_layer_mean_grad, last_layer_similarity_op, \
-    last_layer_weighted_sum, rows_dot, similarity_op, weighted_row_sum
+from jaxsubset.kernels import as_factors, as_operator, check_rows, last_layer_dot, last_layer_mean_grad, \
+    last_layer_weighted_sum, rows_dot, weighted_row_sum
 from jaxsubset.selectors._checks import as_features
 from jaxsubset.subset import Subset, check_budget
 
@@ -261,31 +261,39 @@ def omp(atoms: Any, corr: np.ndarray, target_sq: float, budget: int, *, ridge: f
 
 # ----------------------------------------------------------------------------- selectors
 
-def _problem(grads: Any | None, factors: Any | None, target: Any | None, scale: float | None):
+def _problem(grads: Any | None, factors: Any | None, target: Any | None, scale: float | None,
+             rows: Any = None):
     """Operator (dot metric), correlations with ``b = scale·t``, ``‖b‖²``, squared atom norms, and the
-    matrix-free ``(combine, dot)`` pair of :class:`MatrixFreeAtoms`."""
+    matrix-free ``(combine, dot)`` pair of :class:`MatrixFreeAtoms` — over the sub-pool ``rows``."""
     if (grads is None) == (factors is None):
         raise ValueError("Pass exactly one of grads (n, D) or factors=(e, h).")
     if factors is not None:
-        e, h = as_factors(factors)
-        op = last_layer_similarity_op(e, h, metric="dot")
+        r = None if rows is None or np.ndim(factors[0]) != 2 else check_rows(rows, np.shape(factors[0])[0])
+        e, h = as_factors(factors, rows=r)
+        op = as_operator(None, (e, h), metric="dot", rows=r)
         dim = e.shape[1] * (h.shape[1] + 1)
-        t = last_layer_mean_grad(e, h) if target is None else _as_target(target, dim, (e.shape[1], h.shape[1] + 1))
-        n = e.shape[0]
-        b = (n if scale is None else scale) * t
-        corr = last_layer_dot(e, h, b)
-        combine = lambda S, w: last_layer_weighted_sum(e, h, S, w)  # noqa: E731
-        dot = lambda v: last_layer_dot(e, h, v)  # noqa: E731
+        t = last_layer_mean_grad(e, h, r) if target is None else \
+            _as_target(target, dim, (e.shape[1], h.shape[1] + 1))
+        b = (op.shape[0] if scale is None else scale) * t
+        corr = last_layer_dot(e, h, b, r)
+        combine = lambda S, w: last_layer_weighted_sum(e, h, _compose(r, S), w)  # noqa: E731
+        dot = lambda v: last_layer_dot(e, h, v, r)  # noqa: E731
     else:
-        op = similarity_op(grads, metric="dot", names=("grads", "grads"))
         A = np.asarray(grads, np.float32)
-        n = A.shape[0]
-        t = A.mean(0, dtype=np.float64) if target is None else _as_target(target, A.shape[1], None)
-        b = (n if scale is None else scale) * t
-        corr = rows_dot(A, b)
-        combine = lambda S, w: weighted_row_sum(A, S, w)  # noqa: E731
-        dot = lambda v: rows_dot(A, v)  # noqa: E731
+        r = None if rows is None or A.ndim != 2 else check_rows(rows, A.shape[0])
+        op = as_operator(A, None, metric="dot", name="grads", rows=r)
+        m = op.shape[0]
+        t = weighted_row_sum(A, _compose(r, np.arange(m)), np.full(m, 1.0 / max(m, 1))) if target is None \
+            else _as_target(target, A.shape[1], None)
+        b = (m if scale is None else scale) * t
+        corr = rows_dot(A, b, r)
+        combine = lambda S, w: weighted_row_sum(A, _compose(r, S), w)  # noqa: E731
+        dot = lambda v: rows_dot(A, v, r)  # noqa: E731
     return op, corr, float(b @ b), op.row_sq_norms.astype(np.float64), (combine, dot)
+
+
+def _compose(rows: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    return idx if rows is None else rows[idx]
 
 
 def _atoms(op: Any, pair: tuple, n: int, k: int, matrix_free: bool | None) -> GramColumns | MatrixFreeAtoms:
@@ -321,7 +329,7 @@ def _check_lam(lam: float) -> float:
 
 def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam: float = 1e-3,
               nonneg: bool = True, factors: Any | None = None, tol: float = 1e-4,
-              matrix_free: bool | None = None) -> Subset:
+              matrix_free: bool | None = None, rows: Any = None) -> Subset:
     """GRAD-MATCH: pick up to ``budget`` examples and weights matching ``n × target``.
 
     Args:
@@ -340,6 +348,9 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
         ``O(n·k)`` memory) instead of caching one Gram column per pick; ``None`` (default)
         caches while the ``k × n`` float32 columns take at most 16 MiB. Same picks either way
         up to float32 rounding of near-ties.
+      rows: int indices of a sub-pool to select from (e.g. one class; :func:`per_class`
+        passes them): works on ``grads[rows]`` / the factors' rows without copying them;
+        the returned indices are positions in ``rows``.
 
     Returns:
       A :class:`Subset` (sorted indices; weights ``≥ 0``, a picked example may get
@@ -352,7 +363,7 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
                          "jaxsubset.selectors.gradmatch.omp for signed weights.")
     lam = _check_lam(lam)
     t0 = time.perf_counter()
-    op, corr, bb, sq, pair = _problem(grads, factors, target, None)
+    op, corr, bb, sq, pair = _problem(grads, factors, target, None, rows)
     n = op.shape[0]
     k = check_budget(budget, n)
     ridge = lam * float(sq.mean()) if n else 0.0
@@ -369,9 +380,9 @@ def _to_subset(res: dict, idx: np.ndarray, w: np.ndarray, method: str, lam: floa
     return Subset(idx[sort], w[sort].astype(np.float32), info)
 
 
-def gradmatch_last_layer(e: Any, h: Any, budget: int, **kwargs: Any) -> Subset:
+def gradmatch_last_layer(e: Any, h: Any, budget: int, *, rows: Any = None, **kwargs: Any) -> Subset:
     """:func:`gradmatch` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly form)."""
-    return gradmatch(None, budget, factors=(e, h), **kwargs)
+    return gradmatch(None, budget, factors=(e, h), rows=rows, **kwargs)
 
 
 def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target: Any | None = None,

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from jaxsubset.selectors._checks import accepts_seed
+from jaxsubset.selectors._checks import accepts_keyword, accepts_seed
 from jaxsubset.subset import Subset
 
 
@@ -34,11 +34,17 @@ class Method:
     per_class: bool = True
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def __call__(self, *arrays: Any, budget: int, seed: int = 0) -> Subset:
+    def __call__(self, *arrays: Any, budget: int, seed: int = 0, rows: Any = None) -> Subset:
+        """Run on ``arrays`` (or, with ``rows``, on their sub-pool ``rows``; indices are positions in it)."""
         kw = dict(self.kwargs)
         if accepts_seed(self.fn):
             kw["seed"] = seed
         if self.needs:
+            if rows is not None:
+                if accepts_keyword(self.fn, "rows"):
+                    kw["rows"] = rows
+                else:
+                    arrays = tuple(np.asarray(a)[rows] for a in arrays)
             return self.fn(*arrays, budget, **kw)
         return self.fn(arrays[0] if arrays else 0, budget, **kw)
 
@@ -87,9 +93,9 @@ def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | 
     y = np.asarray(labels)
     arrays = {q: quantities[q] for q in method.needs}
 
-    def local(*args: Any, seed: int = 0) -> Subset:
+    def local(*args: Any, seed: int = 0, rows: Any = None) -> Subset:
         *arrs, b = args
-        return method(*arrs, budget=b, seed=seed)
+        return method(*arrs, budget=b, seed=seed, rows=rows)
 
     if method.per_class:
         sub = per_class(local, y, budget, arrays=arrays if arrays else None, num_classes=num_classes, seed=seed)
