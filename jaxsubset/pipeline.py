@@ -40,15 +40,37 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: str, seed: in
 
     Methods that need per-example quantities (loss, gradient norms, ...) first train a
     surrogate ``model`` for ``score_epochs`` epochs on the full data (counted in the time).
+    Validation-scored methods (GLISTER) hold out a stratified 10 % of the training rows
+    (:func:`jaxsubset.data.holdout`, seeded): the surrogate trains on the rest, the method
+    selects from the rest and scores against the held-out rows, which are never selected.
     """
     m = selectors.get(method)
     t0 = time.perf_counter()
     quantities: dict[str, np.ndarray] = {}
+    pool = np.arange(ds.y_train.size)
+    val = None
+    if m.validation:
+        from jaxsubset.data import holdout
+
+        pool, val_rows = holdout(ds, 0.1, seed)
+        if budget > pool.size:
+            raise ValueError(f"budget={budget} is larger than the {pool.size} rows left after holding out "
+                             f"{val_rows.size} validation rows for {method!r}; lower the fraction.")
+        val = (ds.x_train[val_rows], ds.y_train[val_rows])
+        ds = ds.replace(x_train=ds.x_train[pool], y_train=ds.y_train[pool])
+    validation = None
     if m.needs:
         sur = fit(model, ds, epochs=score_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed + 1000, progress=progress, eval_every=score_epochs)
         quantities = scoring.compute(m.needs, sur.model, ds.x_train, ds.y_train)
-    sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes)
+        if val is not None:
+            from jaxsubset.adaptive import validation_quantities
+
+            validation = validation_quantities(sur.model, *val)
+    sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes,
+                           validation=validation)
+    if val is not None:
+        sub = Subset(pool[sub.indices], sub.weights, sub.info)
     return sub, time.perf_counter() - t0
 
 

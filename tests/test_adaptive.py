@@ -94,3 +94,46 @@ def test_gradient_feature_kinds_agree_on_the_head(small):
         make_reselect("online_geda", small, 10, scores="exact")
     with pytest.raises(ValueError, match="Unknown selection method"):
         make_reselect("nope", small, 10)
+
+
+def test_glister_through_the_registry_and_adaptive_training(small):
+    from jaxsubset import selectors
+    from jaxsubset.adaptive import validation_quantities
+    from jaxsubset.models import create, to_pure
+    from jaxsubset.pipeline import select_subset
+    from jaxsubset.scoring import compute
+
+    pool, val = data.holdout(small, 0.2, seed=1)
+    assert np.intersect1d(pool, val).size == 0 and pool.size + val.size == small.y_train.size
+    np.testing.assert_array_equal(np.bincount(small.y_train[val], minlength=10),
+                                  np.round(0.2 * np.bincount(small.y_train, minlength=10)))
+    with pytest.raises(ValueError, match="fraction"):
+        data.holdout(small, 1.0)
+    ds = small.replace(x_train=small.x_train[pool], y_train=small.y_train[pool])
+    xv, yv = small.x_train[val], small.y_train[val]
+
+    # The registry forwards the validation set; the result is the direct call's.
+    m = to_pure(create("mlp", small.input_shape, 10, seed=0))
+    q = compute(["last_layer_e", "last_layer_h"], m, ds.x_train, ds.y_train)
+    v = validation_quantities(m, xv, yv)
+    direct = selectors.glister(q["last_layer_e"], q["last_layer_h"], 30, **v)
+    via = selectors.select("glister", ds.y_train, 30, q, validation=v)
+    np.testing.assert_array_equal(via.indices, direct.indices)
+    assert via.info["val_loss"][1] < via.info["val_loss"][0]  # the lookahead lowers the validation loss
+    with pytest.raises(ValueError, match="validation set"):
+        selectors.select("glister", ds.y_train, 30, q)
+
+    # Adaptive: selections on schedule, from the pool only.
+    res = train.fit("mlp", ds, epochs=4, batch_size=32, seed=0, progress=False, selector="glister", budget=40,
+                    select_every=2, warm_start_epochs=1, validation=(xv, yv))
+    sel = res.history["selections"]
+    assert [s["epoch"] for s in sel] == [1, 3] and all(len(s["indices"]) == 40 for s in sel)
+    with pytest.raises(ValueError, match="validation"):
+        train.fit("mlp", ds, epochs=2, progress=False, selector="glister", budget=40, select_every=1)
+    with pytest.raises(ValueError, match="only used"):
+        train.fit("mlp", ds, epochs=2, progress=False, validation=(xv, yv))
+
+    # The main job's selection step holds validation rows out and never selects them.
+    sub, _ = select_subset("glister", small, 50, model="mlp", seed=0, score_epochs=1)
+    _, held = data.holdout(small, 0.1, seed=0)
+    assert len(sub) == 50 and np.intersect1d(sub.indices, held).size == 0

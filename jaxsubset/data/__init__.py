@@ -8,7 +8,7 @@ from typing import Callable
 from jaxsubset.data import files, offline, remote
 from jaxsubset.data.dataset import Dataset, from_arrays, load_npz, save_npz
 from jaxsubset.data.remote import DatasetUnavailableError
-from jaxsubset.data.transforms import flip_labels, make_imbalanced
+from jaxsubset.data.transforms import flip_labels, holdout, make_imbalanced
 
 OFFLINE: dict[str, Callable[[int], Dataset]] = {"digits": offline.digits, "mnist1d": offline.mnist1d}
 FILE_BASED = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -69,4 +69,4 @@ def load(name: str, *, data_dir: str | None = None, seed: int = 0) -> Dataset:
 
 
 __all__ = ["Dataset", "DatasetUnavailableError", "DATASETS", "load", "from_arrays", "load_npz", "save_npz",
-           "make_imbalanced", "flip_labels"]
+           "make_imbalanced", "flip_labels", "holdout"]

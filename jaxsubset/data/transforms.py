@@ -54,3 +54,25 @@ def flip_labels(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, n
     shift = rng.integers(1, ds.num_classes, size=flipped.size)
     y[flipped] = (y[flipped] + shift) % ds.num_classes
     return ds.replace(y_train=y), flipped
+
+
+def holdout(ds: Dataset, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split the training rows into a pool and a stratified validation part.
+
+    ``round(fraction * n_c)`` rows of every class go to validation (at least one row in
+    total). For selectors that score against a validation set (GLISTER): select from
+    ``pool`` and pass ``(x_train[val], y_train[val])`` as the validation set.
+
+    Returns:
+      ``(pool, val)``: sorted int64 training-row indices, disjoint, together all rows.
+    """
+    from jaxsubset.data.offline import stratified_split
+
+    f = float(fraction)
+    if not 0.0 < f < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}.")
+    pool, val = stratified_split(np.asarray(ds.y_train), f, seed)
+    if val.size == 0 or pool.size == 0:
+        raise ValueError(f"fraction={fraction} leaves an empty {'validation set' if val.size == 0 else 'pool'} "
+                         f"for {ds.y_train.size} training rows; choose a fraction between them.")
+    return pool.astype(np.int64), val.astype(np.int64)

@@ -33,7 +33,8 @@ def _check_embed_out(out: Any) -> tuple[int, int]:
 
 
 def last_layer_factors(apply_with_embedding: EmbedFn, params: Any, x: Any, y: Any, *, batch_size: int = 1024,
-                       progress: bool = False, mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       progress: bool = False, mesh: Mesh | None = None,
+                       return_logits: bool = False) -> tuple[np.ndarray, ...]:
     """The two factors of the last-layer gradients: ``e (n, C)`` and ``h (n, d)``.
 
     Args:
@@ -42,9 +43,10 @@ def last_layer_factors(apply_with_embedding: EmbedFn, params: Any, x: Any, y: An
       params: the parameter pytree.
       x: inputs ``(n, ...)``; y: int labels ``(n,)`` in ``[0, C)``.
       batch_size, progress, mesh: chunking, progress bar and data-parallel mesh.
+      return_logits: also return the logits ``z (n, C)`` (e.g. GLISTER's validation set).
 
     Returns:
-      float32 ``e = softmax(z) − onehot(y)`` ``(n, C)`` and ``h`` ``(n, d)``.
+      float32 ``e = softmax(z) − onehot(y)`` ``(n, C)`` and ``h`` ``(n, d)`` (and ``z``).
     """
     x, y = check_xy(x, y)
     spec = jax.eval_shape(apply_with_embedding, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
@@ -61,7 +63,7 @@ def last_layer_factors(apply_with_embedding: EmbedFn, params: Any, x: Any, y: An
                           progress=progress, desc="last-layer factors", mesh=mesh)
     check_finite_rows(z, "logits")
     check_finite_rows(h, "embeddings")
-    return e, h
+    return (e, h, np.asarray(z, np.float32)) if return_logits else (e, h)
 
 
 def last_layer_grads(apply_with_embedding: EmbedFn, params: Any, x: Any, y: Any, *, batch_size: int = 1024,

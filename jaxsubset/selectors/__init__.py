@@ -44,6 +44,9 @@ register("craig", craig_last_layer, needs=LAST_LAYER,
          description="CRAIG: facility location on last-layer gradients, cluster-size weights (Mirzasoleiman 2020)")
 register("gradmatch", gradmatch_last_layer, needs=LAST_LAYER,
          description="GRAD-MATCH: OMP with non-negative weights matching the mean last-layer gradient")
+register("glister", glister, needs=LAST_LAYER, per_class=False, validation=True,
+         description="GLISTER: greedy one-step lookahead on a validation loss, last-layer Taylor (Killamsetty "
+                     "2021); needs a validation set")
 register("herding", herding_last_layer, needs=LAST_LAYER, description="herding on last-layer gradients")
 register("kcenter", kcenter_last_layer, needs=LAST_LAYER, description="greedy k-center on last-layer gradients")
 register("craig_grads", craig, needs=("grads",),

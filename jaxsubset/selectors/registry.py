@@ -9,7 +9,9 @@ class-local selector ``fn``:
   quantity has leading axis ``n`` (restricted to one class when run per class).
 
 Methods are run per class by :func:`select` (keeping class proportions) unless
-registered with ``per_class=False``.
+registered with ``per_class=False``. A method registered with ``validation=True``
+(GLISTER) also scores against a validation set: :func:`select` forwards
+``val_logits (m, C)``, ``val_h (m, d)`` and ``val_labels (m,)`` to it as keywords.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ class Method:
     description: str = ""
     per_class: bool = True
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    validation: bool = False
 
-    def __call__(self, *arrays: Any, budget: int, seed: int = 0, rows: Any = None) -> Subset:
-        """Run on ``arrays`` (or, with ``rows``, on their sub-pool ``rows``; indices are positions in it)."""
-        kw = dict(self.kwargs)
+    def __call__(self, *arrays: Any, budget: int, seed: int = 0, rows: Any = None,
+                 options: Mapping[str, Any] | None = None) -> Subset:
+        """Run on ``arrays`` (or, with ``rows``, on their sub-pool ``rows``; indices are positions in it);
+        ``options`` are extra keywords for the method (e.g. the validation set)."""
+        kw = {**self.kwargs, **(options or {})}
         if accepts_seed(self.fn):
             kw["seed"] = seed
         if self.needs:
@@ -53,11 +58,11 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str, fn: Callable[..., Subset], *, needs: tuple[str, ...] = (), description: str = "",
-             per_class: bool = True, **kwargs: Any) -> Method:
+             per_class: bool = True, validation: bool = False, **kwargs: Any) -> Method:
     """Register ``fn`` under ``name`` (fixed keyword arguments in ``kwargs``) and return the Method."""
     if name in METHODS:
         raise ValueError(f"A method named {name!r} is already registered.")
-    m = Method(name, fn, tuple(needs), description, per_class, dict(kwargs))
+    m = Method(name, fn, tuple(needs), description, per_class, dict(kwargs), bool(validation))
     METHODS[name] = m
     return m
 
@@ -71,7 +76,8 @@ def get(name: str) -> Method:
 
 
 def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | None = None, *,
-           seed: int = 0, num_classes: int | None = None) -> Subset:
+           seed: int = 0, num_classes: int | None = None,
+           validation: Mapping[str, Any] | None = None) -> Subset:
     """Run method ``name`` on the pool described by ``labels`` ``(n,)`` and ``quantities``.
 
     Args:
@@ -81,6 +87,9 @@ def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | 
       quantities: mapping quantity name -> array with leading axis ``n``; must hold
         every name in the method's ``needs``.
       seed: seed for randomized methods.
+      validation: for methods registered with ``validation=True``: ``{"val_logits": (m, C),
+        "val_h": (m, d), "val_labels": (m,)}`` of a held-out set at the current parameters
+        (see :func:`jaxsubset.data.holdout`).
     """
     from jaxsubset.selectors.per_class import per_class
 
@@ -90,12 +99,21 @@ def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | 
     if missing:
         raise ValueError(f"Method {name!r} needs quantities {missing}; compute them with "
                          "jaxsubset.scoring.compute(...) first.")
+    options = None
+    if method.validation:
+        want = ("val_logits", "val_h", "val_labels")
+        if validation is None or any(k not in validation for k in want):
+            raise ValueError(f"Method {name!r} scores against a validation set: pass validation={{'val_logits': "
+                             "(m, C), 'val_h': (m, d), 'val_labels': (m,)}} computed on held-out rows "
+                             "(jaxsubset.data.holdout splits them off; fit(..., validation=(x_val, y_val)) "
+                             "does this for adaptive training).")
+        options = {k: validation[k] for k in want}
     y = np.asarray(labels)
     arrays = {q: quantities[q] for q in method.needs}
 
     def local(*args: Any, seed: int = 0, rows: Any = None) -> Subset:
         *arrs, b = args
-        return method(*arrs, budget=b, seed=seed, rows=rows)
+        return method(*arrs, budget=b, seed=seed, rows=rows, options=options)
 
     if method.per_class:
         sub = per_class(local, y, budget, arrays=arrays if arrays else None, num_classes=num_classes, seed=seed)

@@ -70,7 +70,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         max_device_bytes: int | None = None, epoch_mode: str = "auto",
         reselect: Callable[[PureModel, int], Subset] | None = None, select_every: int | None = None,
         warm_start_epochs: int = 0, warm_start_subset: Subset | None = None,
-        selector: str | None = None, budget: int | None = None, scores: str = "last_layer") -> FitResult:
+        selector: str | None = None, budget: int | None = None, scores: str = "last_layer",
+        validation: tuple[Any, Any] | None = None) -> FitResult:
     """Train on ``subset`` (all of ``dataset.x_train`` when ``None``) with weighted mini-batches.
 
     Each batch minimizes ``Σ w_i ℓ_i / Σ w_i`` with the subset's weights. When the
@@ -107,11 +108,16 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         ``"full"``, ``"projected"``); see :func:`jaxsubset.adaptive.make_reselect`.
       warm_start_subset: e.g. a GEDA subset (the GEDA study's proposal) instead of the
         full data (GRAD-MATCH's recipe) for the warm-start epochs.
+      validation: ``(x_val, y_val)`` held out of ``dataset.x_train`` for validation-scored
+        selectors (``selector="glister"``); see :func:`jaxsubset.data.holdout`.
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if validation is not None and selector is None:
+        raise ValueError("validation is only used by validation-scored selectors; pass selector='glister' "
+                         "(or build reselect with jaxsubset.adaptive.make_reselect(..., validation=...)).")
     if selector is not None:
         if reselect is not None:
             raise ValueError("Pass either selector (a method name) or reselect (a callback), not both.")
@@ -121,7 +127,7 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
             if subset is None:
                 raise ValueError("selector needs a budget (or a subset whose size gives it).")
             budget = len(subset)
-        reselect = make_reselect(selector, dataset, int(budget), scores=scores, seed=seed)
+        reselect = make_reselect(selector, dataset, int(budget), scores=scores, seed=seed, validation=validation)
     if reselect is not None:
         if select_every is None or int(select_every) < 1:
             raise ValueError(f"select_every must be an integer >= 1 with reselect, got {select_every}.")
