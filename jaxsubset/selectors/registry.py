@@ -104,7 +104,7 @@ def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | 
         want = ("val_logits", "val_h", "val_labels")
         if validation is None or any(k not in validation for k in want):
             raise ValueError(f"Method {name!r} scores against a validation set: pass validation={{'val_logits': "
-                             "(m, C), 'val_h': (m, d), 'val_labels': (m,)}} computed on held-out rows "
+                             "(m, C), 'val_h': (m, d), 'val_labels': (m,)} computed on held-out rows "
                              "(jaxsubset.data.holdout splits them off; fit(..., validation=(x_val, y_val)) "
                              "does this for adaptive training).")
         options = {k: validation[k] for k in want}
