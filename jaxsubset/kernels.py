@@ -37,6 +37,9 @@ _BLOCK_BYTES = 2**18
 # needs ≈100 KiB temporaries instead of a copy of the class.
 _GATHER_BYTES = 2**17
 _GATHER_ITEMS = 64  # items per side of a sub-pool similarity sub-block
+# ... but at least 1/16 of the sub-pool per gather, so that large classes are not walked in tiny
+# steps (per-pick Gram columns of a 5 000-row class took 2x longer in 64-row gathers).
+_GATHER_SHARE = 16
 
 
 @jax.jit
@@ -87,8 +90,8 @@ def finite_matrix(x: Any, name: str, rows: np.ndarray | None = None) -> np.ndarr
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}.")
     # chunked check: a 256 KiB boolean temporary at most (and a 128 KiB gather for a sub-pool)
-    step = max(1, (2**18 if rows is None else _GATHER_BYTES // 4) // max(a.shape[1], 1))
     m = a.shape[0] if rows is None else rows.size
+    step = max(1, 2**18 // max(a.shape[1], 1)) if rows is None else _gather_step(a.shape[1], 4, m)
     bad = np.concatenate([np.flatnonzero(~np.all(np.isfinite(_gather(a, rows, slice(s, s + step))), axis=1)) + s
                           for s in range(0, m, step)] or [np.zeros(0, np.int64)])
     if bad.size:
@@ -160,7 +163,7 @@ def last_layer_mean_grad(e: Any, h: Any, rows: np.ndarray | None = None) -> np.n
     e, h = as_factors((e, h), rows=rows)
     m = e.shape[0] if rows is None else rows.size
     acc = np.zeros((e.shape[1], h.shape[1] + 1))
-    step = _row_step(h.shape[1]) if rows is None else _gather_step(h.shape[1])  # float64 blocks
+    step = _row_step(h.shape[1]) if rows is None else _gather_step(h.shape[1], 8, m)  # float64 blocks
     for s in range(0, m, step):
         eb = _gather(e, rows, slice(s, s + step)).astype(np.float64)
         acc[:, :-1] += eb.T @ _gather(h, rows, slice(s, s + step)).astype(np.float64)
@@ -173,9 +176,10 @@ def _row_step(width: int, itemsize: int = 8) -> int:
     return max(1, _BLOCK_BYTES // (itemsize * max(width, 1)))
 
 
-def _gather_step(width: int, itemsize: int = 8) -> int:
-    """Rows per gathered (fancy-indexed) block: ``rows × width`` floats near 128 KiB."""
-    return max(1, _GATHER_BYTES // (itemsize * max(width, 1)))
+def _gather_step(width: int, itemsize: int = 8, pool: int = 0) -> int:
+    """Rows per gathered (fancy-indexed) block: ``rows × width`` floats near 128 KiB, or 1/16 of a
+    sub-pool of ``pool`` rows if that is more."""
+    return max(1, _GATHER_BYTES // (itemsize * max(width, 1)), pool // _GATHER_SHARE)
 
 
 def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -190,7 +194,7 @@ def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray
     Wt = V[:, :d].T.astype(np.float32)
     m = e.shape[0] if rows is None else rows.size
     out = np.empty(m)
-    step = _row_step(C) if rows is None else _gather_step(d, 4)
+    step = _row_step(C) if rows is None else _gather_step(d, 4, m)
     for s in range(0, m, step):
         sl = slice(s, s + step)
         hv = (_gather(h, rows, sl) @ Wt).astype(np.float64)
@@ -219,7 +223,7 @@ def rows_dot(a: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np
     v = np.asarray(v, np.float64)
     m = a.shape[0] if rows is None else rows.size
     out = np.empty(m)
-    step = _row_step(a.shape[1]) if rows is None else _gather_step(a.shape[1])
+    step = _row_step(a.shape[1]) if rows is None else _gather_step(a.shape[1], 8, m)
     for s in range(0, m, step):
         out[s:s + step] = _gather(a, rows, slice(s, s + step)).astype(np.float64) @ v
     return out
@@ -394,7 +398,7 @@ def _rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
 
 def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: np.ndarray,
                    ) -> Callable[[np.ndarray | None, np.ndarray | None], np.ndarray]:
-    """An ``inner(r, c)`` over the sub-pool ``rows`` that gathers ≤ 64 items per side at a time.
+    """An ``inner(r, c)`` over the sub-pool ``rows`` that gathers max(64, |rows|/16) items per side at a time.
 
     ``pair(gi, gj)`` returns the float32 inner products between pool items ``gi`` and ``gj``
     (global indices); the sub-pool's features are never copied as a whole.
@@ -402,7 +406,7 @@ def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: n
     def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
         gr = rows if r is None else rows[r]
         gc = rows if c is None else rows[c]
-        b = _GATHER_ITEMS
+        b = max(_GATHER_ITEMS, rows.size // _GATHER_SHARE)
         if gr.size <= b and gc.size <= b:
             return pair(gr, gc)
         out = np.empty((gr.size, gc.size), np.float32)
