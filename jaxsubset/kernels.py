@@ -219,8 +219,11 @@ def last_layer_weighted_sum(e: np.ndarray, h: np.ndarray, rows: np.ndarray, w: n
 
 
 def rows_dot(a: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """``a[rows] @ v`` in float64 for a float32 ``a (n, D)``, converting small row blocks at a time."""
+    """``a[rows] @ v`` in float64 for a float32 ``a (n, D)``, converting small row blocks at a time
+    (no float64 copy of ``a``; a float64 ``a`` is multiplied directly)."""
     v = np.asarray(v, np.float64)
+    if rows is None and a.dtype == np.float64:
+        return a @ v
     m = a.shape[0] if rows is None else rows.size
     out = np.empty(m)
     step = _row_step(a.shape[1]) if rows is None else _gather_step(a.shape[1], 8, m)

@@ -38,17 +38,6 @@ _COLUMN_CACHE_BYTES = 2**24  # Gram columns cached up to this size (k × n float
 
 # ----------------------------------------------------------------------------- least squares on a Gram
 
-def _matvec(Q: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``Q @ x`` in float64 without a float64 copy of a float32 ``Q`` (≈1 MiB row blocks)."""
-    if Q.dtype == np.float64:
-        return Q @ x
-    step = max(1, 2**17 // max(Q.shape[1], 1))
-    out = np.empty(Q.shape[0])
-    for s in range(0, Q.shape[0], step):
-        out[s:s + step] = Q[s:s + step].astype(np.float64) @ x
-    return out
-
-
 class _GramSolver:
     """Solves ``Q[P, P] z = c[P]`` for a changing index set ``P`` with one packed Cholesky factor.
 
@@ -129,7 +118,7 @@ def nnls_gram(Q: np.ndarray, c: np.ndarray, x0: np.ndarray | None = None, *, sol
     for _ in range(max_iter + 1):
         if P.any():
             x, P = on_passive(x, P)
-        grad = c - _matvec(Q, x)
+        grad = c - rows_dot(Q, x)
         cand = ~P & (grad > tol * scale)
         if not cand.any():
             break
@@ -250,7 +239,7 @@ def omp(atoms: Any, corr: np.ndarray, target_sq: float, budget: int, *, ridge: f
         else:
             w = solver.solve(Qt, cS, np.arange(t + 1))
         p = c - atoms.fitted(S, w)
-        res2 = target_sq - 2.0 * (w @ cS) + w @ _matvec(Qt, w) - ridge * (w @ w)
+        res2 = target_sq - 2.0 * (w @ cS) + w @ rows_dot(Qt, w) - ridge * (w @ w)
         residuals.append(float(np.sqrt(max(res2, 0.0))) / bnorm)
         if residuals[-1] <= tol:
             stop = "matched"
