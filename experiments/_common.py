@@ -145,6 +145,9 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
                                  selection_time_s=t_sel, train_time_s=res.train_time_s))
     full_t = {r["seed"]: r["train_time_s"] for r in rows if r["method"] == "full"}
     for r in rows:
+        # equal-compute bookkeeping: what the whole method cost, surrogate and selection included
+        r["total_time_s"] = r["scoring_time_s"] + r["selection_time_s"] + r["train_time_s"]
+        r["sample_steps"] = int(r["num_examples"]) * int(epochs)
         r["speedup_vs_full"] = speedup(full_t[r["seed"]], r["scoring_time_s"] + r["selection_time_s"],
                                        r["train_time_s"])
     return rows

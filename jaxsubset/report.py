@@ -27,6 +27,62 @@ def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str], values: Seque
     return out
 
 
+def paired_differences(rows: Sequence[dict[str, Any]], keys: Sequence[str], *, method_key: str = "method",
+                       baseline: str = "random", value: str = "test_accuracy", pair_key: str = "seed",
+                       confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Paired differences ``value(method) - value(baseline)`` over matching ``pair_key`` (seeds).
+
+    Rows are grouped by ``keys`` (which must not include ``method_key`` or ``pair_key``); within a
+    group, every method is paired with ``baseline`` on the same ``pair_key`` (same seed, same budget,
+    same training), and the mean difference gets a two-sided Student-t interval at ``confidence``.
+
+    Returns one record per (group, method != baseline) with ``keys``, ``method_key``, ``baseline``,
+    ``n`` (pairs), ``diff_mean``, ``diff_std``, ``ci_low``, ``ci_high`` (NaN when ``n < 2``) and
+    ``verdict``: ``"better"`` / ``"worse"`` when the interval excludes 0, else ``"within noise"``.
+    """
+    from scipy import stats
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+    groups: dict[tuple, dict[str, dict[Any, float]]] = {}
+    for r in rows:
+        g = groups.setdefault(tuple(r[k] for k in keys), {})
+        g.setdefault(r[method_key], {})[r[pair_key]] = float(r[value])
+    out = []
+    for g, by_method in groups.items():
+        base = by_method.get(baseline)
+        if base is None:
+            continue
+        for m, vals in by_method.items():
+            if m == baseline:
+                continue
+            common = sorted(set(vals) & set(base), key=str)
+            d = np.asarray([vals[s] - base[s] for s in common], np.float64)
+            rec = dict(zip(keys, g))
+            rec.update({method_key: m, "baseline": baseline, "n": int(d.size)})
+            if d.size == 0:
+                continue
+            mu = float(d.mean())
+            sd = float(d.std(ddof=1)) if d.size > 1 else float("nan")
+            if d.size > 1:
+                half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * sd / np.sqrt(d.size))
+                lo, hi = mu - half, mu + half
+            else:
+                lo = hi = float("nan")
+            verdict = "better" if lo > 0 else "worse" if hi < 0 else "within noise"
+            rec.update(diff_mean=mu, diff_std=sd, ci_low=lo, ci_high=hi, verdict=verdict)
+            out.append(rec)
+    return out
+
+
+def fmt_diff(rec: dict[str, Any], scale: float = 100.0, digits: int = 2) -> str:
+    """``+1.23 [0.45, 2.01]`` (scaled, e.g. to percentage points) for a :func:`paired_differences` record."""
+    if not np.isfinite(rec.get("ci_low", float("nan"))):
+        return f"{rec['diff_mean'] * scale:+.{digits}f} [n={rec['n']}]"
+    return (f"{rec['diff_mean'] * scale:+.{digits}f} [{rec['ci_low'] * scale:+.{digits}f}, "
+            f"{rec['ci_high'] * scale:+.{digits}f}]")
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

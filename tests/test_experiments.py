@@ -50,3 +50,24 @@ def test_results_page_matches_committed_csvs():
         csv_path = os.path.join(EXP, "results", name, "summary.csv")
         if os.path.isfile(csv_path):
             assert _module(name).render(report.read_csv(csv_path)) in open(page).read()
+
+
+def test_paired_differences_matches_scipy_ttest_interval():
+    import numpy as np
+    from scipy import stats
+
+    from jaxsubset import report
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.8, 0.02, size=5)
+    other = base + rng.normal(0.01, 0.005, size=5)
+    rows = [dict(method="random", seed=s, fraction=0.1, test_accuracy=b) for s, b in enumerate(base)]
+    rows += [dict(method="geda", seed=s, fraction=0.1, test_accuracy=o) for s, o in enumerate(other)]
+    rows += [dict(method="geda", seed=99, fraction=0.1, test_accuracy=0.0)]  # unpaired: ignored
+    (rec,) = report.paired_differences(rows, ["fraction"])
+    d = other - base
+    res = stats.ttest_1samp(d, 0.0)
+    lo, hi = res.confidence_interval(0.95)
+    assert rec["n"] == 5 and rec["method"] == "geda"
+    np.testing.assert_allclose([rec["diff_mean"], rec["ci_low"], rec["ci_high"]], [d.mean(), lo, hi], rtol=1e-10)
+    assert rec["verdict"] == ("better" if lo > 0 else "worse" if hi < 0 else "within noise")
