@@ -92,13 +92,46 @@ def finite_matrix(x: Any, name: str, rows: np.ndarray | None = None) -> np.ndarr
     # chunked check: a 256 KiB boolean temporary at most (and a 128 KiB gather for a sub-pool)
     m = a.shape[0] if rows is None else rows.size
     step = max(1, 2**18 // max(a.shape[1], 1)) if rows is None else _gather_step(a.shape[1], 4, m)
-    bad = np.concatenate([np.flatnonzero(~np.all(np.isfinite(_gather(a, rows, slice(s, s + step))), axis=1)) + s
-                          for s in range(0, m, step)] or [np.zeros(0, np.int64)])
+    bad, top = [np.zeros(0, np.int64)], 0.0
+    for s in range(0, m, step):
+        block = _gather(a, rows, slice(s, s + step))
+        ok = np.isfinite(block)
+        bad.append(np.flatnonzero(~np.all(ok, axis=1)) + s)
+        if block.size and not bad[-1].size:
+            top = max(top, float(np.max(np.abs(block))))
+    bad = np.concatenate(bad)
     if bad.size:
         where = bad if rows is None else rows[bad]
         raise ValueError(f"{name} contain NaN or inf in rows {where[:10].tolist()}"
                          f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
+    check_float32_range(top, a.shape[1], name)
     return a
+
+
+FLOAT32_SAFE_NORM = 1e18
+"""Largest row norm the float32 kernels accept: squared norms and sums of similarities stay below 1e38."""
+
+FLOAT32_TINY = 1e-19
+"""Smallest non-zero entry magnitude accepted: squares stay normal float32 numbers (> 1.2e-38)."""
+
+
+def check_float32_range(max_abs: float, width: int, name: str) -> None:
+    """Raise when entries of magnitude ``max_abs`` in rows of ``width`` would over- or underflow float32.
+
+    Squared norms and inner products are formed in float32: rows with norms near 1.8e19
+    overflow to inf (CRAIG weights then sum to ``k``, herding returns ``0..k-1``), and
+    entries below about 1e-19 square to zero (GRAD-MATCH then picks nothing). Selectors are
+    invariant to a common scale of the features, so rescaling is the fix.
+    """
+    bound = max_abs * np.sqrt(max(int(width), 1))
+    if bound > FLOAT32_SAFE_NORM:
+        raise ValueError(f"{name} are too large for float32 kernels (largest entry {max_abs:.3g}, row norms up "
+                         f"to ~{bound:.3g} > {FLOAT32_SAFE_NORM:.0e}); rescale them, e.g. divide by their largest "
+                         "norm (the selection does not depend on a common scale).")
+    if 0.0 < max_abs < FLOAT32_TINY:
+        raise ValueError(f"{name} are too small for float32 kernels (largest entry {max_abs:.3g} < "
+                         f"{FLOAT32_TINY:.0e}: their squares underflow); rescale them, e.g. divide by their "
+                         "largest norm (the selection does not depend on a common scale).")
 
 
 def _gather(a: np.ndarray, rows: np.ndarray | None, idx: Any = None) -> np.ndarray:

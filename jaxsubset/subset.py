@@ -25,11 +25,16 @@ class Subset:
 
     def __post_init__(self) -> None:
         idx = np.asarray(self.indices)
+        if idx.dtype == np.bool_:
+            raise TypeError("Subset indices must be integers, got a boolean array (a mask?); pass "
+                            "np.flatnonzero(mask) to keep the rows where it is True.")
+        if idx.size and not np.issubdtype(idx.dtype, np.number):
+            raise TypeError(f"Subset indices must be integers, got dtype {idx.dtype}.")
         if idx.ndim != 1:
             raise ValueError(f"Subset indices must be 1-D, got shape {idx.shape}.")
         if idx.size and not np.issubdtype(idx.dtype, np.integer):
-            if not np.all(np.equal(np.mod(idx, 1), 0)):
-                raise ValueError("Subset indices must be integers; got non-integral values.")
+            if not np.all(np.equal(np.mod(idx, 1), 0)) or np.abs(idx).max() >= 2**62:
+                raise ValueError("Subset indices must be integers; got non-integral or huge values.")
         idx = idx.astype(np.int64)
         if idx.size and idx.min() < 0:
             raise ValueError(f"Subset indices must be >= 0; found {int(idx.min())}.")
@@ -38,7 +43,8 @@ class Subset:
             raise ValueError(
                 f"Subset indices must be unique; duplicated: {vals[counts > 1][:10].tolist()}. "
                 "Express repetition through weights instead.")
-        w = np.ones(idx.shape, np.float32) if self.weights is None else np.asarray(self.weights, np.float32)
+        # a copy: editing the caller's array afterwards must not change the validated subset
+        w = np.ones(idx.shape, np.float32) if self.weights is None else np.array(self.weights, np.float32)
         if w.shape != idx.shape:
             raise ValueError(f"Subset weights shape {w.shape} does not match indices shape {idx.shape}.")
         if not np.all(np.isfinite(w)):
@@ -87,11 +93,46 @@ def check_budget(budget: int, n: int, *, name: str = "budget") -> int:
 
 
 def budget_from_fraction(fraction: float, n: int) -> int:
-    """``round(fraction * n)`` for a fraction in ``(0, 1]`` (at least one example)."""
+    """``round(fraction * n)`` for a fraction in ``(0, 1]`` (at least one example, 0 for an empty pool)."""
     f = float(fraction)
     if not np.isfinite(f) or not 0.0 < f <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
-    return max(1, min(n, int(round(f * n))))
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an integer pool size >= 0, got {n!r}.")
+    return min(int(n), max(1, int(round(f * n))))
+
+
+MAX_CLASSES = 1 << 24
+"""Largest ``num_classes`` accepted (per-class arrays have one entry per class)."""
+
+
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` as an ``int`` in ``[1, MAX_CLASSES]``, else a ``TypeError``/``ValueError``."""
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"num_classes must be an integer, got {num_classes!r}.")
+    if not 1 <= int(num_classes) <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}], got {num_classes}; remap the labels to "
+                         "0..C-1 (np.unique(y, return_inverse=True)).")
+    return int(num_classes)
+
+
+def infer_num_classes(labels: Any, *, what: str = "labels") -> int:
+    """``max(labels) + 1`` for integer-valued ``labels``, refusing sparse ids that would blow it up.
+
+    A stray label such as 2 000 000 among ten classes would make two million classes (and
+    per-class arrays of that size); when ``max + 1`` exceeds ``2 * distinct + 1000`` the
+    labels are judged sparse and a ``ValueError`` says how to remap them.
+    """
+    y = np.asarray(labels).reshape(-1)
+    if y.size == 0:
+        raise ValueError(f"Cannot infer num_classes from empty {what}; pass num_classes.")
+    top = int(y.max())
+    distinct = int(np.unique(y).size)
+    if top + 1 > 2 * distinct + 1000:
+        raise ValueError(f"{what} reach {top} but hold only {distinct} distinct values, which would make "
+                         f"num_classes={top + 1}; remap them to 0..{distinct - 1} "
+                         "(np.unique(y, return_inverse=True)) or pass num_classes explicitly.")
+    return check_num_classes(top + 1)
 
 
 def per_class_budget(labels: Any, budget: int, num_classes: int | None = None) -> np.ndarray:
@@ -117,8 +158,12 @@ def per_class_budget(labels: Any, budget: int, num_classes: int | None = None) -
         raise TypeError(f"labels must be integers, got dtype {y.dtype}.")
     n = y.size
     budget = check_budget(budget, n)
+    if n and y.min() < 0:
+        raise ValueError(f"labels must be >= 0; found {int(y.min())}.")
     if num_classes is None:
-        num_classes = int(y.max()) + 1 if n else 0
+        num_classes = infer_num_classes(y) if n else 0
+    else:
+        num_classes = check_num_classes(num_classes)
     if n and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}); found range "
                          f"[{int(y.min())}, {int(y.max())}].")

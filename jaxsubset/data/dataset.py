@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxsubset.subset import check_num_classes, infer_num_classes
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -31,6 +33,10 @@ class Dataset:
     name: str
 
     def __post_init__(self) -> None:
+        if isinstance(self.num_classes, (bool, np.bool_)) or not isinstance(self.num_classes, (int, np.integer)):
+            raise TypeError(f"num_classes must be an integer, got {self.num_classes!r}.")
+        if int(self.num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}.")
         for split in ("train", "test"):
             x = np.asarray(getattr(self, f"x_{split}"))
             y = np.asarray(getattr(self, f"y_{split}"))
@@ -41,25 +47,29 @@ class Dataset:
             if x.shape[0] != y.shape[0]:
                 raise ValueError(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}; "
                                  "they must have the same length.")
-            if y.size and not np.issubdtype(y.dtype, np.integer):
-                if not np.all(np.mod(y, 1) == 0):
+            if x.shape[0] == 0:
+                raise ValueError(f"x_{split} has no rows; a data set needs at least one {split} example.")
+            if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.number):
+                raise TypeError(f"y_{split} must hold integer class ids, got dtype {y.dtype}.")
+            if not np.issubdtype(y.dtype, np.integer):
+                if not np.all(np.isfinite(y)) or not np.all(np.mod(y, 1) == 0):
                     raise ValueError(f"y_{split} must hold integer class ids.")
-            x = x.astype(np.float32, copy=False)
+            # range check before the int32 cast, which would wrap 2**32 + 1 to 1
+            if y.min() < 0 or y.max() >= self.num_classes:
+                raise ValueError(f"y_{split} must lie in [0, {self.num_classes}); found "
+                                 f"[{y.min():.0f}, {y.max():.0f}]. Fix the labels or num_classes.")
+            # a copy: the data set must not change when the caller edits its arrays afterwards
+            x = np.array(x, dtype=np.float32, copy=True)
             bad = np.flatnonzero(~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1))
             if bad.size:
                 raise ValueError(f"x_{split} contains NaN or inf in rows {bad[:10].tolist()}; "
                                  "clean or drop those rows before building the data set.")
             y = y.astype(np.int32)
-            if y.size and (y.min() < 0 or y.max() >= self.num_classes):
-                raise ValueError(f"y_{split} must lie in [0, {self.num_classes}); found "
-                                 f"[{int(y.min())}, {int(y.max())}]. Fix the labels or num_classes.")
             object.__setattr__(self, f"x_{split}", x)
             object.__setattr__(self, f"y_{split}", y)
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise ValueError(f"train and test examples differ in shape: {self.x_train.shape[1:]} vs "
                              f"{self.x_test.shape[1:]}.")
-        if int(self.num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}.")
         names = tuple(str(c) for c in self.class_names)
         if len(names) != self.num_classes:
             raise ValueError(f"class_names has {len(names)} entries but num_classes is {self.num_classes}.")
@@ -94,7 +104,8 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, num_cla
         both = np.concatenate([y_train.reshape(-1), y_test.reshape(-1)])
         if both.size == 0:
             raise ValueError("Cannot infer num_classes from empty label arrays; pass num_classes.")
-        num_classes = int(np.max(both)) + 1
+        num_classes = infer_num_classes(both, what="the labels")
+    check_num_classes(num_classes)
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     return Dataset(np.asarray(x_train), y_train, np.asarray(x_test), y_test, int(num_classes),

@@ -16,9 +16,12 @@ def make_imbalanced(ds: Dataset, classes: Sequence[int], keep_fraction: float, s
     without replacement; the test split is unchanged. Row order is preserved.
     """
     f = float(keep_fraction)
-    if not 0.0 < f <= 1.0:
+    if not 0.0 < f <= 1.0:  # also refuses NaN
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}.")
-    classes = [int(c) for c in classes]
+    ids = np.asarray(classes).reshape(-1)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"classes must be integer class ids, got {list(classes)!r}.")
+    classes = [int(c) for c in ids]
     bad = [c for c in classes if not 0 <= c < ds.num_classes]
     if bad:
         raise ValueError(f"classes {bad} are outside [0, {ds.num_classes}).")

@@ -41,6 +41,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
+from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads._params import ApplyFn, Wrt, leaf_names, num_outputs, select_leaves
 from jaxsubset.grads._trace import Plan, probe_backward, site_sq_norm
 from jaxsubset.grads.per_sample import _grads_fn, build_plan
@@ -59,7 +60,7 @@ def describe_grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any | None = 
       y: labels (only the dtype is used); default int32.
       wrt: as in ``grad_norms``.
     """
-    x = np.asarray(x)
+    x = check_inputs(np.asarray(x))
     y1 = np.zeros((), np.int32) if y is None else np.asarray(y)[0]
     chosen = select_leaves(params, wrt)
     plan = build_plan(apply_fn, params, x[0], y1, chosen)
@@ -132,6 +133,7 @@ def grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, method: str = 
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     x, y = check_xy(x, y)
+    check_inputs(x)
     check_labels(y, num_outputs(apply_fn, params, x[0]))
     chosen = select_leaves(params, wrt)
     if method == "vmap":

@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
+from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads._params import ApplyFn, example_loss, num_outputs
 from jaxsubset.grads.sharding import data_parallel, replicate
 
@@ -28,6 +29,7 @@ def input_grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, batch_si
       batch_size, progress, mesh: chunking, progress bar and data-parallel mesh.
     """
     x, y = check_xy(x, y)
+    check_inputs(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"input_grad_norms needs float inputs x, got dtype {x.dtype}; cast x to float32.")
     check_labels(y, num_outputs(apply_fn, params, x[0]))

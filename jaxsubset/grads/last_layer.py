@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
+from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads.sharding import data_parallel, replicate
 
 EmbedFn = Callable[[Any, jax.Array], "tuple[jax.Array, jax.Array]"]
@@ -49,6 +50,7 @@ def last_layer_factors(apply_with_embedding: EmbedFn, params: Any, x: Any, y: An
       float32 ``e = softmax(z) − onehot(y)`` ``(n, C)`` and ``h`` ``(n, d)`` (and ``z``).
     """
     x, y = check_xy(x, y)
+    check_inputs(x)
     spec = jax.eval_shape(apply_with_embedding, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
     c, _ = _check_embed_out(spec)
     check_labels(y, c)

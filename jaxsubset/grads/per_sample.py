@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._chunk import check_labels, check_xy, fit_rows, iter_chunks, oom_hint
+from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads._params import ApplyFn, Wrt, example_loss, num_outputs, select_leaves
 from jaxsubset.grads._trace import Plan, plan_sites, probe_backward, site_grad
 from jaxsubset.grads.projection import check_projection, project
@@ -152,6 +153,7 @@ def per_sample_grads(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, wrt: Wrt
       numpy ``(n, P)`` or ``(n, k)``.
     """
     x, y = check_xy(x, y)
+    check_inputs(x)
     check_projection(project_dim, projection)
     check_labels(y, num_outputs(apply_fn, params, x[0]))
     chosen = select_leaves(params, wrt)

@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
+from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads.sharding import data_parallel, replicate
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -37,6 +38,7 @@ def losses(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, batch_size: int = 
     ``mesh``: optional data-parallel mesh (``jaxsubset.grads.data_mesh()``).
     """
     x, y = check_xy(x, y)
+    check_inputs(x)
     check_labels(y, _width(apply_fn, params, x))
 
     def fn(p, xb, yb):
@@ -61,6 +63,7 @@ def el2n(models: Sequence[tuple[ApplyFn, Any]] | tuple[ApplyFn, Any], x: Any, y:
     if len(models) == 0:
         raise ValueError("el2n needs at least one (apply_fn, params) pair.")
     x, y = check_xy(x, y, num_classes)
+    check_inputs(x)
     total = np.zeros(x.shape[0], np.float64)
     for apply_fn, params in models:
         check_labels(y, _width(apply_fn, params, x))

@@ -29,6 +29,9 @@ def as_features(x: Any, *, name: str = "features") -> np.ndarray:
     if bad.size:
         raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
                          f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
+    from jaxsubset.kernels import check_float32_range
+
+    check_float32_range(float(np.max(np.abs(a))) if a.size else 0.0, a.shape[1], name)
     return a
 
 

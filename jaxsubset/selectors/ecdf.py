@@ -106,6 +106,9 @@ def check_nodes(num_nodes: int | None, quadrature: str) -> None:
         raise TypeError(f"num_nodes must be a positive integer or None, got {num_nodes!r}.")
     if num_nodes < 1:
         raise ValueError(f"num_nodes must be >= 1 (the number of quadrature intervals), got {num_nodes}.")
+    if num_nodes > 10**7:
+        raise ValueError(f"num_nodes={num_nodes} would allocate {num_nodes} nodes; use at most 10**7, or "
+                         "num_nodes=None for the exact 1-Wasserstein objective.")
     if quadrature == "simpson" and num_nodes % 2:
         raise ValueError(f"Simpson's rule needs an even number of intervals; got num_nodes={num_nodes}, "
                          f"use {num_nodes + 1} or quadrature='trapezoid'.")

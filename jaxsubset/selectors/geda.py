@@ -40,6 +40,10 @@ from jaxsubset.selectors import ecdf
 from jaxsubset.subset import Subset, check_budget
 
 FORMULATIONS = ("binned", "per_item")
+AUTO_EXACT_NODES = 64
+"""With ``solver="auto"`` and the binned formulation, more nodes than this use the closed form."""
+MAX_SOLVER_NODES = 2000
+"""More nodes than this need ``time_limit_s`` with a MILP solver (else a ``ValueError``)."""
 # Our name -> pywraplp's CreateSolver id and MPSolver problem type (None: probe by creating).
 _MIP_BACKENDS = {
     "cbc": ("CBC", "CBC_MIXED_INTEGER_PROGRAMMING"),
@@ -93,7 +97,8 @@ def geda(norms: Any, budget: int, *, num_nodes: int | None = 5, formulation: str
         1-Wasserstein distance), with one bin per distinct norm.
       formulation: ``"binned"`` (count per bin, default) or ``"per_item"`` (the study's
         model verbatim, one binary per example; slow beyond tens of thousands).
-      solver: ``"auto"`` (``"cp-sat"``, or ``"exact"`` when ``num_nodes`` is None),
+      solver: ``"auto"`` (``"cp-sat"``, or ``"exact"`` when ``num_nodes`` is None or, for the
+        binned formulation, above ``AUTO_EXACT_NODES`` = 64: same optimum, no solver),
         ``"cp-sat"``, a MIP backend of ``pywraplp`` (``"cbc"``, ``"scip"``, ``"highs"``, ...
         as built; see :func:`available_solvers`), or ``"exact"`` (closed form, no solver).
       time_limit_s: wall-clock limit for the solver, None for none. A limit reached with
@@ -132,6 +137,13 @@ def geda(norms: Any, budget: int, *, num_nodes: int | None = 5, formulation: str
     if int(num_workers) < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
     name = _canonical_solver(solver, num_nodes)
+    if name != "exact" and num_nodes is not None and num_nodes > AUTO_EXACT_NODES:
+        if formulation == "binned" and isinstance(solver, str) and solver.strip().lower() == "auto":
+            name = "exact"  # the closed form is the binned MILP's optimum; CP-SAT slows down with the nodes
+        elif num_nodes > MAX_SOLVER_NODES and time_limit_s is None:
+            raise ValueError(f"num_nodes={num_nodes} with solver {name!r} and no time limit can run for minutes "
+                             f"(1 000 nodes: ~6 s with CP-SAT); use solver='exact' (closed-form optimum of the "
+                             f"binned formulation), num_nodes <= {MAX_SOLVER_NODES}, or set time_limit_s.")
     if name == "cp-sat" and num_nodes is None:
         raise ValueError("CP-SAT needs integer objective weights, but num_nodes=None weighs by the gaps "
                          "between distinct norms; use solver='exact' (or 'auto') or a MIP backend.")
@@ -215,7 +227,7 @@ def _solve_cpsat(problem: ecdf.BinnedProblem, budget: int, formulation: str,
     code = solver.solve(model)
     status = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE"}.get(code)
     if status is None:
-        _no_solution(solver.status_name(code), time_limit_s)
+        _no_solution(solver.status_name(code), time_limit_s, formulation)
     counts, chosen = _read_back(problem, formulation, bins, solver.value)
     bound = solver.best_objective_bound if status == "FEASIBLE" else solver.objective_value
     return status, counts, chosen, float(solver.objective_value), float(bound), float(solver.wall_time)
@@ -272,7 +284,7 @@ def _solve_mip(problem: ecdf.BinnedProblem, budget: int, formulation: str, name:
     status = {pywraplp.Solver.OPTIMAL: "OPTIMAL", pywraplp.Solver.FEASIBLE: "FEASIBLE"}.get(code)
     if status is None:
         _no_solution({2: "INFEASIBLE", 3: "UNBOUNDED", 4: "ABNORMAL", 5: "MODEL_INVALID",
-                      6: "NOT_SOLVED"}.get(code, str(code)), time_limit_s)
+                      6: "NOT_SOLVED"}.get(code, str(code)), time_limit_s, formulation)
     value = lambda v: v.solution_value()  # noqa: E731
     counts, chosen = _read_back(problem, formulation, c if groups is None else groups, value)
     bound = objective.BestBound() if status == "FEASIBLE" else objective.Value()
@@ -301,9 +313,11 @@ def _read_back(problem: ecdf.BinnedProblem, formulation: str, variables, value):
     return ecdf.counts_of(problem, chosen), chosen
 
 
-def _no_solution(status: str, time_limit_s: float | None) -> None:
+def _no_solution(status: str, time_limit_s: float | None, formulation: str) -> None:
     if time_limit_s is not None and status not in ("INFEASIBLE", "MODEL_INVALID", "UNBOUNDED"):
+        advice = ("raise the time limit or use formulation='binned'" if formulation != "binned" else
+                  "raise the time limit or use solver='exact' (the binned model's closed-form optimum)")
         raise RuntimeError(f"GEDA: the solver found no feasible selection within time_limit_s={time_limit_s} "
-                           f"(status {status}); raise the time limit or use formulation='binned'.")
+                           f"(status {status}); {advice}.")
     raise RuntimeError(f"GEDA: the solver ended with status {status} and no selection; this model is always "
                        "feasible, so this is a solver failure: try another solver.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxsubset.selectors._checks import as_scores
-from jaxsubset.subset import Subset, check_budget, per_class_budget
+from jaxsubset.subset import Subset, check_budget
 
 
 def _ranked(scores: np.ndarray) -> np.ndarray:
@@ -39,8 +39,12 @@ def quantile_random(scores: np.ndarray, budget: int, *, seed: int = 0, num_quant
 
     The ranking by score (ties by the lower index) is cut into ``num_quantiles`` groups
     of (nearly) equal size: rank ``r`` belongs to group ``floor(r * q / n)``. The budget
-    is split across groups in proportion to their sizes (largest remainder, as
-    :func:`jaxsubset.per_class_budget`), and each group keeps a uniform random draw.
+    is split across groups in proportion to their sizes by systematic rounding: with
+    ``T_g = budget * (size of groups 0..g) / n`` and one uniform ``u`` in ``[0, 1)``, group
+    ``g`` gets ``floor(T_g + u) - floor(T_{g-1} + u)`` items. Every group gets the floor or
+    the ceiling of its quota ``budget * size_g / n`` and, over seeds, exactly its quota on
+    average (a budget below ``q`` samples every group, not always the lowest ones). Each
+    group keeps a uniform random draw.
 
     Args:
       scores: float array ``(n,)``, finite.
@@ -60,11 +64,28 @@ def quantile_random(scores: np.ndarray, budget: int, *, seed: int = 0, num_quant
         return Subset.unweighted(np.zeros(0, np.int64), **info)
     ranked = _ranked(s)
     group = np.arange(n, dtype=np.int64) * q // n            # group of each rank
-    budgets = per_class_budget(group, budget, q)
     rng = np.random.default_rng(seed)
+    budgets = _systematic_split(np.bincount(group, minlength=q), budget, rng)
     parts = []
     for g, b in enumerate(budgets):
         members = ranked[group == g]
         if b:
             parts.append(rng.choice(members, size=int(b), replace=False))
     return Subset.unweighted(np.sort(np.concatenate(parts)), **info)
+
+
+def _systematic_split(sizes: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Split ``budget`` over groups of ``sizes (q,)`` by systematic rounding of the cumulative quotas.
+
+    ``S_g = floor((budget * cumsum(sizes)_g + u n) / n)`` in exact integer arithmetic with
+    ``u n`` an integer drawn uniformly from ``[0, n)``; the counts ``diff([0, S])`` sum to
+    ``budget``, each is the floor or ceiling of ``budget * sizes_g / n`` (so never more
+    than ``sizes_g``), and each has expectation exactly ``budget * sizes_g / n``.
+    """
+    n = int(sizes.sum())
+    cum = np.cumsum(sizes.astype(object)) * int(budget)   # Python ints: no overflow
+    shift = int(rng.integers(0, n))
+    prefix = np.array([(int(c) + shift) // n for c in cum], np.int64)
+    counts = np.diff(np.concatenate([[0], prefix]))
+    assert counts.sum() == budget and np.all(counts >= 0) and np.all(counts <= sizes)
+    return counts

@@ -48,8 +48,8 @@ def match_weights(selected: Any, target_sum: Any, *, prior: float, lam: float = 
         raise ValueError(f"target has dimension {t.shape[0]} but gradients have {G.shape[1]}.")
     if lam < 0 or not np.isfinite(lam):
         raise ValueError(f"lam must be a finite number >= 0, got {lam}.")
-    if prior <= 0:
-        raise ValueError(f"prior must be > 0, got {prior}.")
+    if not np.isfinite(prior) or prior <= 0:
+        raise ValueError(f"prior must be a finite number > 0 (e.g. n / k), got {prior}.")
     k = G.shape[0]
     if k == 0:
         return np.zeros(0, np.float32)

@@ -17,6 +17,7 @@ from jaxsubset.data.dataset import Dataset
 from jaxsubset.models import create, to_pure
 from jaxsubset.models.pure import PureModel
 from jaxsubset.subset import Subset
+from jaxsubset.train.checks import check_fit_args, check_model_outputs
 from jaxsubset.train.evaluate import accuracy, make_predict
 from jaxsubset.train.schedules import make_optimizer, make_schedule
 from jaxsubset.train.step import epoch_order, make_epoch, make_indexed_step, make_train_step
@@ -111,6 +112,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
       validation: ``(x_val, y_val)`` held out of ``dataset.x_train`` for validation-scored
         selectors (``selector="glister"``); see :func:`jaxsubset.data.holdout`.
     """
+    check_fit_args(dataset, subset, epochs=epochs, batch_size=batch_size, eval_every=eval_every, lr=lr,
+                   warm_start_subset=warm_start_subset)
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     if int(batch_size) < 1:
@@ -147,6 +150,7 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
     steps = sum(-(-s // batch_size) for s in sizes)
 
     pure = as_pure(model, dataset, seed)
+    check_model_outputs(pure.apply_fn, pure.params, dataset)
     if isinstance(optimizer, str):
         tx = make_optimizer(optimizer, make_schedule(schedule, lr, steps), weight_decay=weight_decay)
     else:
