@@ -9,7 +9,10 @@ import sys
 from typing import Sequence
 
 from jaxsubset import report
+from jaxsubset.outdir import check_out_dir, write_files
 from jaxsubset.pipeline import RunConfig, compare
+
+RESULT_FILES = ("results.csv", "results.json", "summary.md", "accuracy.png")
 
 
 def _fraction(s: str) -> float:
@@ -17,6 +20,16 @@ def _fraction(s: str) -> float:
     if not 0.0 < f <= 1.0:
         raise argparse.ArgumentTypeError(f"fraction must be in (0, 1], got {s}")
     return f
+
+
+def _lr(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
+    return v
 
 
 def _positive(s: str) -> int:
@@ -41,12 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=_positive, default=d.epochs)
     r.add_argument("--seeds", type=_positive, default=d.seeds, help="number of seeds (0..seeds-1)")
     r.add_argument("--batch-size", type=_positive, default=d.batch_size)
-    r.add_argument("--lr", type=float, default=d.lr)
+    r.add_argument("--lr", type=_lr, default=d.lr)
     r.add_argument("--optimizer", default=d.optimizer)
     r.add_argument("--schedule", default=d.schedule)
     r.add_argument("--score-epochs", type=_positive, default=d.score_epochs,
                    help="epochs of the surrogate model that scores examples (score-based methods)")
     r.add_argument("--out", default=None, help="write results.csv, results.json, summary.md and accuracy.png here")
+    r.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     e = sub.add_parser("experiment", help="list or run the scripts in experiments/ (e.g. geda_study --quick)")
     e.add_argument("name", nargs="?", help="experiment name; omit to list them")
@@ -66,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
                     epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, lr=args.lr,
                     optimizer=args.optimizer, schedule=args.schedule, score_epochs=args.score_epochs,
                     data_dir=args.data_dir, progress=not args.no_progress)
+    out = check_out_dir(args.out, RESULT_FILES, overwrite=args.overwrite) if args.out else None  # before training
     print(f"jaxsubset run: {cfg.method} on {cfg.dataset} ({cfg.model}), keeping {cfg.fraction:.0%} of the "
           f"training set, {cfg.epochs} epochs, {cfg.seeds} seed(s)", flush=True)
     rows = compare(cfg)
@@ -76,18 +91,31 @@ def _run(args: argparse.Namespace) -> int:
           f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}",
           f"{s['selection_time_s_mean']:.2f}", f"{s['train_time_s_mean']:.2f}") for s in summary])
     print(table)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        report.write_csv(os.path.join(args.out, "results.csv"), rows)
-        report.write_json(os.path.join(args.out, "results.json"),
-                          {"config": dataclasses.asdict(cfg), "rows": rows, "summary": summary})
-        with open(os.path.join(args.out, "summary.md"), "w") as f:
-            f.write(table + "\n")
-        report.bar_plot(os.path.join(args.out, "accuracy.png"), [s["method"] for s in summary],
-                        [s["test_accuracy_mean"] for s in summary], [s["test_accuracy_std"] for s in summary],
-                        ylabel="test accuracy", title=f"{cfg.dataset}, {cfg.model}, {cfg.fraction:.0%} subsets")
+    if out:
+        def write_md(path: str) -> None:
+            with open(path, "w") as f:
+                f.write(table + "\n")
+
+        write_files(out, {  # each file to a temporary name, then renamed into place
+            "results.csv": lambda p: report.write_csv(p, rows),
+            "results.json": lambda p: report.write_json(
+                p, {"config": dataclasses.asdict(cfg), "rows": rows, "summary": summary}),
+            "summary.md": write_md,
+            "accuracy.png": lambda p: report.bar_plot(
+                p, [s["method"] for s in summary], [s["test_accuracy_mean"] for s in summary],
+                [s["test_accuracy_std"] for s in summary], ylabel="test accuracy",
+                title=f"{cfg.dataset}, {cfg.model}, {cfg.fraction:.0%} subsets"),
+        })
         print(f"wrote {args.out}/results.csv, results.json, summary.md, accuracy.png")
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (file errors keep their path)."""
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return " ".join(text.split())
 
 
 def experiments_dir() -> str:
@@ -137,12 +165,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return _run(args)
-    except (ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:  # user mistakes: one line, no traceback
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except data.DatasetUnavailableError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 3
+    except FloatingPointError as err:  # training diverged: a setting to change, not a bug
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; results already in --out (if any) were left unchanged", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -115,13 +116,24 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, num_cla
 def load_npz(path: str) -> Dataset:
     """Load a data set saved with keys ``x_train, y_train, x_test, y_test`` (optional
     ``class_names``, ``num_classes``) by ``numpy.savez``."""
-    with np.load(path, allow_pickle=False) as f:
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No .npz data set at {path}; check the path (a file saved with x_train, "
+                                "y_train, x_test, y_test).")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({type(err).__name__}: {err}); save it with "
+                         "numpy.savez (or jaxsubset.data.save_npz).") from err
+    if not hasattr(f, "files"):  # np.load gave a plain array (.npy content)
+        raise ValueError(f"{path} holds a single array, not an .npz archive with x_train, y_train, x_test, y_test.")
+    with f:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
         if missing:
             raise ValueError(f"{path} lacks arrays {missing}; save x_train, y_train, x_test, y_test.")
         names = [str(s) for s in f["class_names"]] if "class_names" in f.files else None
         nc = int(f["num_classes"]) if "num_classes" in f.files else (len(names) if names else None)
-        import os
         return from_arrays(f["x_train"], f["y_train"], f["x_test"], f["y_test"], num_classes=nc,
                            class_names=names, name=os.path.splitext(os.path.basename(path))[0])
 
