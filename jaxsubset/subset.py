@@ -126,6 +126,12 @@ def infer_num_classes(labels: Any, *, what: str = "labels") -> int:
     y = np.asarray(labels).reshape(-1)
     if y.size == 0:
         raise ValueError(f"Cannot infer num_classes from empty {what}; pass num_classes.")
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.number):
+        raise TypeError(f"{what} must be integer class ids, got dtype {y.dtype}.")
+    if not np.issubdtype(y.dtype, np.integer) and not (np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0)):
+        raise ValueError(f"{what} must be integer class ids; found non-integral or non-finite values.")
+    if y.min() < 0:
+        raise ValueError(f"{what} must be class ids >= 0; found {y.min():.0f}.")
     top = int(y.max())
     distinct = int(np.unique(y).size)
     if top + 1 > 2 * distinct + 1000:

@@ -12,6 +12,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from jaxsubset.grads._inputs import NonFiniteError
 from jaxsubset.grads.sharding import batch_size_for, shard_batch, to_numpy
 
 
@@ -70,7 +71,7 @@ def check_finite_rows(values: np.ndarray, what: str, offset: int = 0) -> np.ndar
     """Raise ``FloatingPointError`` naming the rows of ``values (n, ...)`` that hold NaN or inf."""
     bad = np.flatnonzero(~np.all(np.isfinite(values.reshape(values.shape[0], -1)), axis=1))
     if bad.size:
-        raise FloatingPointError(f"{what} are NaN or inf for rows {(bad + offset)[:10].tolist()}"
+        raise NonFiniteError(f"{what} are NaN or inf for rows {(bad + offset)[:10].tolist()}"
                                  f"{' ...' if bad.size > 10 else ''}; check the inputs and parameters.")
     return values
 

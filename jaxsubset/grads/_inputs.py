@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+class NonFiniteError(FloatingPointError, ValueError):
+    """A per-example result (loss, gradient, logits) came out NaN or inf; the message names the rows.
+
+    Both a ``FloatingPointError`` (numerics) and a ``ValueError`` (what callers catch for bad
+    inputs such as finite values too large for the model).
+    """
+
+
 _CHUNK_ELEMENTS = 1 << 22
 """Elements checked per step (a 4 MiB boolean temporary at most)."""
 
