@@ -281,7 +281,7 @@ def _linear_apply(params, x):
 LINEAR = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), jnp.float32)}
 
 
-@settings(PROPS, max_examples=15)
+@settings(PROPS, max_examples=10)
 @given(x=st.one_of(hnp.arrays(np.float32, (5, 2, 3), elements=st.floats(-1e3, 1e3, width=32)),
                    hnp.arrays(np.float32, (5, 2, 3), elements=st.floats(width=32)),
                    hnp.arrays(np.float32, (0, 2, 3))),
@@ -296,3 +296,63 @@ def test_grads_inputs_checked(x, fn):
         assert out.shape[0] == x.shape[0] and np.all(np.isfinite(out))
     else:  # finite inputs too large for the model overflow its outputs: reported by row, as a ValueError too
         assert not finite or x.shape[0] == 0 or np.abs(x).max() > 1e15, err
+
+
+# ------------------------------------------------------------------ the registry (what the CLI and pipeline call)
+
+REGISTRY_METHODS = ["random", "loss_hard", "el2n_easy", "evenly_spaced", "quantile_random", "geda", "geda_w1",
+                    "craig", "gradmatch", "herding", "kcenter", "craig_grads", "gradmatch_grads"]
+
+
+@st.composite
+def pools(draw):
+    n = draw(st.integers(1, 24))
+    y = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 2)))
+    rng = np.random.default_rng(draw(st.integers(0, 1000)))
+    q = {"loss": rng.exponential(size=n), "el2n": rng.random(n), "grad_norm": rng.exponential(size=n),
+         "last_layer_e": rng.normal(size=(n, 3)), "last_layer_h": rng.normal(size=(n, 4)),
+         "grads": rng.normal(size=(n, 5))}
+    corrupt = draw(st.sampled_from([None, *q]))
+    if corrupt is not None:
+        q[corrupt] = q[corrupt].copy()
+        q[corrupt].reshape(n, -1)[draw(st.integers(0, n - 1)), 0] = draw(st.sampled_from([np.nan, np.inf]))
+    return y, q, corrupt
+
+
+@pytest.mark.parametrize("method", REGISTRY_METHODS)
+@settings(PROPS, max_examples=12)
+@given(pool=pools(), budget=st.integers(-1, 26), seed=st.integers(0, 50))
+def test_registry_select_valid_or_clear_error(method, pool, budget, seed):
+    _registry_property(method, pool, budget, seed)
+
+
+@settings(PROPS, max_examples=5)   # online GEDA compiles its weight solver once per subset size
+@given(pool=pools(), budget=st.integers(-1, 26), seed=st.integers(0, 50))
+def test_registry_online_geda_valid_or_clear_error(pool, budget, seed):
+    _registry_property("online_geda", pool, budget, seed)
+
+
+def _registry_property(method, pool, budget, seed):
+    y, q, corrupt = pool
+    sub, err = _call(selectors.select, method, y, budget, q, seed=seed)
+    used = corrupt is not None and corrupt in selectors.METHODS[method].needs
+    if sub is not None:
+        assert not used, f"a NaN/inf in {corrupt} gave a result"
+        _check_subset(sub, y.size, budget, exact=not method.startswith("gradmatch"))
+        if method.startswith("craig"):  # per class: each class with a budget is covered by its picks
+            covered = sum(int(np.sum(y == c)) for c, b in enumerate(per_class_budget(y, budget)) if b > 0)
+            assert np.isclose(sub.weights.sum(), covered)
+    else:
+        assert used or not 0 <= budget <= y.size, err
+
+
+@settings(PROPS, max_examples=25)
+@given(g=hnp.arrays(np.float64, st.tuples(st.integers(0, 6), st.integers(1, 4)), elements=ANY_FLOAT),
+       prior=st.one_of(ANY_FLOAT, st.floats(0.1, 10)), lam=st.one_of(ANY_FLOAT, st.floats(0, 1)))
+def test_match_weights_valid_or_clear_error(g, prior, lam):
+    w, err = _call(selectors.match_weights, g, g.sum(0) if np.all(np.isfinite(g)) else np.zeros(g.shape[1]),
+                   prior=prior, lam=lam)
+    if w is not None:
+        assert w.shape == (g.shape[0],) and w.dtype == np.float32
+        assert np.all(np.isfinite(w)) and np.all(w >= 0)
+        assert np.isfinite(prior) and prior > 0 and np.isfinite(lam) and lam >= 0

@@ -35,6 +35,32 @@ def as_features(x: Any, *, name: str = "features") -> np.ndarray:
     return a
 
 
+def check_quantity(values: Any, name: str, n: int | None = None) -> None:
+    """Raise unless ``values`` (leading axis ``n``) is numeric and finite; rows are checked in blocks.
+
+    Args:
+      values: a per-example quantity ``(n, ...)`` (scores, gradients, factors).
+      name: its name in the message (e.g. ``"grad_norm"``).
+      n: the expected number of rows (the labels' length), or None.
+    """
+    a = np.asarray(values)
+    if a.ndim == 0:
+        raise ValueError(f"quantity {name!r} must have a leading axis of examples, got a scalar.")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"quantity {name!r} has {a.shape[0]} rows but labels has {n}; they must match.")
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number):
+        raise TypeError(f"quantity {name!r} must be numeric, got dtype {a.dtype}.")
+    if np.issubdtype(a.dtype, np.integer) or a.shape[0] == 0:
+        return
+    flat = a.reshape(a.shape[0], -1)
+    step = max(1, (1 << 22) // max(flat.shape[1], 1))
+    bad = np.concatenate([np.flatnonzero(~np.isfinite(flat[s:s + step]).all(axis=1)) + s
+                          for s in range(0, flat.shape[0], step)])
+    if bad.size:
+        raise ValueError(f"quantity {name!r} contains NaN or inf in rows {bad[:10].tolist()}"
+                         f"{' ...' if bad.size > 10 else ''}; fix the scoring model or drop those rows.")
+
+
 def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
     """True if ``fn`` names a ``name`` parameter (a ``**kwargs`` catch-all does not count)."""
     try:

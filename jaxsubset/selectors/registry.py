@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from jaxsubset.selectors._checks import accepts_keyword, accepts_seed
+from jaxsubset.selectors._checks import accepts_keyword, accepts_seed, check_quantity
 from jaxsubset.subset import Subset
 
 
@@ -110,6 +110,8 @@ def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | 
         options = {k: validation[k] for k in want}
     y = np.asarray(labels)
     arrays = {q: quantities[q] for q in method.needs}
+    for q, a in arrays.items():  # up front, so a NaN is refused even in a class that gets no budget
+        check_quantity(a, q, y.shape[0] if y.ndim == 1 else None)
 
     def local(*args: Any, seed: int = 0, rows: Any = None) -> Subset:
         *arrs, b = args

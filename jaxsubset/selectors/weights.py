@@ -46,16 +46,22 @@ def match_weights(selected: Any, target_sum: Any, *, prior: float, lam: float = 
     t = np.asarray(target_sum, np.float32).reshape(-1)
     if t.shape[0] != G.shape[1]:
         raise ValueError(f"target has dimension {t.shape[0]} but gradients have {G.shape[1]}.")
-    if lam < 0 or not np.isfinite(lam):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam}.")
-    if not np.isfinite(prior) or prior <= 0:
-        raise ValueError(f"prior must be a finite number > 0 (e.g. n / k), got {prior}.")
+    if not np.isfinite(lam) or not 0 <= lam <= 1e30:
+        raise ValueError(f"lam must be a finite number in [0, 1e30], got {lam}.")
+    if not np.isfinite(prior) or not 1e-30 <= prior <= 1e30:
+        raise ValueError(f"prior must be a finite number in [1e-30, 1e30] (a weight scale, e.g. n / k), "
+                         f"got {prior}.")
     k = G.shape[0]
     if k == 0:
         return np.zeros(0, np.float32)
     Gj = jnp.asarray(G)
     K = Gj @ Gj.T
     b = Gj @ jnp.asarray(t)
-    scale = float(np.dot(t, t)) / (k * prior * prior) if np.dot(t, t) > 0 else 1.0
-    w = _fista_nonneg(K, b, jnp.full((k,), prior, jnp.float32), jnp.float32(max(lam * scale, 1e-12)))
-    return np.asarray(w, np.float32)
+    tt = float(np.dot(t.astype(np.float64), t))
+    scale = tt / (k * float(prior) ** 2) if tt > 0 else 1.0
+    reg = min(max(lam * scale, 1e-12), 1e30)       # stays a finite float32
+    w = np.asarray(_fista_nonneg(K, b, jnp.full((k,), prior, jnp.float32), jnp.float32(reg)), np.float32)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("match_weights: the weights overflowed float32 for this prior/lam and gradient scale; "
+                         "rescale the gradients (e.g. divide by their largest norm) or use a prior nearer 1.")
+    return w
