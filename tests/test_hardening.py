@@ -270,3 +270,13 @@ def test_minor_items():
     assert "formulation='binned'" not in str(err.value) and "time limit" in str(err.value)
     with pytest.raises(RuntimeError, match="formulation='binned'"):
         geda_mod._no_solution("UNKNOWN", 1.0, "per_item")
+
+
+def test_dataset_replace_shares_its_read_only_inputs():
+    x = np.ones((4, 2), np.float32)
+    ds = data.from_arrays(x, [0, 1, 0, 1], x, [0, 1, 0, 1])
+    assert not ds.x_train.flags.writeable
+    with pytest.raises(ValueError):
+        ds.x_train[0, 0] = 5.0
+    flipped = ds.replace(y_train=np.array([1, 0, 0, 1]))
+    assert flipped.x_train is ds.x_train          # no copy of the inputs for a label change

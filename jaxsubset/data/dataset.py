@@ -15,6 +15,10 @@ from jaxsubset.subset import check_num_classes, infer_num_classes
 class Dataset:
     """A classification data set held as numpy arrays.
 
+    The inputs are held as read-only float32 copies (an array that is already read-only
+    float32, such as another data set's, is shared rather than copied), so editing the
+    arrays a data set was built from never changes it.
+
     Attributes:
       x_train: float32 ``(n, ...)``; images are NHWC in ``[0, 1]``, signals ``(n, L, C)``.
       y_train: int32 ``(n,)`` labels in ``[0, num_classes)``.
@@ -59,8 +63,11 @@ class Dataset:
             if y.min() < 0 or y.max() >= self.num_classes:
                 raise ValueError(f"y_{split} must lie in [0, {self.num_classes}); found "
                                  f"[{y.min():.0f}, {y.max():.0f}]. Fix the labels or num_classes.")
-            # a copy: the data set must not change when the caller edits its arrays afterwards
-            x = np.array(x, dtype=np.float32, copy=True)
+            # a read-only copy: the data set must not change when the caller edits its arrays afterwards;
+            # an array that is already read-only float32 (e.g. from another Dataset, via replace) is kept
+            if x.dtype != np.float32 or x.flags.writeable:
+                x = np.array(x, dtype=np.float32, copy=True)
+                x.flags.writeable = False
             bad = np.flatnonzero(~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1))
             if bad.size:
                 raise ValueError(f"x_{split} contains NaN or inf in rows {bad[:10].tolist()}; "
