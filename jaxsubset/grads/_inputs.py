@@ -21,7 +21,7 @@ def check_inputs(x: np.ndarray, *, name: str = "x") -> np.ndarray:
 
     A NaN or inf input would otherwise reach the model, where ReLU and max-pooling can drop
     it (XLA returns a finite score for a corrupted row) or an input gradient can come out
-    as 0 (the "easiest" example). Integer inputs are always finite and are not scanned.
+    as 0 (the "easiest" example). Integer and boolean inputs are always finite and are not scanned.
 
     Raises:
       ValueError: ``x`` is empty, or rows holding NaN/inf (listed, at most 10).
@@ -30,9 +30,9 @@ def check_inputs(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} has no rows (shape {x.shape}); pass at least one example.")
-    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number):
+    if x.dtype != np.bool_ and not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}; convert it to float32.")
-    if np.issubdtype(x.dtype, np.integer):
+    if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer):
         return x
     per_row = max(1, int(np.prod(x.shape[1:], dtype=np.int64)))
     step = max(1, _CHUNK_ELEMENTS // per_row)

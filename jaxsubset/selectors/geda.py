@@ -42,7 +42,7 @@ from jaxsubset.subset import Subset, check_budget
 FORMULATIONS = ("binned", "per_item")
 AUTO_EXACT_NODES = 64
 """With ``solver="auto"`` and the binned formulation, more nodes than this use the closed form."""
-MAX_SOLVER_NODES = 2000
+MAX_SOLVER_NODES = 1000
 """More nodes than this need ``time_limit_s`` with a MILP solver (else a ``ValueError``)."""
 # Our name -> pywraplp's CreateSolver id and MPSolver problem type (None: probe by creating).
 _MIP_BACKENDS = {
