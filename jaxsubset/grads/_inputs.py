@@ -24,7 +24,9 @@ def check_inputs(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     as 0 (the "easiest" example). Integer and boolean inputs are always finite and are not scanned.
 
     Raises:
-      ValueError: ``x`` is empty, or rows holding NaN/inf (listed, at most 10).
+      ValueError: ``x`` is empty.
+      NonFiniteError: (a ``ValueError`` and a ``FloatingPointError``) rows holding NaN/inf
+        (listed, at most 10).
       TypeError: ``x`` is not numeric (object, string, ... dtype).
     """
     x = np.asarray(x)
@@ -40,7 +42,7 @@ def check_inputs(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     bad = [np.flatnonzero(~np.isfinite(flat[s:s + step]).all(axis=1)) + s for s in range(0, x.shape[0], step)]
     bad = np.concatenate(bad)
     if bad.size:
-        raise ValueError(f"{name} contains NaN or inf in rows {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}; "
+        raise NonFiniteError(f"{name} contains NaN or inf in rows {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}; "
                          "clean or drop those rows before scoring (a model may silently map them to a finite "
                          "score).")
     return x
