@@ -347,7 +347,7 @@ def _registry_property(method, pool, budget, seed):
 
 
 @settings(PROPS, max_examples=25)
-@given(g=hnp.arrays(np.float64, st.tuples(st.integers(0, 6), st.integers(1, 4)), elements=ANY_FLOAT),
+@given(g=hnp.arrays(np.float64, st.sampled_from([(0, 2), (3, 2), (5, 3)]), elements=ANY_FLOAT),  # few compiles
        prior=st.one_of(ANY_FLOAT, st.floats(0.1, 10)), lam=st.one_of(ANY_FLOAT, st.floats(0, 1)))
 def test_match_weights_valid_or_clear_error(g, prior, lam):
     w, err = _call(selectors.match_weights, g, g.sum(0) if np.all(np.isfinite(g)) else np.zeros(g.shape[1]),
