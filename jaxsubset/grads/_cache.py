@@ -24,7 +24,7 @@ evicting the least recently used one. An entry does not keep its model function 
 the built functions reach it through the weak reference, and entries whose function
 was garbage-collected are dropped. ``clear_cache()`` empties it (and so frees the
 compiled executables), ``cache_info()`` reports its size and hit counts and
-``set_max_size(n)`` changes its bound.
+``set_cache_size(n)`` changes its bound.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def max_size() -> int:
     return _max
 
 
-def set_max_size(n: int) -> None:
+def set_cache_size(n: int) -> None:
     """Bound the cache to ``n >= 1`` entries (evicting the least recently used ones now)."""
     global _max
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
