@@ -105,13 +105,13 @@ class FnRef:
 def tree_signature(tree: Any) -> tuple:
     """``(treedef, ((shape, dtype), ...))`` of a pytree of arrays: what a compiled function depends on."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(np.shape(leaf)), str(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
+    return treedef, tuple((np.shape(leaf), leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
                           for leaf in leaves)
 
 
 def rows_signature(*arrays: np.ndarray) -> tuple:
     """Per-row shape and dtype of each array ``(n, ...)`` (the row count ``n`` is left out)."""
-    return tuple((tuple(a.shape[1:]), str(a.dtype)) for a in arrays)
+    return tuple((a.shape[1:], a.dtype) for a in arrays)
 
 
 def _purge_dead() -> None:

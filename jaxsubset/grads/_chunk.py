@@ -7,7 +7,6 @@ import functools
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
@@ -204,7 +203,8 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
     batch_size = chunk_cap(n, batch_size)
     if mesh is not None:
         batch_size = batch_size_for(mesh, batch_size)
-    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+    starts = range(0, n, batch_size)
+    for s in (tqdm(starts, desc=desc, leave=False) if progress else starts):
         e = min(s + batch_size, n)
         chunk = []
         for a in arrays:
@@ -212,7 +212,8 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
             if e - s < batch_size:
                 pad = np.repeat(a[:1], batch_size - (e - s), axis=0)
                 c = np.concatenate([c, pad], axis=0)
-            chunk.append(jnp.asarray(c) if mesh is None else shard_batch(c, mesh))
+            # device_put, not jnp.asarray: the same dtype canonicalization without an eager op dispatch
+            chunk.append(jax.device_put(c) if mesh is None else shard_batch(c, mesh))
         yield s, e, chunk
 
 
@@ -232,6 +233,12 @@ def call_chunk(fn: Callable[..., Any], chunk: list[jax.Array], rows: int) -> Any
     """``fn(*chunk)`` fetched to numpy and cut to ``rows``; an out-of-memory error says what to change."""
     with oom_hint(chunk[0].shape[0]):
         out = fn(*chunk)
+    return fetch_rows(out, rows, chunk[0].shape[0])
+
+
+def fetch_rows(out: Any, rows: int, chunk_rows: int) -> Any:
+    """The pytree ``out`` of one chunk's device arrays, fetched to numpy and cut to its first ``rows`` rows."""
+    with oom_hint(chunk_rows):
         return jax.tree_util.tree_map(lambda o: to_numpy(o)[:rows], out)
 
 
@@ -260,8 +267,15 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
       The concatenated pytree of numpy arrays with leading axis ``n``.
     """
     batch_size = cached_fit_rows(rows_cache, fn, arrays, batch_size, mesh)
-    outs = [call_chunk(fn, chunk, e - s)
-            for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh)]
+    outs = []
+    pending = None
+    for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh):
+        with oom_hint(chunk[0].shape[0]):
+            current = (fn(*chunk), e - s, chunk[0].shape[0])
+        if pending is not None:  # the next chunk is dispatched before this one is fetched: they overlap
+            outs.append(fetch_rows(*pending))
+        pending = current
+    outs.append(fetch_rows(*pending))
     if len(outs) == 1:
         return outs[0]
     return jax.tree_util.tree_map(lambda *o: np.concatenate(o, axis=0), *outs)
