@@ -249,7 +249,8 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
 
     Every chunk is padded to ``batch_size`` rows (by repeating row 0) so that ``fn``
     compiles once; the padding rows are dropped from the output. ``fn`` must return
-    a pytree of arrays with leading axis equal to the chunk size.
+    a pytree of arrays with leading axis equal to the chunk size. Chunk ``i + 1`` is
+    dispatched before chunk ``i`` is fetched to the host, so the copy overlaps the work.
 
     Args:
       fn: jitted function of one chunk of every array.
