@@ -11,8 +11,14 @@ returns numpy arrays in the data set's row order.
 - ``grad_norms``: ``||∇θ ℓ_i||`` by ghost norms (``describe_grad_norms`` shows the path per layer).
 - ``input_grad_norms``: ``||∂ℓ_i/∂x_i||``.
 - ``gram``: ``<g_i, g_j>`` (closed form for the last layer).
+
+Compiled chunk functions are cached (``_cache``: at most 64 entries, weakly keyed on
+the model function): a second call with the same model function, parameter shapes,
+input shapes, options and mesh compiles nothing, whatever the parameter values.
+``clear_cache()``, ``cache_info()``, ``set_cache_size(n)`` manage the cache.
 """
 
+from jaxsubset.grads._cache import cache_info, clear_cache, set_cache_size
 from jaxsubset.grads._chunk import check_xy, chunked_map
 from jaxsubset.grads._params import leaf_names, select_leaves
 from jaxsubset.grads.ghost import describe_grad_norms, grad_norms
@@ -30,4 +36,5 @@ __all__ = [
     "grad_norms", "describe_grad_norms", "input_grad_norms", "gram",
     "project", "projection_matrix", "leaf_names", "select_leaves",
     "data_mesh", "check_xy", "chunked_map",
+    "clear_cache", "cache_info", "set_cache_size",
 ]

@@ -7,7 +7,6 @@ import functools
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
@@ -83,6 +82,20 @@ ROW_BYTES_OVERESTIMATE = 3.0
 """The least factor by which the jaxpr's intermediate bytes over-counted XLA's buffers (``fit_rows``)."""
 
 
+def chunk_cap(n: int, batch_size: int) -> int:
+    """Rows of the one chunk used for ``n`` examples when ``n < batch_size``: the next power of two.
+
+    Data sets smaller than ``batch_size`` (classes of different sizes, small pools)
+    are padded to a power of two, so that they share at most ``log2(batch_size)``
+    compiled chunk shapes instead of compiling one per size; at least ``batch_size``
+    examples use chunks of ``batch_size`` rows and pad only the last.
+    """
+    n, b = int(n), int(batch_size)
+    if n >= b:
+        return b
+    return min(b, 1 << max(0, n - 1).bit_length())
+
+
 def _lowerable(fn: Callable[..., Any]) -> tuple[Any, tuple] | None:
     """``(jitted, leading args)`` for a jitted function or a ``functools.partial`` of one."""
     lead: tuple = ()
@@ -132,7 +145,7 @@ def fit_rows(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], batch_size:
     ``batch_size``. ``budget`` defaults to ``CPU_CALL_BYTES``.
     """
     n = arrays[0].shape[0]
-    b = int(min(batch_size, n))
+    b = chunk_cap(n, batch_size)
     budget = CPU_CALL_BYTES if budget is None else budget
     if mesh is not None or b <= 1 or jax.default_backend() != "cpu":
         return b
@@ -150,6 +163,22 @@ def fit_rows(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], batch_size:
     return int(max(1, min(b, budget // max(per_row, 1.0))))
 
 
+def cached_fit_rows(cache: dict | None, fn: Callable[..., Any], arrays: tuple[np.ndarray, ...],
+                    batch_size: int, mesh: Mesh | None = None) -> int:
+    """``fit_rows`` remembered in ``cache`` (a compiled entry's ``rows``), keyed by the chunk size asked for.
+
+    ``fit_rows`` traces ``fn`` to estimate its buffers; for a cached compiled
+    function of fixed shapes the answer depends only on the requested rows and the
+    budget, so it is computed once. ``cache=None`` always calls ``fit_rows``.
+    """
+    if cache is None:
+        return fit_rows(fn, arrays, batch_size, mesh)
+    key = (chunk_cap(arrays[0].shape[0], batch_size), CPU_CALL_BYTES, ROW_BYTES_OVERESTIMATE, jax.default_backend())
+    if key not in cache:
+        cache[key] = fit_rows(fn, arrays, batch_size, mesh)
+    return cache[key]
+
+
 def _is_oom(err: Exception) -> bool:
     msg = str(err)
     return "RESOURCE_EXHAUSTED" in msg or "out of memory" in msg.lower() or isinstance(err, MemoryError)
@@ -161,7 +190,8 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
 
     Every chunk has exactly ``batch_size`` rows (the last is padded by repeating row 0;
     rows ``stop - start`` onwards are padding), placed on the default device or split
-    over ``mesh``. ``batch_size`` is capped at ``n`` and, with a mesh, rounded up to a
+    over ``mesh``, so a jitted function sees one shape. ``batch_size`` is capped at the
+    power of two at or above ``n`` (``chunk_cap``) and, with a mesh, rounded up to a
     multiple of its size.
     """
     if int(batch_size) < 1:
@@ -171,10 +201,11 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
     n = arrays[0].shape[0]
     if n == 0:
         raise ValueError("Cannot evaluate on an empty data set (n = 0).")
-    batch_size = int(min(batch_size, n))
+    batch_size = chunk_cap(n, batch_size)
     if mesh is not None:
         batch_size = batch_size_for(mesh, batch_size)
-    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+    starts = range(0, n, batch_size)
+    for s in (tqdm(starts, desc=desc, leave=False) if progress else starts):
         e = min(s + batch_size, n)
         chunk = []
         for a in arrays:
@@ -182,7 +213,8 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
             if e - s < batch_size:
                 pad = np.repeat(a[:1], batch_size - (e - s), axis=0)
                 c = np.concatenate([c, pad], axis=0)
-            chunk.append(jnp.asarray(c) if mesh is None else shard_batch(c, mesh))
+            # device_put, not jnp.asarray: the same dtype canonicalization without an eager op dispatch
+            chunk.append(jax.device_put(c) if mesh is None else shard_batch(c, mesh))
         yield s, e, chunk
 
 
@@ -202,16 +234,24 @@ def call_chunk(fn: Callable[..., Any], chunk: list[jax.Array], rows: int) -> Any
     """``fn(*chunk)`` fetched to numpy and cut to ``rows``; an out-of-memory error says what to change."""
     with oom_hint(chunk[0].shape[0]):
         out = fn(*chunk)
+    return fetch_rows(out, rows, chunk[0].shape[0])
+
+
+def fetch_rows(out: Any, rows: int, chunk_rows: int) -> Any:
+    """The pytree ``out`` of one chunk's device arrays, fetched to numpy and cut to its first ``rows`` rows."""
+    with oom_hint(chunk_rows):
         return jax.tree_util.tree_map(lambda o: to_numpy(o)[:rows], out)
 
 
 def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch_size: int,
-                progress: bool = False, desc: str = "", mesh: Mesh | None = None) -> Any:
+                progress: bool = False, desc: str = "", mesh: Mesh | None = None,
+                rows_cache: dict | None = None) -> Any:
     """Apply jitted ``fn(*chunk)`` to consecutive row-chunks of ``arrays`` and concatenate.
 
     Every chunk is padded to ``batch_size`` rows (by repeating row 0) so that ``fn``
     compiles once; the padding rows are dropped from the output. ``fn`` must return
-    a pytree of arrays with leading axis equal to the chunk size.
+    a pytree of arrays with leading axis equal to the chunk size. Chunk ``i + 1`` is
+    dispatched before chunk ``i`` is fetched to the host, so the copy overlaps the work.
 
     Args:
       fn: jitted function of one chunk of every array.
@@ -223,13 +263,21 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
       desc: the progress bar's label.
       mesh: a data-parallel mesh (see ``jaxsubset.grads.data_mesh``); every chunk is
         split over its first axis, so each device holds ``batch_size / devices`` rows.
+      rows_cache: where to remember the chunk size chosen for ``fn`` (``cached_fit_rows``).
 
     Returns:
       The concatenated pytree of numpy arrays with leading axis ``n``.
     """
-    batch_size = fit_rows(fn, arrays, batch_size, mesh)
-    outs = [call_chunk(fn, chunk, e - s)
-            for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh)]
+    batch_size = cached_fit_rows(rows_cache, fn, arrays, batch_size, mesh)
+    outs = []
+    pending = None
+    for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh):
+        with oom_hint(chunk[0].shape[0]):
+            current = (fn(*chunk), e - s, chunk[0].shape[0])
+        if pending is not None:  # the next chunk is dispatched before this one is fetched: they overlap
+            outs.append(fetch_rows(*pending))
+        pending = current
+    outs.append(fetch_rows(*pending))
     if len(outs) == 1:
         return outs[0]
     return jax.tree_util.tree_map(lambda *o: np.concatenate(o, axis=0), *outs)

@@ -42,11 +42,11 @@ def select_leaves(params: Any, wrt: Wrt) -> list[int]:
     ``"head/bias"``), or a predicate ``wrt(name, leaf) -> bool``.
     """
     leaves = jax.tree_util.tree_leaves(params)
-    names = leaf_names(params)
     if not leaves:
         raise ValueError("params has no array leaves to differentiate.")
     if wrt is None:
         return list(range(len(leaves)))
+    names = leaf_names(params)
     if callable(wrt):
         chosen = [i for i, (nm, lf) in enumerate(zip(names, leaves)) if wrt(nm, lf)]
     else:

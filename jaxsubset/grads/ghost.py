@@ -40,11 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads._params import ApplyFn, Wrt, leaf_names, num_outputs, select_leaves
+from jaxsubset.grads._params import ApplyFn, Wrt, leaf_names, select_leaves
 from jaxsubset.grads._trace import Plan, probe_backward, site_sq_norm
-from jaxsubset.grads.per_sample import _grads_fn, build_plan
+from jaxsubset.grads.per_sample import _grads_fn, cached_plan, cached_width
 from jaxsubset.grads.sharding import data_parallel, replicate
 
 METHODS = ("auto", "ghost", "vmap")
@@ -61,9 +62,9 @@ def describe_grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any | None = 
       wrt: as in ``grad_norms``.
     """
     x = check_inputs(np.asarray(x))
-    y1 = np.zeros((), np.int32) if y is None else np.asarray(y)[0]
+    y = np.zeros(x.shape[:1], np.int32) if y is None else np.asarray(y)
     chosen = select_leaves(params, wrt)
-    plan = build_plan(apply_fn, params, x[0], y1, chosen)
+    plan = cached_plan(apply_fn, params, x, y, chosen)
     names = leaf_names(params)
     kinds = {"dot": "dense", "conv": "conv", "add": "bias", "mul": "scale"}
     out = {}
@@ -134,20 +135,20 @@ def grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, method: str = 
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     x, y = check_xy(x, y)
     check_inputs(x)
-    check_labels(y, num_outputs(apply_fn, params, x[0]))
+    check_labels(y, cached_width(apply_fn, params, x))
     chosen = select_leaves(params, wrt)
-    if method == "vmap":
-        chunk = vmap_chunk_fn(apply_fn, params, chosen)
-    else:
-        plan = build_plan(apply_fn, params, x[0], y[0], chosen)
+    plan = None
+    if method != "vmap":
+        plan = cached_plan(apply_fn, params, x, y, chosen)
         if method == "ghost" and plan.fallback:
             names = leaf_names(params)
             why = "; ".join(f"{names[i]}: {r}" for i, r in sorted(plan.fallback.items()))
             raise ValueError(f"method='ghost' cannot handle these parameters ({why}); use method='auto' "
                              "to compute them with vmap, or restrict wrt.")
-        chunk = ghost_chunk_fn(plan)
-    leaves = replicate(jax.tree_util.tree_leaves(params), mesh)
-    run = functools.partial(data_parallel(chunk, mesh, 2), leaves)
+    entry = compiled("grad_norms", apply_fn, params, (x, y), mesh, (tuple(chosen), plan is None),
+                     lambda f: Entry(data_parallel(
+                         vmap_chunk_fn(f, params, chosen) if plan is None else ghost_chunk_fn(plan), mesh, 2)))
+    run = functools.partial(entry.run, replicate(jax.tree_util.tree_leaves(params), mesh))
     out = chunked_map(run, (x, y), batch_size=batch_size, progress=progress,
-                      desc="gradient norms", mesh=mesh)
+                      desc="gradient norms", mesh=mesh, rows_cache=entry.rows)
     return check_finite_rows(out, "per-sample gradient norms")

@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads._params import ApplyFn, example_loss, num_outputs
+from jaxsubset.grads._params import ApplyFn, example_loss
+from jaxsubset.grads.per_sample import cached_width
 from jaxsubset.grads.sharding import data_parallel, replicate
 
 
@@ -32,14 +34,20 @@ def input_grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, batch_si
     check_inputs(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"input_grad_norms needs float inputs x, got dtype {x.dtype}; cast x to float32.")
-    check_labels(y, num_outputs(apply_fn, params, x[0]))
+    check_labels(y, cached_width(apply_fn, params, x))
+    entry = compiled("input_grad_norms", apply_fn, params, (x, y), mesh, (), lambda f: _entry(f, mesh))
+    run = functools.partial(entry.run, replicate(params, mesh))
+    out = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="input-gradient norms",
+                      mesh=mesh, rows_cache=entry.rows)
+    return check_finite_rows(out, "input-gradient norms")
+
+
+def _entry(apply_fn: ApplyFn, mesh: Mesh | None) -> Entry:
+    """Jitted ``(params, x (B, ...), y (B,)) -> ||∂ℓ_i/∂x_i|| (B,)``."""
     loss1 = example_loss(apply_fn)
 
     def chunk(p, xb, yb):
         g = jax.vmap(jax.grad(loss1, argnums=1), in_axes=(None, 0, 0))(p, xb, yb)
         return jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32)).reshape(g.shape[0], -1), axis=1))
 
-    run = functools.partial(data_parallel(chunk, mesh, 2), replicate(params, mesh))
-    out = chunked_map(run, (x, y), batch_size=batch_size,
-                      progress=progress, desc="input-gradient norms", mesh=mesh)
-    return check_finite_rows(out, "input-gradient norms")
+    return Entry(data_parallel(chunk, mesh, 2))

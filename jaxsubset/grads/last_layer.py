@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads.sharding import data_parallel, replicate
@@ -51,21 +52,28 @@ def last_layer_factors(apply_with_embedding: EmbedFn, params: Any, x: Any, y: An
     """
     x, y = check_xy(x, y)
     check_inputs(x)
+    entry = compiled("last_layer_factors", apply_with_embedding, params, (x, y), mesh, (),
+                     lambda f: _factors_entry(f, params, x, mesh))
+    check_labels(y, entry.info["width"])
+    run = functools.partial(entry.run, replicate(params, mesh))
+    e, h, z = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="last-layer factors",
+                          mesh=mesh, rows_cache=entry.rows)
+    check_finite_rows(z, "logits")
+    check_finite_rows(h, "embeddings")
+    return (e, h, np.asarray(z, np.float32)) if return_logits else (e, h)
+
+
+def _factors_entry(apply_with_embedding: EmbedFn, params: Any, x: np.ndarray, mesh: Mesh | None) -> Entry:
+    """Jitted ``(params, x (B, ...), y (B,)) -> (e (B, C), h (B, d), z (B, C))``; ``width`` is ``C``."""
     spec = jax.eval_shape(apply_with_embedding, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
     c, _ = _check_embed_out(spec)
-    check_labels(y, c)
 
     def chunk(p, xb, yb):
         z, h = apply_with_embedding(p, xb)
         e = jax.nn.softmax(z.astype(jnp.float32), axis=-1) - jax.nn.one_hot(yb, z.shape[-1], dtype=jnp.float32)
         return e, h.astype(jnp.float32), z
 
-    run = functools.partial(data_parallel(chunk, mesh, 2), replicate(params, mesh))
-    e, h, z = chunked_map(run, (x, y), batch_size=batch_size,
-                          progress=progress, desc="last-layer factors", mesh=mesh)
-    check_finite_rows(z, "logits")
-    check_finite_rows(h, "embeddings")
-    return (e, h, np.asarray(z, np.float32)) if return_logits else (e, h)
+    return Entry(data_parallel(chunk, mesh, 2), width=c)
 
 
 def last_layer_grads(apply_with_embedding: EmbedFn, params: Any, x: Any, y: Any, *, batch_size: int = 1024,

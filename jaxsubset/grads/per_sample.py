@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxsubset.grads._chunk import check_labels, check_xy, fit_rows, iter_chunks, oom_hint
+from jaxsubset.grads._cache import Entry, compiled
+from jaxsubset.grads._chunk import cached_fit_rows, check_labels, check_xy, iter_chunks, oom_hint
 from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads._params import ApplyFn, Wrt, example_loss, num_outputs, select_leaves
 from jaxsubset.grads._trace import Plan, plan_sites, probe_backward, site_grad
-from jaxsubset.grads.projection import check_projection, project
+from jaxsubset.grads.projection import check_projection, project_with_key
 from jaxsubset.grads.sharding import data_parallel, replicate, to_numpy
 
 
@@ -53,6 +54,20 @@ def build_plan(apply_fn: ApplyFn, params: Any, x1: Any, y1: Any, chosen: list[in
     return plan_sites(example_loss(apply_fn), params, jnp.asarray(x1), jnp.asarray(y1), chosen)
 
 
+def cached_plan(apply_fn: ApplyFn, params: Any, x: np.ndarray, y: np.ndarray, chosen: list[int]) -> Plan:
+    """``build_plan`` for rows of ``x (n, ...)``, ``y (n,)``, traced once per model function and shapes."""
+    entry = compiled("plan", apply_fn, params, (x, y), None, (tuple(chosen),),
+                     lambda f: Entry(None, plan=build_plan(f, params, x[0], y[0], chosen)))
+    return entry.info["plan"]
+
+
+def cached_width(apply_fn: ApplyFn, params: Any, x: np.ndarray) -> int:
+    """``num_outputs`` (the number of logits ``C``), evaluated once per model function and shapes."""
+    entry = compiled("width", apply_fn, params, (x,), None, (),
+                     lambda f: Entry(None, width=num_outputs(f, params, x[0])))
+    return entry.info["width"]
+
+
 def _site_grads_fn(plan: Plan, chosen: list[int], leaf_shapes: list[tuple]):
     """``g(leaves, x1, y1) -> gradients of the chosen leaves`` from one probe backward pass."""
     site_of = {s.leaf: (p, s) for p, s in plan.sites.items()}
@@ -84,7 +99,24 @@ def chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int
 
     With a ``plan`` (``build_plan``), layer gradients are formed from the probe pass
     (``a ⊗ g`` for dense layers, one contraction per kernel offset for convolutions);
-    without, by ``vmap(grad)``.
+    without, by ``vmap(grad)``. The projection's seed is a constant here; ``keyed_chunk_fn``
+    takes its key as an argument instead.
+    """
+    keyed = keyed_chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan)
+    key = jax.random.key(int(seed))
+
+    def chunk(leaves, xb, yb):
+        return keyed((leaves, key), xb, yb)
+
+    return chunk
+
+
+def keyed_chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int | None = None,
+                   projection: str = "rademacher", dtype: Any = None, plan: Plan | None = None):
+    """``chunk_fn`` as ``((leaves, key), x (B, ...), y (B,)) -> (blocks, sums)``, the seed's key an argument.
+
+    ``key`` is ``jax.random.key(seed)`` (used with ``project_dim`` only), so one
+    compiled function serves every seed.
     """
     if plan is None:
         g1 = _grads_fn(apply_fn, params, chosen)
@@ -98,7 +130,8 @@ def chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int
         def grads_of(leaves, xb, yb):
             return jax.vmap(g1, in_axes=(None, 0, 0))(leaves, xb, yb)
 
-    def chunk(leaves, xb, yb):
+    def chunk(replicated, xb, yb):
+        leaves, key = replicated
         gs = grads_of(leaves, xb, yb)
         flat = [g.reshape(g.shape[0], -1) for g in gs]
         # Row sums by matrix-vector products: NaN and inf propagate into them, and XLA:CPU
@@ -106,7 +139,7 @@ def chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int
         sums = functools.reduce(jnp.add, [f.astype(jnp.float32) @ jnp.ones((f.shape[1],), jnp.float32)
                                           for f in flat])
         if project_dim is not None:
-            out = project(flat, chosen, project_dim, seed=seed, kind=projection)
+            out = project_with_key(flat, chosen, project_dim, key, projection)
             return out.astype(dtype or jnp.float32), sums
         return [f.astype(dtype or jnp.float32) for f in flat], sums
 
@@ -155,17 +188,20 @@ def per_sample_grads(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, wrt: Wrt
     x, y = check_xy(x, y)
     check_inputs(x)
     check_projection(project_dim, projection)
-    check_labels(y, num_outputs(apply_fn, params, x[0]))
+    check_labels(y, cached_width(apply_fn, params, x))
     chosen = select_leaves(params, wrt)
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
-    plan = None if method == "vmap" else build_plan(apply_fn, params, x[0], y[0], chosen)
+    plan = None if method == "vmap" else cached_plan(apply_fn, params, x, y, chosen)
     if method == "auto" and not prefers_probe(plan):
         plan = None
-    chunk = chunk_fn(apply_fn, params, chosen, project_dim, projection, seed, dtype, plan)
-    leaves = replicate(jax.tree_util.tree_leaves(params), mesh)
-    run = functools.partial(data_parallel(chunk, mesh, 2), leaves)
-    rows = fit_rows(run, (x, y), batch_size, mesh)
+    out_dtype = None if dtype is None else np.dtype(dtype).name
+    options = (tuple(chosen), plan is not None, project_dim, projection, out_dtype)
+    entry = compiled("per_sample_grads", apply_fn, params, (x, y), mesh, options, lambda f: Entry(data_parallel(
+        keyed_chunk_fn(f, params, chosen, project_dim, projection, dtype, plan), mesh, 2)))
+    key = None if project_dim is None else jax.random.key(int(seed))
+    run = functools.partial(entry.run, replicate((jax.tree_util.tree_leaves(params), key), mesh))
+    rows = cached_fit_rows(entry.rows, run, (x, y), batch_size, mesh)
     return collect_rows(run, x, y, rows=rows, progress=progress, mesh=mesh)
 
 

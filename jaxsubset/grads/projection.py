@@ -78,7 +78,15 @@ def project(flat_grads: Sequence[jax.Array], leaf_ids: Sequence[int], project_di
       ``(B, k)``: ``concat(flat_grads) @ R``.
     """
     check_projection(project_dim, kind)
-    key = jax.random.key(int(seed))
+    return project_with_key(flat_grads, leaf_ids, int(project_dim), jax.random.key(int(seed)), kind)
+
+
+def project_with_key(flat_grads: Sequence[jax.Array], leaf_ids: Sequence[int], project_dim: int,
+                     key: jax.Array, kind: str = "rademacher") -> jax.Array:
+    """``project`` with the seed's key ``jax.random.key(seed)`` given as an array (it may be traced).
+
+    Under ``jit`` the key is then an argument, so one compiled function serves every seed.
+    """
     out = None
     for g, j in zip(flat_grads, leaf_ids):
         part = _project_leaf(g, jax.random.fold_in(key, int(j)), int(project_dim), kind)

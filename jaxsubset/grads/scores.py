@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads._chunk import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads.sharding import data_parallel, replicate
@@ -39,15 +40,30 @@ def losses(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, batch_size: int = 
     """
     x, y = check_xy(x, y)
     check_inputs(x)
-    check_labels(y, _width(apply_fn, params, x))
+    entry = compiled("losses", apply_fn, params, (x, y), mesh, (), lambda f: _losses_entry(f, params, x, mesh))
+    check_labels(y, entry.info["width"])
+    run = functools.partial(entry.run, replicate(params, mesh))
+    out = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="losses", mesh=mesh,
+                      rows_cache=entry.rows)
+    return check_finite_rows(out, "losses")
 
+
+def _losses_entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, mesh: Mesh | None) -> Entry:
+    """Jitted ``(params, x (B, ...), y (B,)) -> losses (B,)`` and the model's number of logits."""
     def fn(p, xb, yb):
         return cross_entropy(apply_fn(p, xb), yb)
 
-    run = functools.partial(data_parallel(fn, mesh, 2), replicate(params, mesh))
-    out = chunked_map(run, (x, y), batch_size=batch_size,
-                      progress=progress, desc="losses", mesh=mesh)
-    return check_finite_rows(out, "losses")
+    return Entry(data_parallel(fn, mesh, 2), width=_width(apply_fn, params, x))
+
+
+def _el2n_entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, mesh: Mesh | None) -> Entry:
+    """Jitted ``(params, x (B, ...), y (B,)) -> (EL2N (B,), logits (B, C))`` and ``C``."""
+    def one(p, xb, yb):
+        logits = apply_fn(p, xb)
+        prob = jax.nn.softmax(logits, axis=-1)
+        return jnp.linalg.norm(prob - jax.nn.one_hot(yb, prob.shape[-1]), axis=-1), logits
+
+    return Entry(data_parallel(one, mesh, 2), width=_width(apply_fn, params, x))
 
 
 def el2n(models: Sequence[tuple[ApplyFn, Any]] | tuple[ApplyFn, Any], x: Any, y: Any, *,
@@ -66,16 +82,12 @@ def el2n(models: Sequence[tuple[ApplyFn, Any]] | tuple[ApplyFn, Any], x: Any, y:
     check_inputs(x)
     total = np.zeros(x.shape[0], np.float64)
     for apply_fn, params in models:
-        check_labels(y, _width(apply_fn, params, x))
-
-        def one(p, xb, yb, apply_fn=apply_fn):
-            logits = apply_fn(p, xb)
-            prob = jax.nn.softmax(logits, axis=-1)
-            return jnp.linalg.norm(prob - jax.nn.one_hot(yb, prob.shape[-1]), axis=-1), logits
-
-        run = functools.partial(data_parallel(one, mesh, 2), replicate(params, mesh))
-        scores, logits = chunked_map(run, (x, y),
-                                     batch_size=batch_size, progress=progress, desc="el2n", mesh=mesh)
+        entry = compiled("el2n", apply_fn, params, (x, y), mesh, (),
+                         lambda f, params=params: _el2n_entry(f, params, x, mesh))
+        check_labels(y, entry.info["width"])
+        run = functools.partial(entry.run, replicate(params, mesh))
+        scores, logits = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="el2n",
+                                     mesh=mesh, rows_cache=entry.rows)
         check_finite_rows(logits, "logits")
         total += scores
     return check_finite_rows((total / len(models)).astype(np.float32), "EL2N scores")
