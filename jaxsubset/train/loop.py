@@ -199,6 +199,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
     nominal = [-(-s // batch_size) for s in sizes]  # steps per epoch without pruning
     steps = sum(nominal)
     kind = _check_dynamic(dynamic, optimizer, reselect)
+    if dynamic is not None:
+        dynamic.epoch_params(0, epochs, sizes[0])  # an empty epoch fails here, before compiling
 
     pure, model_key = _pure_and_key(model, dataset, seed)
     if isinstance(optimizer, str):
