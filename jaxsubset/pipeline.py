@@ -60,9 +60,11 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: str, seed: in
         ds = ds.replace(x_train=ds.x_train[pool], y_train=ds.y_train[pool])
     validation = None
     if m.needs:
+        record = any(q in scoring.DYNAMICS for q in m.needs)  # training dynamics over score_epochs epochs
         sur = fit(model, ds, epochs=score_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed + 1000, progress=progress, eval_every=score_epochs)
-        quantities = scoring.compute(m.needs, sur.model, ds.x_train, ds.y_train)
+                  seed=seed + 1000, progress=progress, eval_every=score_epochs, record_dynamics=record)
+        quantities = scoring.compute(m.needs, sur.model, ds.x_train, ds.y_train,
+                                     dynamics=sur.history.get("dynamics"))
         if val is not None:
             from jaxsubset.adaptive import validation_quantities
 
