@@ -176,3 +176,16 @@ def test_bad_input(tiny):
     with pytest.raises(ValueError, match="RandomOnline"):
         train.fit("mlp", tiny, dynamic=RS2(0.5), reselect=lambda m, e: Subset.unweighted([1, 2]), select_every=1,
                   **KW)
+
+
+def test_compare_dynamic_matches_random_online_to_the_used_sample_steps(tiny):
+    from jaxsubset.pipeline import RunConfig, compare
+
+    cfg = RunConfig(model="mlp", epochs=4, seeds=1, batch_size=32, progress=False, dynamic="infobatch")
+    rows = compare(cfg, tiny)
+    by = {r["method"]: r for r in rows}
+    assert list(by) == ["full", "infobatch", "random_online"]
+    assert by["full"]["sample_steps"] == 4 * 200 and by["infobatch"]["sample_steps"] < 4 * 200
+    assert abs(by["random_online"]["sample_steps"] - by["infobatch"]["sample_steps"]) <= 4
+    with pytest.raises(ValueError, match="dynamic policy"):
+        compare(RunConfig(model="mlp", dynamic="infobatch2"), tiny)
