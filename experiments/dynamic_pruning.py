@@ -66,29 +66,67 @@ def run_dataset(name: str, ds, seeds: int, ratios, *, epochs: int, model: str, b
     return rows
 
 
-def render(summary, diffs_full, diffs_ro, env) -> str:
-    md = [f"Measured on {env['device']} ({env['machine']}, jax {env['jax']}, {env['date']}); training time only "
-          "(no scoring or selection: dynamic pruning has none; compile cached), per-arm means ± std over seeds.", "",
+def render(summary) -> str:
+    """The markdown tables from the summary rows (arms, and paired differences as ``kind`` rows)."""
+    arms = [s for s in summary if s["kind"] == "arm"]
+    vs_full = [s for s in summary if s["kind"] == "vs_full"]
+    vs_ro = [s for s in summary if s["kind"] == "vs_random_online"]
+    dev = arms[0]["device"] if arms else "?"
+    md = [f"Measured on {dev}; training wall time only (dynamic pruning has no scoring or selection step; "
+          "compiled programs cached, so no arm pays compilation); means ± std over seeds.", "",
           report.markdown_table(
               ["data set", "arm", "test acc. %", "sample-steps used", "saved steps", "saved wall time", "train s",
                "seeds"],
               [(s["dataset"], s["method"], C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]),
                 f"{s['step_fraction_mean']:.3f}", f"{s['saved_steps_mean']:.1%}", f"{s['saved_time_mean']:.1%}",
-                f"{s['train_time_s_mean']:.1f}", s["n"]) for s in summary]),
-          "", "Paired differences of test accuracy (percentage points, 95 % interval over seeds) against full data:",
-          "", report.markdown_table(["data set", "arm", "Δ vs full", "verdict"],
-                                    [(d["dataset"], d["method"], report.fmt_diff(d), d["verdict"]) for d in diffs_full]),
+                f"{s['train_time_s_mean']:.1f}", s["n"]) for s in arms]),
+          "", "Paired differences of test accuracy (percentage points, 95 % Student-t interval over seeds) "
+          "against full data:", "",
+          report.markdown_table(["data set", "arm", "Δ vs full", "verdict"],
+                                [(d["dataset"], d["method"], report.fmt_diff(d), d["verdict"]) for d in vs_full]),
           "", "InfoBatch against RandomOnline at the same sample-steps (same seed):", "",
           report.markdown_table(["data set", "r", "Δ InfoBatch − RandomOnline", "verdict"],
-                                [(d["dataset"], d["setting"], report.fmt_diff(d), d["verdict"]) for d in diffs_ro])]
+                                [(d["dataset"], d["setting"], report.fmt_diff(d), d["verdict"]) for d in vs_ro])]
     return "\n".join(md)
+
+
+def finish(rows, out: str, config: dict) -> None:
+    """Summary, paired differences, tables and plots from the per-run rows."""
+    metrics = ["test_accuracy", "sample_steps", "step_fraction", "saved_steps", "saved_time", "train_time_s"]
+    device = C.environment()["device"]
+    summary = [dict(s, kind="arm", device=device)
+               for s in report.summarize(rows, ["dataset", "method", "family", "setting"], metrics)]
+    summary += [dict(d, kind="vs_full") for d in report.paired_differences(rows, ["dataset"], baseline="full")]
+    pair_rows = [dict(r, method=r["family"]) for r in rows if r["family"] in ("InfoBatch", "RandomOnline")]
+    summary += [dict(d, kind="vs_random_online")
+                for d in report.paired_differences(pair_rows, ["dataset", "setting"], baseline="RandomOnline")]
+    C.write_outputs(out, "dynamic_pruning", rows, summary, render(summary), config)
+    arms = [s for s in summary if s["kind"] == "arm"]
+    for name in sorted({r["dataset"] for r in rows}):
+        series = {}
+        for fam in ("full", "InfoBatch", "RandomOnline", "RS2"):
+            ss = sorted((s for s in arms if s["dataset"] == name and s["family"] == fam),
+                        key=lambda s: s["train_time_s_mean"])
+            if ss:
+                series[fam] = ([s["train_time_s_mean"] for s in ss], [s["test_accuracy_mean"] for s in ss],
+                               [s["test_accuracy_std"] for s in ss])
+        C.line_plot(os.path.join(out, f"accuracy_vs_time_{name}.png"), series, xlabel="training wall time (s)",
+                    ylabel="test accuracy", title=f"dynamic pruning, {name} (MLP)")
 
 
 def main(argv=None) -> int:
     p = C.parser("dynamic_pruning", __doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"], choices=sorted(CONFIGS))
     p.add_argument("--fashion-epochs", type=int, default=CONFIGS["fashion_mnist"][1])
+    p.add_argument("--from-rows", action="store_true", help="rebuild the outputs from OUT/rows.csv")
     args = p.parse_args(argv)
+    if args.from_rows:
+        import json
+
+        with open(os.path.join(args.out, "results.json")) as f:
+            config = json.load(f)["config"]
+        finish(report.read_csv(os.path.join(args.out, "rows.csv")), args.out, config)
+        return 0
     seeds, ratios = args.seeds, RATIOS
     if args.quick:
         seeds, ratios = 1, (0.5,)
@@ -102,27 +140,7 @@ def main(argv=None) -> int:
         ds = data.load(name, data_dir=data_dir) if name == "fashion_mnist" else data.load(name)
         rows += run_dataset(name, ds, seeds, ratios, epochs=epochs, model=model, batch_size=bs, lr=lr,
                             progress=not args.no_progress)
-    metrics = ["test_accuracy", "sample_steps", "step_fraction", "saved_steps", "saved_time", "train_time_s"]
-    summary = report.summarize(rows, ["dataset", "method", "family", "setting"], metrics)
-    diffs_full = report.paired_differences(rows, ["dataset"], baseline="full")
-    pair_rows = [dict(r, method=r["family"]) for r in rows if r["family"] in ("InfoBatch", "RandomOnline")]
-    diffs_ro = report.paired_differences(pair_rows, ["dataset", "setting"], baseline="RandomOnline")
-    env = C.environment()
-    md = render(summary, diffs_full, diffs_ro, env)
-    C.write_outputs(args.out, "dynamic_pruning", rows, summary, md,
-                    dict(vars(args), configs=CONFIGS, ratios=list(ratios), seeds=seeds))
-    report.write_json(os.path.join(args.out, "paired.json"), {"vs_full": diffs_full, "infobatch_vs_random_online":
-                                                              diffs_ro})
-    for name in sorted({r["dataset"] for r in rows}):
-        series = {}
-        for fam in ("full", "InfoBatch", "RandomOnline", "RS2"):
-            ss = sorted((s for s in summary if s["dataset"] == name and s["family"] == fam),
-                        key=lambda s: s["train_time_s_mean"])
-            if ss:
-                series[fam] = ([s["train_time_s_mean"] for s in ss], [s["test_accuracy_mean"] for s in ss],
-                               [s["test_accuracy_std"] for s in ss])
-        C.line_plot(os.path.join(args.out, f"accuracy_vs_time_{name}.png"), series, xlabel="training wall time (s)",
-                    ylabel="test accuracy", title=f"dynamic pruning, {name} (MLP)")
+    finish(rows, args.out, dict(vars(args), configs=CONFIGS, ratios=list(ratios), seeds=seeds))
     return 0
 
 
