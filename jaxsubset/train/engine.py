@@ -132,8 +132,9 @@ def _build(apply_fn: Callable, tx: optax.GradientTransformation, schedule: str |
     def plan(base_key, key, pp, member, w, last_loss, seen):
         return plan_epoch(kind, B, base_key, key, pp, member, w, last_loss, seen)
 
-    return Programs(plan=jax.jit(plan), step=jax.jit(step), epoch=jax.jit(epoch), host_step=jax.jit(host_step),
-                    predict=make_predict(apply_fn))
+    # the per-example tables (argument 2) are updated in place: fit owns them, nothing else holds them
+    return Programs(plan=jax.jit(plan), step=jax.jit(step, donate_argnums=2), epoch=jax.jit(epoch, donate_argnums=2),
+                    host_step=jax.jit(host_step, donate_argnums=2), predict=make_predict(apply_fn))
 
 
 def programs(model_key: Hashable, apply_fn: Callable, opt_key: Hashable, tx: optax.GradientTransformation,

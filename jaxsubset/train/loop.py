@@ -288,13 +288,13 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
                                          tables.get("seen", zeros_b))
         k = int(k)
         nb = -(-k // batch_size)
-        ts = np.asarray([done, nominal[epoch], nb], np.float32)
+        ts = jax.device_put(np.asarray([done, nominal[epoch], nb], np.float32))
         if mode == "scan":
             params, opt_state, tables, total = run_exe(params, opt_state, tables, acc0, x_train, y_train, order,
                                                        w_eff, mult, np.int32(k), ts, hp)
         elif mode == "step":
             total = acc0
-            k32 = np.int32(k)
+            k32 = jax.device_put(np.int32(k))
             for j in range(nb):
                 params, opt_state, tables, total = run_exe(params, opt_state, tables, total, x_train, y_train,
                                                            order, w_eff, mult, k32, np.int32(j), ts, hp)
