@@ -236,7 +236,6 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
     hp = jax.device_put(hp)
 
     # -- compile (or fetch from the cache) everything the fit runs, outside the timed region
-    t0 = time.perf_counter()
     pp0 = np.zeros(4, np.float32)
     plan_exe, compile_time = progs.executable("plan", base_key, key, pp0, zeros_b, zeros_f, zeros_f, zeros_b)
     order0, w0, m0, k0 = jax.eval_shape(progs.plan, base_key, key, pp0, zeros_b, zeros_f, zeros_f, zeros_b)
