@@ -189,3 +189,12 @@ def test_compare_dynamic_matches_random_online_to_the_used_sample_steps(tiny):
     assert abs(by["random_online"]["sample_steps"] - by["infobatch"]["sample_steps"]) <= 4
     with pytest.raises(ValueError, match="dynamic policy"):
         compare(RunConfig(model="mlp", dynamic="infobatch2"), tiny)
+
+
+def test_cli_passes_the_dynamic_option_through():
+    from jaxsubset.cli import build_parser
+
+    assert build_parser().parse_args(["run", "--dynamic", "rs2"]).dynamic == "rs2"
+    assert build_parser().parse_args(["run"]).dynamic is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--dynamic", "infobatch2"])
