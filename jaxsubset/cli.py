@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--schedule", default=d.schedule)
     r.add_argument("--score-epochs", type=_positive, default=d.score_epochs,
                    help="epochs of the surrogate model that scores examples (score-based methods)")
+    r.add_argument("--dynamic", default=None, choices=["infobatch", "random_online", "rs2"],
+                   help="instead of a selection method: prune dynamically during training and compare with full "
+                        "data and RandomOnline at the same sample-steps (random_online / rs2 use --fraction)")
     r.add_argument("--out", default=None, help="write results.csv, results.json, summary.md and accuracy.png here")
     r.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -79,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = RunConfig(dataset=args.dataset, model=args.model, method=args.method, fraction=args.fraction,
                     epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, lr=args.lr,
                     optimizer=args.optimizer, schedule=args.schedule, score_epochs=args.score_epochs,
-                    data_dir=args.data_dir, progress=not args.no_progress)
+                    data_dir=args.data_dir, progress=not args.no_progress, dynamic=args.dynamic)
     out = check_out_dir(args.out, RESULT_FILES, overwrite=args.overwrite) if args.out else None  # before training
     print(f"jaxsubset run: {cfg.method} on {cfg.dataset} ({cfg.model}), keeping {cfg.fraction:.0%} of the "
           f"training set, {cfg.epochs} epochs, {cfg.seeds} seed(s)", flush=True)

@@ -31,6 +31,7 @@ class RunConfig:
     score_epochs: int = 3
     data_dir: str | None = None
     progress: bool = True
+    dynamic: str | None = None  # "infobatch" | "random_online" | "rs2": see compare_dynamic
 
 
 def select_subset(method: str, ds: Dataset, budget: int, *, model: str, seed: int, score_epochs: int,
@@ -60,9 +61,11 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: str, seed: in
         ds = ds.replace(x_train=ds.x_train[pool], y_train=ds.y_train[pool])
     validation = None
     if m.needs:
+        record = any(q in scoring.DYNAMICS for q in m.needs)  # training dynamics over score_epochs epochs
         sur = fit(model, ds, epochs=score_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed + 1000, progress=progress, eval_every=score_epochs)
-        quantities = scoring.compute(m.needs, sur.model, ds.x_train, ds.y_train)
+                  seed=seed + 1000, progress=progress, eval_every=score_epochs, record_dynamics=record)
+        quantities = scoring.compute(m.needs, sur.model, ds.x_train, ds.y_train,
+                                     dynamics=sur.history.get("dynamics"))
         if val is not None:
             from jaxsubset.adaptive import validation_quantities
 
@@ -80,6 +83,8 @@ def compare(cfg: RunConfig, ds: Dataset | None = None) -> list[dict[str, Any]]:
     Returns one row per (seed, arm) with ``method``, ``fraction``, ``seed``,
     ``test_accuracy``, ``selection_time_s``, ``train_time_s``, ``num_examples``.
     """
+    if cfg.dynamic is not None:
+        return compare_dynamic(cfg, ds)
     selectors.get(cfg.method)  # fail fast on unknown names
     if int(cfg.seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
@@ -104,4 +109,40 @@ def compare(cfg: RunConfig, ds: Dataset | None = None) -> list[dict[str, Any]]:
         rows.append(dict(method="full", fraction=1.0, seed=seed, num_examples=n,
                          test_accuracy=res.history["test_accuracy"][-1], selection_time_s=0.0,
                          train_time_s=res.train_time_s))
+    return rows
+
+
+def compare_dynamic(cfg: RunConfig, ds: Dataset | None = None) -> list[dict[str, Any]]:
+    """Dynamic pruning ``cfg.dynamic`` vs full data vs RandomOnline at the same sample-steps.
+
+    ``infobatch`` uses ``InfoBatch()`` (r = 0.5, anneal = 0.125); ``random_online`` and ``rs2``
+    train on ``cfg.fraction`` of the data per epoch. The RandomOnline arm gets the fraction of
+    sample-steps the dynamic arm actually used. Rows as :func:`compare` (``fraction`` 1: every
+    arm draws from the full data), plus ``sample_steps`` and ``step_fraction`` (the used share
+    of full-data sample-steps).
+    """
+    from jaxsubset.train import POLICIES, InfoBatch, RandomOnline
+
+    if cfg.dynamic not in POLICIES:
+        raise ValueError(f"Unknown dynamic policy {cfg.dynamic!r}; choose one of {sorted(POLICIES)}.")
+    if int(cfg.seeds) < 1:
+        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
+    if ds is None:
+        from jaxsubset import data
+        ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
+    n = ds.y_train.size
+    policy = InfoBatch() if cfg.dynamic == "infobatch" else POLICIES[cfg.dynamic](cfg.fraction)
+    train_kw = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                    schedule=cfg.schedule, progress=cfg.progress, eval_every=cfg.epochs)
+    rows = []
+    for seed in range(cfg.seeds):
+        arms = [("full", None), (cfg.dynamic, policy)]
+        for i, (arm, pol) in enumerate(arms):
+            res = fit(cfg.model, ds, None, seed=seed, dynamic=pol, **train_kw)
+            frac = res.sample_steps / (n * cfg.epochs)
+            rows.append(dict(method=arm, fraction=1.0, seed=seed, num_examples=n,
+                             test_accuracy=res.history["test_accuracy"][-1], selection_time_s=0.0,
+                             train_time_s=res.train_time_s, sample_steps=res.sample_steps, step_fraction=frac))
+            if arm == cfg.dynamic and arm != "random_online":
+                arms.append(("random_online", RandomOnline(min(1.0, frac))))
     return rows

@@ -5,7 +5,7 @@ Each entry is ``fn(model: PureModel, x (n, ...), y (n,), *, batch_size) -> array
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -52,6 +52,25 @@ GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {
 }
 
 
+# Training dynamics (forgetting, AUM, loss / EL2N mean and variance over epochs) are recorded during
+# a surrogate's training (train.fit(..., record_dynamics=True); jaxsubset.train.stats.dynamics), not
+# computed from a trained model: compute(..., dynamics=result.history["dynamics"]) serves them.
+DYNAMICS = ("forgetting", "aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var")
+
+
+def _recorded_only(name: str) -> Quantity:
+    def quantity(m: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> np.ndarray:
+        raise ValueError(f"The quantity {name!r} is recorded during training, not computed from a model: train the "
+                         "surrogate with jaxsubset.train.fit(..., record_dynamics=True) and pass "
+                         "dynamics=result.history['dynamics'] to scoring.compute (pipeline.select_subset does this "
+                         "with score_epochs surrogate epochs).")
+    return quantity
+
+
+for _name in DYNAMICS:
+    QUANTITIES[_name] = _recorded_only(_name)
+
+
 def register_quantity(name: str, fn: Quantity) -> None:
     """Add a quantity ``fn(model, x, y, *, batch_size) -> (n, ...)`` under ``name``."""
     if name in QUANTITIES:
@@ -59,11 +78,21 @@ def register_quantity(name: str, fn: Quantity) -> None:
     QUANTITIES[name] = fn
 
 
-def compute(names: Iterable[str], model: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """Compute the named quantities for every example; unknown names list the valid ones."""
+def compute(names: Iterable[str], model: PureModel, x: Any, y: Any, *, batch_size: int = 1024,
+            dynamics: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Compute the named quantities for every example; unknown names list the valid ones.
+
+    ``dynamics``: a fit's ``history["dynamics"]`` (rows of ``x``), serving :data:`DYNAMICS`.
+    """
     out: dict[str, np.ndarray] = {}
     for name in names:
         if name in out:
+            continue
+        if name in DYNAMICS and dynamics is not None:
+            out[name] = np.asarray(dynamics[name])
+            if out[name].shape != (len(y),):
+                raise ValueError(f"dynamics[{name!r}] has shape {out[name].shape}, expected ({len(y)},): record the "
+                                 "dynamics on the same training rows as x.")
             continue
         group = next((g for g in GROUPS if name in g), None)
         if group is not None:

@@ -18,9 +18,13 @@ from jaxsubset.models import create, to_pure
 from jaxsubset.models.pure import PureModel
 from jaxsubset.subset import Subset
 from jaxsubset.train.checks import check_fit_args, check_model_outputs
-from jaxsubset.train.evaluate import accuracy, make_predict
-from jaxsubset.train.schedules import make_optimizer, make_schedule
-from jaxsubset.train.step import epoch_order, make_epoch, make_indexed_step, make_train_step
+from jaxsubset.train.dynamic import Policy, check_policy
+from jaxsubset.train.engine import programs
+from jaxsubset.train.evaluate import accuracy
+from jaxsubset.train.lr import schedule_params
+from jaxsubset.train.schedules import make_optimizer
+from jaxsubset.train.stats import dynamics as dynamics_record
+from jaxsubset.train.stats import init_tables
 
 
 @dataclasses.dataclass
@@ -31,12 +35,18 @@ class FitResult:
       params: trained parameter pytree.
       model: the :class:`PureModel` (``apply_fn``, trained ``params``, embedding function).
       history: per-epoch lists ``epoch``, ``train_loss``, ``test_accuracy``,
-        ``per_class_accuracy`` (lists of ``C`` floats), ``epoch_time_s``, ``num_examples``;
+        ``per_class_accuracy`` (lists of ``C`` floats), ``epoch_time_s``, ``num_examples``
+        (rows trained on in that epoch, after dynamic pruning), ``sample_steps`` and
+        ``wall_time_s`` (running totals of examples presented and of training time);
+        ``dynamics`` (with ``record_dynamics=True``): see :func:`jaxsubset.train.stats.dynamics`;
         ``selections``: one record per (re-)selection (``epoch``, ``indices``, ``weights``,
         ``time_s``).
       train_time_s: wall time spent in training epochs (excludes compilation, evaluation and
         selection).
-      compile_time_s: wall time spent compiling the epoch function (once per subset size).
+      compile_time_s: wall time spent compiling the training programs in this fit (0 when
+        an earlier fit of the same model, optimizer, batch size and shapes compiled them;
+        see :mod:`jaxsubset.train.engine`).
+      sample_steps: examples presented over all epochs (``Σ num_examples``).
     """
 
     params: Any
@@ -44,6 +54,7 @@ class FitResult:
     history: dict[str, list]
     train_time_s: float
     compile_time_s: float = 0.0
+    sample_steps: int = 0
 
 
 def as_pure(model: Any, dataset: Dataset, seed: int) -> PureModel:
@@ -55,6 +66,35 @@ def as_pure(model: Any, dataset: Dataset, seed: int) -> PureModel:
     if isinstance(model, nnx.Module):
         return to_pure(model)
     raise TypeError(f"model must be a model name, a flax.nnx.Module or a PureModel, got {type(model).__name__}.")
+
+
+def _pure_and_key(model: Any, dataset: Dataset, seed: int) -> tuple[PureModel, Any]:
+    """The pure model and the key its compiled training programs are cached under.
+
+    Named models and NNX modules are keyed by their ``GraphDef`` (the same for every seed),
+    a :class:`PureModel` by its ``apply_fn``.
+    """
+    if isinstance(model, str):
+        model = create(model, dataset.input_shape, dataset.num_classes, seed=seed)
+    if isinstance(model, nnx.Module):
+        return to_pure(model), ("nnx", nnx.split(model, nnx.Param, ...)[0])
+    pure = as_pure(model, dataset, seed)
+    return pure, ("fn", pure.apply_fn)
+
+
+def _check_dynamic(dynamic: Any, optimizer: Any, reselect: Any) -> str:
+    """The policy kind (``"none"`` without one); errors for policies combined with what they cannot serve."""
+    if dynamic is None:
+        return "none"
+    check_policy(dynamic)
+    if not isinstance(optimizer, str):
+        raise ValueError("dynamic pruning shortens epochs, and fit keeps the learning-rate schedule over the steps "
+                         "actually taken only for an optimizer given by name; pass optimizer='sgd'|'adam'|'adamw' "
+                         "with lr/schedule, or drop dynamic=.")
+    if reselect is not None and dynamic.kind == "rs2":
+        raise ValueError("RS2 cycles through a fixed subset without replacement, which adaptive re-selection "
+                         "changes; use RandomOnline(fraction) or InfoBatch with reselect/selector.")
+    return dynamic.kind
 
 
 def _device_fits(nbytes: int, limit: int | None) -> bool:
@@ -72,7 +112,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         reselect: Callable[[PureModel, int], Subset] | None = None, select_every: int | None = None,
         warm_start_epochs: int = 0, warm_start_subset: Subset | None = None,
         selector: str | None = None, budget: int | None = None, scores: str = "last_layer",
-        validation: tuple[Any, Any] | None = None) -> FitResult:
+        validation: tuple[Any, Any] | None = None, dynamic: Policy | None = None,
+        record_dynamics: bool = False) -> FitResult:
     """Train on ``subset`` (all of ``dataset.x_train`` when ``None``) with weighted mini-batches.
 
     Each batch minimizes ``Σ w_i ℓ_i / Σ w_i`` with the subset's weights. When the
@@ -109,6 +150,17 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         ``"full"``, ``"projected"``); see :func:`jaxsubset.adaptive.make_reselect`.
       warm_start_subset: e.g. a GEDA subset (the GEDA study's proposal) instead of the
         full data (GRAD-MATCH's recipe) for the warm-start epochs.
+      dynamic: a dynamic-pruning policy (:class:`~jaxsubset.train.InfoBatch`,
+        :class:`~jaxsubset.train.RandomOnline`, :class:`~jaxsubset.train.RS2`) choosing, each
+        epoch, the rows of the active subset to train on (see :mod:`jaxsubset.train.dynamic`).
+        Learning-rate schedule: it is laid over the steps the fit would take without
+        pruning, and each epoch's actual steps are spread evenly over that epoch's share of
+        it (step ``j`` of ``nb`` in epoch ``e`` uses position ``C_e + N_e·j/nb``, with ``N_e``
+        the unpruned step count and ``C_e`` the sum before it), so a pruned run still
+        traverses the whole schedule and ends at its final value; without pruning this is
+        the plain per-step schedule.
+      record_dynamics: record per-example training dynamics (forgetting, AUM, loss and EL2N
+        mean / variance) from each step's forward pass into ``history["dynamics"]``.
       validation: ``(x_val, y_val)`` held out of ``dataset.x_train`` for validation-scored
         selectors (``selector="glister"``); see :func:`jaxsubset.data.holdout`.
     """
@@ -147,35 +199,69 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         sizes = [len(warm) if e < warm_start_epochs else chosen for e in range(epochs)]
     else:
         sizes = [len(subset)] * epochs
-    steps = sum(-(-s // batch_size) for s in sizes)
+    nominal = [-(-s // batch_size) for s in sizes]  # steps per epoch without pruning
+    steps = sum(nominal)
+    kind = _check_dynamic(dynamic, optimizer, reselect)
+    if dynamic is not None:
+        dynamic.epoch_params(0, epochs, sizes[0])  # an empty epoch fails here, before compiling
 
-    pure = as_pure(model, dataset, seed)
+    pure, model_key = _pure_and_key(model, dataset, seed)
     check_model_outputs(pure.apply_fn, pure.params, dataset)
     if isinstance(optimizer, str):
-        tx = make_optimizer(optimizer, make_schedule(schedule, lr, steps), weight_decay=weight_decay)
+        hp = schedule_params(schedule, lr, steps)
+        tx = make_optimizer(optimizer, 1.0, weight_decay=weight_decay)  # lr applied in the step (train.lr)
+        opt_key: Any = (optimizer, float(weight_decay))
+        sched = schedule
     else:
-        tx = optimizer
+        tx, opt_key, sched, hp = optimizer, optimizer, None, np.zeros(3, np.float32)
     params = pure.params
     opt_state = tx.init(params)
     if epoch_mode not in ("auto", "scan", "steps"):
         raise ValueError(f"epoch_mode must be 'auto', 'scan' or 'steps', got {epoch_mode!r}.")
     if epoch_mode == "auto":
         epoch_mode = "steps" if jax.default_backend() == "cpu" else "scan"
-    on_device = _device_fits(dataset.x_train[:1].nbytes * max(sizes), max_device_bytes)
-    use_scan = on_device and epoch_mode == "scan"
-    run_epoch = make_epoch(pure.apply_fn, tx, batch_size) if use_scan else None
-    indexed = make_indexed_step(pure.apply_fn, tx) if on_device and not use_scan else None
-    step = None if on_device else make_train_step(pure.apply_fn, tx)
+    on_device = _device_fits(dataset.x_train.nbytes, max_device_bytes)
+    mode = ("scan" if epoch_mode == "scan" else "step") if on_device else "host_step"
+    needs_loss = dynamic is not None and dynamic.needs_loss
+    tables = init_tables(n, loss_table=needs_loss, record=bool(record_dynamics))
+    progs = programs(model_key, pure.apply_fn, opt_key, tx, sched, batch_size, kind,
+                     (needs_loss, bool(record_dynamics)))
 
     history: dict[str, list] = {k: [] for k in ("epoch", "train_loss", "test_accuracy", "per_class_accuracy",
-                                                "epoch_time_s", "num_examples", "selections")}
+                                                "epoch_time_s", "num_examples", "sample_steps", "wall_time_s",
+                                                "selections")}
     key = jax.random.PRNGKey(seed)
-    active = None
-    arrays = None
+    base_key = jax.random.fold_in(key, 0x5EED)
+    x_train = jax.device_put(dataset.x_train) if on_device else dataset.x_train
+    y_train = jax.device_put(np.asarray(dataset.y_train, np.int32)) if on_device else dataset.y_train
+    zeros_f, zeros_b = np.zeros(n, np.float32), np.zeros(n, bool)
+    tables = {k: jax.device_put(v) for k, v in tables.items()}
+    acc0 = np.float32(0.0)
+    hp = jax.device_put(hp)
+
+    # -- compile (or fetch from the cache) everything the fit runs, outside the timed region
+    pp0 = np.zeros(4, np.float32)
+    plan_exe, compile_time = progs.executable("plan", base_key, key, pp0, zeros_b, zeros_f, zeros_f, zeros_b)
+    order0, w0, m0, k0 = jax.eval_shape(progs.plan, base_key, key, pp0, zeros_b, zeros_f, zeros_f, zeros_b)
+    ts0 = np.ones(3, np.float32)
+    if mode == "scan":
+        run_exe, dt = progs.executable("epoch", params, opt_state, tables, acc0, x_train, y_train, order0, w0, m0,
+                                       k0, ts0, hp)
+    elif mode == "step":
+        run_exe, dt = progs.executable("step", params, opt_state, tables, acc0, x_train, y_train, order0, w0, m0,
+                                       k0, np.int32(0), ts0, hp)
+    else:
+        xb = jax.ShapeDtypeStruct((batch_size, *dataset.x_train.shape[1:]), dataset.x_train.dtype)
+        ib = jax.ShapeDtypeStruct((batch_size,), np.int32)
+        fb = jax.ShapeDtypeStruct((batch_size,), np.float32)
+        run_exe, dt = progs.executable("host_step", params, opt_state, tables, acc0, xb, ib, ib, fb, fb,
+                                       jax.ShapeDtypeStruct((batch_size,), bool), np.int32(0), ts0, hp)
+    compile_time += dt
     train_time = 0.0
-    compile_time = 0.0
-    compiled: dict[int, Any] = {}
-    predict_fn = make_predict(pure.apply_fn)
+    sample_steps = 0
+    member_d = w_d = None
+    active = None
+    done = 0  # nominal steps of the epochs before this one (the schedule position)
     for epoch in tqdm(range(epochs), desc="epochs", disable=not progress, leave=False):
         # -- choose the active subset for this epoch
         new = None
@@ -193,54 +279,62 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
                                           "weights": new.weights.tolist(), "time_s": dt})
         if new is not None:
             active = new
-            arrays = (dataset.x_train[active.indices], dataset.y_train[active.indices], active.weights)
-            if on_device:
-                arrays = tuple(jax.device_put(a) for a in arrays)
-        # -- train one epoch
+            member, w = np.zeros(n, bool), np.zeros(n, np.float32)
+            member[active.indices] = True
+            w[active.indices] = active.weights
+            member_d, w_d = jax.device_put(member), jax.device_put(w)
+        pp = dynamic.epoch_params(epoch, epochs, len(active)) if dynamic is not None else pp0
+        # -- train one epoch: plan it on the device, then run ceil(k / batch_size) steps
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        if use_scan:
-            if len(active) not in compiled:  # compile outside the timed region
-                t0 = time.perf_counter()
-                compiled[len(active)] = run_epoch.lower(params, opt_state, sub, *arrays).compile()
-                compile_time += time.perf_counter() - t0
-                t0 = time.perf_counter()
-            params, opt_state, loss = compiled[len(active)](params, opt_state, sub, *arrays)
-            loss = float(loss)
-        elif on_device:
-            order, valid = (np.asarray(a) for a in epoch_order(sub, len(active), batch_size))
-            if len(active) not in compiled:  # compile outside the timed region
-                t0 = time.perf_counter()
-                compiled[len(active)] = indexed.lower(params, opt_state, *arrays, order[0], valid[0]).compile()
-                compile_time += time.perf_counter() - t0
-                t0 = time.perf_counter()
-            batch_losses = []
-            for o, v in zip(order, valid):
-                params, opt_state, bl = compiled[len(active)](params, opt_state, *arrays, o, v)
-                batch_losses.append(bl)
-            loss = float(jnp.mean(jnp.stack(batch_losses)))
+        order, w_eff, mult, k = plan_exe(base_key, sub, pp, member_d, w_d, tables.get("last_loss", zeros_f),
+                                         tables.get("seen", zeros_b))
+        k = int(k)
+        nb = -(-k // batch_size)
+        ts = jax.device_put(np.asarray([done, nominal[epoch], nb], np.float32))
+        if mode == "scan":
+            params, opt_state, tables, total = run_exe(params, opt_state, tables, acc0, x_train, y_train, order,
+                                                       w_eff, mult, np.int32(k), ts, hp)
+        elif mode == "step":
+            total = acc0
+            k32 = jax.device_put(np.int32(k))
+            for j in range(nb):
+                params, opt_state, tables, total = run_exe(params, opt_state, tables, total, x_train, y_train,
+                                                           order, w_eff, mult, k32, np.int32(j), ts, hp)
         else:
-            order, valid = (np.asarray(a) for a in epoch_order(sub, len(active), batch_size))
-            batch_losses = []
-            for o, v in zip(order, valid):
-                params, opt_state, bl = step(params, opt_state, arrays[0][o], arrays[1][o], arrays[2][o] * v)
-                batch_losses.append(bl)
-            loss = float(jnp.mean(jnp.stack(batch_losses)))
+            order, w_eff, mult = np.asarray(order), np.asarray(w_eff), np.asarray(mult)
+            total = acc0
+            for j in range(nb):
+                pos = j * batch_size + np.arange(batch_size)
+                idx = order[pos]
+                valid = pos < k
+                src = np.minimum(idx, n - 1)
+                params, opt_state, tables, total = run_exe(
+                    params, opt_state, tables, total, dataset.x_train[src], np.asarray(y_train[src], np.int32),
+                    idx, np.where(valid, w_eff[src], 0.0).astype(np.float32), mult[src], valid, np.int32(j), ts, hp)
+        loss = float(total) / nb
         jax.block_until_ready(params)
         dt = time.perf_counter() - t0
         train_time += dt
+        done += nominal[epoch]
+        sample_steps += k
         if not np.isfinite(loss):
             raise FloatingPointError(f"Training loss became {loss} at epoch {epoch}; lower the learning rate.")
         history["epoch"].append(epoch)
         history["train_loss"].append(loss)
         history["epoch_time_s"].append(dt)
-        history["num_examples"].append(len(active))
+        history["num_examples"].append(k)
+        history["sample_steps"].append(sample_steps)
+        history["wall_time_s"].append(train_time)
         if (epoch + 1) % max(int(eval_every), 1) == 0 or epoch == epochs - 1:
             acc, per_class = accuracy(pure.apply_fn, params, dataset.x_test, dataset.y_test, dataset.num_classes,
-                                     predict_fn=predict_fn)
+                                     predict_fn=progs.predict)
             history["test_accuracy"].append(acc)
             history["per_class_accuracy"].append(per_class.tolist())
         else:
             history["test_accuracy"].append(None)
             history["per_class_accuracy"].append(None)
-    return FitResult(params, dataclasses.replace(pure, params=params), history, train_time, compile_time)
+    if record_dynamics:
+        history["dynamics"] = dynamics_record(tables)
+    return FitResult(params, dataclasses.replace(pure, params=params), history, train_time, compile_time,
+                     sample_steps)
