@@ -35,6 +35,10 @@ register("quantile_random", quantile_random, needs=("grad_norm",),
          description="random within gradient-norm quartiles (GEDA study)")
 register("geda", geda, needs=("grad_norm",),
          description="gradient-norm ECDF matching: MILP (binned, N=5 trapezoid) solved by OR-Tools CP-SAT")
+register("geda_random", geda, needs=("grad_norm",), rule="random",
+         description="GEDA (N=5 trapezoid) with a seeded stratified random draw inside each bin")
+register("geda_solver", geda, needs=("grad_norm",), rule="solver",
+         description="GEDA (N=5 trapezoid) taking the last rows of each bin in data order, as the study's MILP solver did")
 register("geda_w1", geda, needs=("grad_norm",),
          description="GEDA with the exact 1-Wasserstein objective (closed-form optimum)", num_nodes=None)
 register("online_geda", online_geda, needs=("grad_norm", "grads"),
