@@ -8,7 +8,7 @@ from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda
 from jaxsubset.selectors.geda_smooth import geda_smoothed
 from jaxsubset.selectors.glister import glister
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_last_layer
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_batches_last_layer, gradmatch_last_layer
 from jaxsubset.selectors.learned import fit_selection_model, learned, learned_values
 from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
@@ -48,6 +48,8 @@ register("craig", craig_last_layer, needs=LAST_LAYER,
          description="CRAIG: facility location on last-layer gradients, cluster-size weights (Mirzasoleiman 2020)")
 register("gradmatch", gradmatch_last_layer, needs=LAST_LAYER,
          description="GRAD-MATCH: OMP with non-negative weights matching the mean last-layer gradient")
+register("gradmatch_pb", gradmatch_batches_last_layer, needs=LAST_LAYER,
+         description="per-batch GRAD-MATCH (CORDS's GRAD-MATCH-PB): OMP over mini-batches of 32 on last-layer gradients")
 register("glister", glister, needs=LAST_LAYER, per_class=False, validation=True,
          description="GLISTER: greedy one-step lookahead on a validation loss, last-layer Taylor (Killamsetty "
                      "2021); needs a validation set")

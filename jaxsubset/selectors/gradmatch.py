@@ -458,5 +458,15 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
                       batch_size=int(batch_size), batches=chosen, filled=filled)
 
 
-__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "omp", "nnls_gram", "GramColumns",
+def gradmatch_batches_last_layer(e: Any, h: Any, budget: int, *, batch_size: int = 32, seed: int = 0,
+                                 **kwargs: Any) -> Subset:
+    """:func:`gradmatch_batches` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly form).
+
+    A pool smaller than one batch (e.g. a tiny class) uses batches of ``budget`` rows instead.
+    """
+    size = max(1, min(int(batch_size), int(budget))) if budget else int(batch_size)
+    return gradmatch_batches(None, budget, batch_size=size, factors=(e, h), seed=seed, **kwargs)
+
+
+__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "gradmatch_batches_last_layer", "omp", "nnls_gram", "GramColumns",
            "MatrixFreeAtoms"]
