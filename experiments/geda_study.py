@@ -177,47 +177,56 @@ def _fmt(s, key):
                                 n=n))
 
 
-CLAIMS = (  # (claim, arm, comparison key)
-    ("GEDA beats random (CIFAR-10 +4.1 pts at 20 %, CIFAR-100 +6.1)", "geda-solver", "random"),
-    ("GEDA beats its evenly spaced baseline (CIFAR-10 +4.6 pts at 20 %)", "geda-solver", "even"),
-    ("GEDA-random (stratified random in the optimal bins) beats evenly spaced", "geda-random", "even"),
-    ("GEDA with the default evenly spaced within-bin rule differs from evenly spaced", "geda-evenly", "even"),
-    ("evenly spaced beats random (CIFAR-10 +0.2 to +2.9 pts at 40-80 %)", "evenly_spaced", "random"),
-    ("random over quartiles beats random (CIFAR-10 +0.3 to +1.7 pts)", "quantile_random", "random"),
-    ("GEDA scored at θ₀ (the study's scoring point) beats random", "geda-random@θ0", "random"),
-    ("θ₀ scores serve GEDA as well as a 1-epoch surrogate's", "geda-random@θ0", "ref"),
-    ("online GEDA (gradient-matching weights, Alg. 6.1) beats GEDA's unit weights", "online_geda", "ref"),
-    ("a GEDA warm start helps adaptive GRAD-MATCH (§6.3)", "gradmatch-adaptive(GEDA warm)", "ref"),
+CLAIMS = (  # (claim, arm, comparison key, kind: "better" / "no_worse" / "differs")
+    ("GEDA beats random (CIFAR-10 +4.1 pts at 20 %, CIFAR-100 +6.1)", "geda-solver", "random", "better"),
+    ("GEDA beats its evenly spaced baseline (CIFAR-10 +4.6 pts at 20 %)", "geda-solver", "even", "better"),
+    ("GEDA-random (stratified random in the optimal bins) beats evenly spaced", "geda-random", "even", "better"),
+    ("GEDA with the default evenly spaced within-bin rule differs from evenly spaced (our finding predicts not)",
+     "geda-evenly", "even", "differs"),
+    ("evenly spaced beats random (CIFAR-10 +0.2 to +2.9 pts at 40-80 %)", "evenly_spaced", "random", "better"),
+    ("random over quartiles beats random (CIFAR-10 +0.3 to +1.7 pts)", "quantile_random", "random", "better"),
+    ("GEDA scored at θ₀ (the study's scoring point) beats random", "geda-random@θ0", "random", "better"),
+    ("θ₀ scores serve GEDA no worse than a 1-epoch surrogate's", "geda-random@θ0", "ref", "no_worse"),
+    ("online GEDA (gradient-matching weights, Alg. 6.1) beats GEDA's unit weights", "online_geda", "ref", "better"),
+    ("a GEDA warm start helps adaptive GRAD-MATCH (§6.3)", "gradmatch-adaptive(GEDA warm)", "ref", "better"),
 )
+
+
+def _verdict(kind: str, total: int, single: int, better: int, worse: int) -> str:
+    if total == 0:
+        return "cannot be tested here (arm not run)"
+    if single:
+        return "cannot be decided (fewer than 2 seeds)"
+    if kind == "no_worse":
+        return ("holds (never worse beyond noise" + (f"; better in {better} of {total})" if better else ")")
+                if worse == 0 else f"does not hold (worse in {worse} of {total} settings)")
+    if kind == "differs":
+        return (f"holds (better in {better}, worse in {worse} of {total} settings)" if better + worse
+                else "does not hold (no difference beyond noise in any setting)")
+    if better == total:
+        return "holds"
+    if better > 0 and worse == 0:
+        return f"holds in {better} of {total} settings, within noise elsewhere"
+    if worse > 0 and better == 0:
+        return f"does not hold (worse in {worse} of {total} settings, within noise elsewhere)"
+    if better == 0:
+        return "does not hold (no difference beyond noise in any setting)"
+    return f"mixed ({better} better, {worse} worse of {total} settings)"
 
 
 def verdicts(summary) -> str:
     """One line per published claim: holds / does not hold / cannot be tested here, with the numbers."""
     names = {"random": "random", "even": "evenly_spaced"}
     lines = []
-    for claim, arm, key in CLAIMS:
+    for claim, arm, key, kind in CLAIMS:
         recs = [s for s in summary if s["method"] == arm and (s.get(f"d_{key}_n") or 0) > 0]
-        total = len(recs)
         single = sum(s[f"d_{key}_n"] < 2 for s in recs)
         better = sum(s[f"d_{key}_low"] > 0 for s in recs)
         worse = sum(s[f"d_{key}_high"] < 0 for s in recs)
         parts = [f"{s['dataset']} {s['fraction']:.0%}: {_fmt(s, key)}" for s in recs]
-        if total == 0:
-            verdict = "cannot be tested here (arm not run)"
-        elif single:
-            verdict = "cannot be decided (fewer than 2 seeds)"
-        elif better == total:
-            verdict = "holds"
-        elif better > 0 and worse == 0:
-            verdict = f"holds in {better} of {total} settings, within noise elsewhere"
-        elif worse > 0 and better == 0:
-            verdict = f"does not hold (worse in {worse} of {total} settings, within noise elsewhere)"
-        elif better == 0:
-            verdict = "does not hold (no difference beyond noise in any setting)"
-        else:
-            verdict = f"mixed ({better} better, {worse} worse of {total} settings)"
         base = names.get(key) or REF.get(arm, "?")
-        lines.append(f"- **{claim}** ({arm} − {base}, pts [95 % CI]): {verdict}. " + "; ".join(parts))
+        lines.append(f"- **{claim}** ({arm} − {base}, pts [95 % CI]): "
+                     f"{_verdict(kind, len(recs), single, better, worse)}. " + "; ".join(parts))
     lines.append("- **The published magnitudes (ImageNet-pretrained ResNet-18 on CIFAR-10/100)**: cannot be tested "
                  "here (no GPU, no CIFAR files and no pretrained weights in this environment); `--config gpu` runs them.")
     return "\n".join(lines)
