@@ -231,6 +231,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-grad-ablation", action="store_true",
                    help="skip the SMI runs on the other features (hypothesized-label last-layer gradients at θ_E) "
                         "and with the diversity term")
+    p.add_argument("--budgets", type=int, nargs="+", default=None, help="override the configuration's budgets")
     p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--gamma", type=float, default=0.0, help="diversity weight γ of the main SMI runs")
     p.add_argument("--diversity", type=float, default=1.0,
@@ -250,6 +251,8 @@ def main(argv=None) -> int:
     if args.compile_cache is not None:
         use_compile_cache(args.compile_cache)
     specs, seeds, strategies = CONFIGS[args.config], args.seeds, tuple(args.strategies)
+    if args.budgets:
+        specs = tuple(dataclasses.replace(sp, budgets=tuple(args.budgets)) for sp in specs)
     if args.quick:
         specs = (dataclasses.replace(specs[0], budgets=specs[0].budgets[1:2], epochs=10),)
         seeds = 1
