@@ -202,7 +202,7 @@ def _verdict(kind: str, total: int, single: int, better: int, worse: int) -> str
                 if worse == 0 else f"does not hold (worse in {worse} of {total} settings)")
     if kind == "differs":
         return (f"holds (better in {better}, worse in {worse} of {total} settings)" if better + worse
-                else "does not hold (no difference beyond noise in any setting)")
+                else "does not hold here (no difference beyond noise in any setting)")
     if better == total:
         return "holds"
     if better > 0 and worse == 0:
@@ -210,7 +210,7 @@ def _verdict(kind: str, total: int, single: int, better: int, worse: int) -> str
     if worse > 0 and better == 0:
         return f"does not hold (worse in {worse} of {total} settings, within noise elsewhere)"
     if better == 0:
-        return "does not hold (no difference beyond noise in any setting)"
+        return "does not hold here (no difference beyond noise in any setting)"
     return f"mixed ({better} better, {worse} worse of {total} settings)"
 
 
