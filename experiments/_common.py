@@ -105,7 +105,7 @@ def score_model(ds, model: Any, *, seed: int, epochs: int, train_kw: dict[str, A
 
 def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float], seeds: int, *, epochs: int,
              score_epochs: int, train_kw: dict[str, Any], progress: bool = False,
-             extra: dict[str, Any] | None = None, init: Any = None) -> list[dict[str, Any]]:
+             extra: dict[str, Any] | None = None, init: Any = None, score_models: int = 1) -> list[dict[str, Any]]:
     """Accuracy of every (seed, method, fraction) subset plus a full-data baseline per seed.
 
     For each seed a surrogate is trained for ``score_epochs`` epochs, the quantities the
@@ -113,31 +113,31 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
     class (``selection_time_s``), and a fresh model trains ``epochs`` epochs on the subset.
     ``init(seed)`` returns the model to start from (a name, NNX module or PureModel, e.g.
     pretrained weights); by default the model named ``model`` initialized from the seed.
+    ``score_epochs=0`` scores at that initial model itself and every arm of the seed then
+    trains from those same parameters; ``score_models=K`` averages scalar scores (EL2N,
+    loss, ...) over K surrogates (see :mod:`jaxsubset.surrogate`).
     """
-    from jaxsubset import budget_from_fraction, scoring, selectors, train
+    from jaxsubset import budget_from_fraction, selectors, surrogate, train
 
     rows = []
     needs = sorted({q for m in methods for q in selectors.get(m).needs})
     init = init or (lambda seed: model)
     for seed in range(seeds):
         base = dict(extra or {}, dataset=ds.name, model=model, seed=seed)
-        full = train.fit(init(seed), ds, epochs=epochs, seed=seed, progress=progress, eval_every=epochs, **train_kw)
+        quantities, start, t_score = surrogate.score(needs, init(seed), ds, seed=seed, score_epochs=score_epochs,
+                                                     score_models=score_models, train_kw=train_kw,
+                                                     progress=progress, init=init)
+        full = train.fit(start, ds, epochs=epochs, seed=seed, progress=progress, eval_every=epochs, **train_kw)
         rows.append(dict(base, method="full", fraction=1.0, num_examples=ds.y_train.size,
                          test_accuracy=full.history["test_accuracy"][-1], scoring_time_s=0.0,
                          selection_time_s=0.0, train_time_s=full.train_time_s))
-        quantities, t_score = {}, 0.0
-        if needs:
-            sur, t_train = score_model(ds, init, seed=seed, epochs=score_epochs, train_kw=train_kw, progress=progress)
-            t0 = time.perf_counter()
-            quantities = scoring.compute(needs, sur, ds.x_train, ds.y_train)
-            t_score = t_train + time.perf_counter() - t0
         for frac in fractions:
             budget = budget_from_fraction(frac, ds.y_train.size)
             for method in methods:
                 t0 = time.perf_counter()
                 sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes)
                 t_sel = time.perf_counter() - t0
-                res = train.fit(init(seed), ds, sub, epochs=epochs, seed=seed, progress=progress, eval_every=epochs,
+                res = train.fit(start, ds, sub, epochs=epochs, seed=seed, progress=progress, eval_every=epochs,
                                 **train_kw)
                 t_scr = t_score if selectors.get(method).needs else 0.0
                 rows.append(dict(base, method=method, fraction=frac, num_examples=len(sub),

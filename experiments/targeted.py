@@ -4,9 +4,13 @@ Imbalanced setting: two classes are rare (10 % kept) in the labeled set E and th
 the target slice T holds held-out training examples of those classes. Each seed trains on E, each
 strategy picks A ⊆ U (|A| = budget), the labels of A are revealed, and the model retrains from the
 same initialization on E ∪ A. Reported: overall and targeted-class test accuracy before / after,
-the gain, how many of A are target-class points, and the selection time. The CPU proxy runs an MLP
-on `digits` and a small CNN on `mnist1d` (offline); `--config gpu` runs MNIST (CNN) and CIFAR-10
-(ResNet-18) from the standard files in `--data-dir`.
+the gain, how many of A are target-class points, the selection time, and the paired difference of the
+targeted-class gain to random (same seed, budget and training; 95 % interval). SMI runs on the poster's
+features (last-layer gradients at θ_E with hypothesized labels, with and without a facility-location
+diversity term γ·g(A)) beside embeddings. The CPU proxy runs an MLP on `digits` and a small CNN on
+`mnist1d` (offline); `--config fmnist` runs an MLP on the full Fashion-MNIST (60 000 / 10 000) with two
+rare classes; `--config gpu` runs MNIST (CNN) and CIFAR-10 (ResNet-18) from the standard files in
+`--data-dir`.
 """
 
 from __future__ import annotations
@@ -50,11 +54,17 @@ class Spec:
     rare_keep: float = 0.1
     query_per_class: int = 10
     pool_size: int | None = None
+    batch_size: int = 64
 
 
 CONFIGS = {
     "cpu": (Spec("digits", "mlp", (3, 8), (10, 25, 50), 30, 3e-3),
             Spec("mnist1d", "cnn_small", (3, 8), (50, 100, 200), 30, 3e-3, labeled_fraction=0.25)),
+    # full Fashion-MNIST: classes 3 (dress) and 8 (bag) rare (10 % kept), E = 2 % of every class, a
+    # 5 000-row uniform sample of the rest as U (the dense pool kernel of FLVMI and of the diversity term),
+    # |T| = 20 per rare class
+    "fmnist": (Spec("fashion_mnist", "mlp", (3, 8), (100, 300), 30, 1e-3, labeled_fraction=0.02,
+                    query_per_class=20, pool_size=5000),),
     "gpu": (Spec("mnist", "cnn", (3, 8), (200, 500, 1000), 10, 1e-3, labeled_fraction=0.02,
                  query_per_class=50, pool_size=20000),
             Spec("cifar10", "resnet18", (3, 5), (500, 1000, 2000), 20, 0.05, optimizer="sgd", schedule="onecycle",
@@ -83,15 +93,36 @@ def use_compile_cache(path: str) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def smi_variants(features: str, grad_ablation: bool, diversity: float) -> list[tuple[str, float]]:
+    """``(features, relative diversity weight ρ)`` of the SMI runs, each at every budget: the main features
+    with ρ = 0; with ``grad_ablation`` also last-layer gradients at θ_E with hypothesized labels (or
+    embeddings when those are the main features) and, for ``ρ > 0``, both feature kinds with the diversity term."""
+    out = [(features, 0.0)]
+    if grad_ablation:
+        other = "last_layer_grads" if features != "last_layer_grads" else "embeddings"
+        out.append((other, 0.0))
+        if diversity > 0:
+            out += [(features, diversity), (other, diversity)]
+    return out
+
+
+def arm_name(strategy: str, features: str, rho: float) -> str:
+    """``random`` / ``flqmi[embeddings]`` / ``flqmi[last_layer_grads, γ]``: one label per compared arm."""
+    if strategy not in SMI:
+        return strategy
+    return f"{strategy}[{features}{', γ' if rho > 0 else ''}]"
+
+
 def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tuple[str, ...], *,
                 features: str, grad_ablation: bool, data_dir: str | None, progress: bool, eta: float,
-                gamma: float) -> list[dict[str, Any]]:
+                gamma: float, diversity: float = 0.0) -> list[dict[str, Any]]:
     from jaxsubset import data, train
     from jaxsubset.tss import make_targeted_setting, tss_round
 
     ds = data.load(spec.dataset, data_dir=data_dir)
     make = model_factory(spec, ds)
-    train_kw = dict(epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer, schedule=spec.schedule, batch_size=64)
+    train_kw = dict(epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer, schedule=spec.schedule,
+                    batch_size=spec.batch_size)
     rows = []
     for seed in range(seeds):
         st = make_targeted_setting(ds, spec.rare, rare_keep=spec.rare_keep, labeled_fraction=spec.labeled_fraction,
@@ -99,16 +130,20 @@ def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tu
         t0 = time.perf_counter()
         init = train.fit(make(seed), st.labeled, seed=seed, progress=False, eval_every=spec.epochs, **train_kw)
         t_init = time.perf_counter() - t0
-        runs = [(b, s, features) for b in budgets for s in strategies]
-        if grad_ablation:  # SMI on hypothesized-label last-layer gradients, at the middle budget
-            runs += [(budgets[len(budgets) // 2], s, "last_layer_grads") for s in strategies if s in SMI]
-        for budget, strategy, feat in runs:
+        runs = [(b, s, features, gamma) for b in budgets for s in strategies if s not in SMI]
+        for feat, rho in smi_variants(features, grad_ablation, diversity):
+            # ρ > 0: γ = ρ·|T|/|U|, so that the pool facility location (a sum over |U| points) weighs like the
+            # query term (a sum over |T| points); ρ = 0 keeps the --gamma given (0 by default)
+            g = rho * st.query_y.size / st.pool_y.size if rho > 0 else gamma
+            runs += [(b, s, feat, g) for b in budgets for s in strategies if s in SMI]
+        for budget, strategy, feat, g in runs:
             r = tss_round(make(seed), st.labeled, st.pool_x, st.pool_y, st.query_x, st.query_y, budget,
-                          strategy=strategy, features=feat, eta=eta, gamma=gamma, seed=seed, initial=init,
+                          strategy=strategy, features=feat, eta=eta, gamma=g, seed=seed, initial=init,
                           progress=False, **train_kw)
             rows.append(dict(
                 dataset=spec.dataset, model=LABEL.get(spec.model, spec.model), seed=seed, budget=budget,
-                strategy=strategy, features=feat if strategy in SMI else "–", epochs=spec.epochs,
+                strategy=strategy, features=feat if strategy in SMI else "–",
+                gamma=g if strategy in SMI else 0.0, arm=arm_name(strategy, feat, g), epochs=spec.epochs,
                 num_labeled=r["num_labeled"], num_pool=r["num_pool"],
                 pool_target_rate=float(np.isin(st.pool_y, st.target_classes).mean()),
                 target_classes=" ".join(map(str, st.target_classes)),
@@ -118,10 +153,27 @@ def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tu
                 selection_time_s=r["selection_time_s"], kernel_time_s=r["kernel_time_s"],
                 greedy_time_s=r["greedy_time_s"], train_time_s=r["train_time_s"], initial_fit_s=t_init))
             if progress:
-                print(f"{spec.dataset} seed={seed} budget={budget} {strategy:<16} {feat if strategy in SMI else '–':<16} "
+                print(f"{spec.dataset} seed={seed} budget={budget} {arm_name(strategy, feat, g):<34} "
                       f"targeted {r['targeted_before']:.3f} -> {r['targeted_after']:.3f} "
                       f"(|A ∩ T-classes| = {r['selected_target']}), sel {r['selection_time_s']:.2f}s", flush=True)
     return rows
+
+
+def differences(rows) -> list[dict[str, Any]]:
+    """Paired differences of every arm's targeted-class gain to random (same data set, budget, seed)."""
+    return report.paired_differences(rows, ["dataset", "budget"], method_key="arm", baseline="random",
+                                     value="targeted_gain")
+
+
+def attach_differences(summary, rows) -> None:
+    """Add ``d_random_mean`` / ``_low`` / ``_high`` / ``_n`` (targeted-gain difference to random) to each record."""
+    diffs = differences(rows)
+    for s in summary:
+        d = next((d for d in diffs if d["dataset"] == s["dataset"] and d["budget"] == s["budget"]
+                  and d["arm"] == s["arm"]), None)
+        nan = float("nan")
+        s.update(d_random_mean=d["diff_mean"] if d else nan, d_random_low=d["ci_low"] if d else nan,
+                 d_random_high=d["ci_high"] if d else nan, d_random_n=d["n"] if d else 0)
 
 
 def render(summary, features: str = "embeddings") -> str:  # noqa: C901
@@ -129,7 +181,13 @@ def render(summary, features: str = "embeddings") -> str:  # noqa: C901
     table = []
     for s in summary:
         smi = s["strategy"] in SMI
+        gamma = float(s.get("gamma") or 0.0)
+        d = None
+        if s.get("d_random_n"):
+            d = dict(diff_mean=s["d_random_mean"], ci_low=s["d_random_low"], ci_high=s["d_random_high"],
+                     n=s["d_random_n"])
         table.append((s["dataset"], s["model"], s["budget"], s["strategy"], s["features"],
+                      f"{gamma:.3g}" if smi else "–", report.fmt_diff(d) if d else "–",
                       C.fmt(s["overall_before_mean"], s["overall_before_std"], digits=1),
                       C.fmt(s["overall_after_mean"], s["overall_after_std"], digits=1),
                       C.fmt(s["targeted_before_mean"], s["targeted_before_std"], digits=1),
@@ -137,7 +195,8 @@ def render(summary, features: str = "embeddings") -> str:  # noqa: C901
                       f"{100 * s['targeted_gain_mean']:+.1f} ± {100 * s['targeted_gain_std']:.1f}",
                       PUBLISHED_GAIN if smi else "–", f"{s['selected_target_mean']:.1f}",
                       f"{s['selection_time_s_mean']:.3f}", s["n"]))
-    md = report.markdown_table(["data set", "model", "budget", "strategy", "SMI features", "overall before %",
+    md = report.markdown_table(["data set", "model", "budget", "strategy", "SMI features", "γ",
+                                "targeted gain − random (pts) [95 % CI]", "overall before %",
                                 "overall after %", "targeted before %", "targeted after %",
                                 "targeted gain (pts)", "published gain (pts)", "|A| in target classes",
                                 "selection s", "seeds"], table)
@@ -145,7 +204,7 @@ def render(summary, features: str = "embeddings") -> str:  # noqa: C901
     margin_rows = []
     for (dsn, budget) in dict.fromkeys((s["dataset"], s["budget"]) for s in summary):
         grp = [s for s in summary if s["dataset"] == dsn and s["budget"] == budget
-               and s["features"] in (features, "–")]
+               and s["features"] in (features, "–") and not float(s.get("gamma") or 0.0)]
         best_smi = max((s for s in grp if s["strategy"] in SMI), key=lambda s: s["targeted_gain_mean"], default=None)
         best_base = max((s for s in grp if s["strategy"] not in SMI), key=lambda s: s["targeted_gain_mean"],
                         default=None)
@@ -170,18 +229,30 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="embeddings", choices=["embeddings", "last_layer_grads", "logit_grads"],
                    help="features of the SMI kernels (main grid)")
     p.add_argument("--no-grad-ablation", action="store_true",
-                   help="skip the SMI runs on hypothesized-label last-layer gradients (middle budget)")
+                   help="skip the SMI runs on the other features (hypothesized-label last-layer gradients at θ_E) "
+                        "and with the diversity term")
+    p.add_argument("--budgets", type=int, nargs="+", default=None, help="override the configuration's budgets")
     p.add_argument("--eta", type=float, default=1.0)
-    p.add_argument("--gamma", type=float, default=0.0)
+    p.add_argument("--gamma", type=float, default=0.0, help="diversity weight γ of the main SMI runs")
+    p.add_argument("--diversity", type=float, default=1.0,
+                   help="relative weight ρ of the facility-location diversity runs: γ = ρ·|T|/|U| (0: none)")
     p.add_argument("--compile-cache", default=None,
                    help="folder for JAX's persistent compilation cache (default: a temporary folder for this run)")
     args = p.parse_args(argv)
+    if args.gamma < 0 or args.diversity < 0:
+        p.error("--gamma and --diversity must be >= 0")
+    if args.config == "fmnist":
+        args.data_dir = args.data_dir or "/usr/share/datasets/fashion-mnist"
+        if args.out == os.path.join(C.HERE, "results", "targeted"):
+            args.out = os.path.join(C.HERE, "results", "targeted_fmnist")
     tmp = None
     if args.compile_cache is None and not args.quick:  # (quick runs leave JAX's process-wide config alone)
         tmp = args.compile_cache = tempfile.mkdtemp(prefix="jaxsubset_cc_")
     if args.compile_cache is not None:
         use_compile_cache(args.compile_cache)
     specs, seeds, strategies = CONFIGS[args.config], args.seeds, tuple(args.strategies)
+    if args.budgets:
+        specs = tuple(dataclasses.replace(sp, budgets=tuple(args.budgets)) for sp in specs)
     if args.quick:
         specs = (dataclasses.replace(specs[0], budgets=specs[0].budgets[1:2], epochs=10),)
         seeds = 1
@@ -191,7 +262,8 @@ def main(argv=None) -> int:
         for spec in specs:
             rows += run_dataset(spec, seeds, spec.budgets, strategies, features=args.features,
                                 grad_ablation=not (args.quick or args.no_grad_ablation), data_dir=args.data_dir,
-                                progress=not args.no_progress, eta=args.eta, gamma=args.gamma)
+                                progress=not args.no_progress, eta=args.eta, gamma=args.gamma,
+                                diversity=args.diversity)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -199,15 +271,17 @@ def main(argv=None) -> int:
 
     metrics = ["overall_before", "overall_after", "overall_gain", "targeted_before", "targeted_after",
                "targeted_gain", "selected_target", "selection_time_s", "train_time_s"]
-    summary = report.summarize(rows, ["dataset", "model", "budget", "strategy", "features"], metrics)
+    summary = report.summarize(rows, ["dataset", "model", "budget", "strategy", "features", "gamma", "arm"], metrics)
+    attach_differences(summary, rows)
     md = render(summary, features=args.features)
     print(f"Total run time: {total:.0f} s ({C.environment()['device']}).")
     C.write_outputs(args.out, "targeted", rows, summary, md, dict(vars(args), total_time_s=total))
+    report.write_csv(os.path.join(args.out, "differences.csv"), differences(rows))
     for spec in specs:
         series = {}
         for st in strategies:
             ss = [s for s in summary if s["dataset"] == spec.dataset and s["strategy"] == st
-                  and s["features"] in (args.features, "–")]
+                  and s["features"] in (args.features, "–") and s["gamma"] == (args.gamma if st in SMI else 0.0)]
             series[st] = ([s["budget"] for s in ss], [s["targeted_after_mean"] for s in ss],
                           [s["targeted_after_std"] for s in ss])
         before = [s for s in summary if s["dataset"] == spec.dataset]

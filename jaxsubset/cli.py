@@ -39,6 +39,13 @@ def _positive(s: str) -> int:
     return v
 
 
+def _non_negative(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: score at the initial model), got {s}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxsubset import data, models, selectors
 
@@ -57,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=_lr, default=d.lr)
     r.add_argument("--optimizer", default=d.optimizer)
     r.add_argument("--schedule", default=d.schedule)
-    r.add_argument("--score-epochs", type=_positive, default=d.score_epochs,
-                   help="epochs of the surrogate model that scores examples (score-based methods)")
+    r.add_argument("--score-epochs", type=_non_negative, default=d.score_epochs,
+                   help="epochs of the surrogate model that scores examples (score-based methods); 0: score at "
+                        "the initial parameters of the model that is then trained")
+    r.add_argument("--score-models", type=_positive, default=d.score_models,
+                   help="surrogates whose scalar scores (EL2N, loss, ...) are averaged")
     r.add_argument("--dynamic", default=None, choices=["infobatch", "random_online", "rs2"],
                    help="instead of a selection method: prune dynamically during training and compare with full "
                         "data and RandomOnline at the same sample-steps (random_online / rs2 use --fraction)")
@@ -82,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = RunConfig(dataset=args.dataset, model=args.model, method=args.method, fraction=args.fraction,
                     epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size, lr=args.lr,
                     optimizer=args.optimizer, schedule=args.schedule, score_epochs=args.score_epochs,
-                    data_dir=args.data_dir, progress=not args.no_progress, dynamic=args.dynamic)
+                    score_models=args.score_models, data_dir=args.data_dir, progress=not args.no_progress,
+                    dynamic=args.dynamic)
     out = check_out_dir(args.out, RESULT_FILES, overwrite=args.overwrite) if args.out else None  # before training
     print(f"jaxsubset run: {cfg.method} on {cfg.dataset} ({cfg.model}), keeping {cfg.fraction:.0%} of the "
           f"training set, {cfg.epochs} epochs, {cfg.seeds} seed(s)", flush=True)

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset import scoring, selectors
+from jaxsubset import scoring, selectors, surrogate
 from jaxsubset.data import Dataset
 from jaxsubset.subset import Subset, budget_from_fraction
+from jaxsubset.surrogate import check_scoring
 from jaxsubset.train import fit
 
 
@@ -28,24 +29,30 @@ class RunConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     schedule: str = "cosine"
-    score_epochs: int = 3
+    score_epochs: int = 3      # 0: score at the run's own initial model (θ₀), which is then trained
+    score_models: int = 1      # surrogates whose scalar scores (EL2N, loss, ...) are averaged
     data_dir: str | None = None
     progress: bool = True
     dynamic: str | None = None  # "infobatch" | "random_online" | "rs2": see compare_dynamic
 
 
-def select_subset(method: str, ds: Dataset, budget: int, *, model: str, seed: int, score_epochs: int,
+def select_subset(method: str, ds: Dataset, budget: int, *, model: Any, seed: int, score_epochs: int,
                   batch_size: int = 64, lr: float = 1e-3, optimizer: str = "adam",
-                  progress: bool = False) -> tuple[Subset, float]:
+                  progress: bool = False, score_models: int = 1) -> tuple[Subset, float]:
     """Run ``method`` per class on ``ds``'s training set; return the subset and the wall time.
 
-    Methods that need per-example quantities (loss, gradient norms, ...) first train a
-    surrogate ``model`` for ``score_epochs`` epochs on the full data (counted in the time).
+    Methods that need per-example quantities (loss, gradient norms, ...) get them from
+    :func:`jaxsubset.surrogate.score` (counted in the time): with ``score_epochs >= 1``
+    from ``score_models`` surrogates ``model`` trained that many epochs on the full data
+    (scalar scores averaged); with ``score_epochs == 0`` from ``model`` itself at its
+    initial parameters (a name is initialized from ``seed``; pass the PureModel you then
+    train, as :func:`compare` does, to score and train the very same parameters).
     Validation-scored methods (GLISTER) hold out a stratified 10 % of the training rows
     (:func:`jaxsubset.data.holdout`, seeded): the surrogate trains on the rest, the method
     selects from the rest and scores against the held-out rows, which are never selected.
     """
     m = selectors.get(method)
+    check_scoring(score_epochs, score_models)
     t0 = time.perf_counter()
     quantities: dict[str, np.ndarray] = {}
     pool = np.arange(ds.y_train.size)
@@ -61,15 +68,13 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: str, seed: in
         ds = ds.replace(x_train=ds.x_train[pool], y_train=ds.y_train[pool])
     validation = None
     if m.needs:
-        record = any(q in scoring.DYNAMICS for q in m.needs)  # training dynamics over score_epochs epochs
-        sur = fit(model, ds, epochs=score_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed + 1000, progress=progress, eval_every=score_epochs, record_dynamics=record)
-        quantities = scoring.compute(m.needs, sur.model, ds.x_train, ds.y_train,
-                                     dynamics=sur.history.get("dynamics"))
+        needs = list(m.needs) + (["val_model"] if val is not None else [])
+        quantities, sur = _quantities(needs, model, ds, seed, score_epochs, score_models,
+                                      dict(batch_size=batch_size, lr=lr, optimizer=optimizer), progress)
         if val is not None:
             from jaxsubset.adaptive import validation_quantities
 
-            validation = validation_quantities(sur.model, *val)
+            validation = validation_quantities(sur, *val)
     sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes,
                            validation=validation)
     if val is not None:
@@ -77,15 +82,39 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: str, seed: in
     return sub, time.perf_counter() - t0
 
 
-def compare(cfg: RunConfig, ds: Dataset | None = None) -> list[dict[str, Any]]:
+def _quantities(needs: list[str], model: Any, ds: Dataset, seed: int, score_epochs: int, score_models: int,
+                train_kw: dict[str, Any], progress: bool) -> tuple[dict[str, np.ndarray], Any]:
+    """Quantities for ``needs`` (the pseudo-name ``"val_model"`` asks for the scoring model itself)."""
+    from jaxsubset.train import fit
+    from jaxsubset.train.loop import as_pure
+
+    real = [q for q in needs if q != "val_model"]
+    if "val_model" not in needs:
+        return surrogate.score(real, model, ds, seed=seed, score_epochs=score_epochs, score_models=score_models,
+                               train_kw=train_kw, progress=progress)[0], None
+    # a validation-scored method (GLISTER) needs one model to score both pools: the θ₀ model or surrogate 0
+    if score_epochs == 0:
+        sur = as_pure(model, ds, seed)
+    else:
+        sur = fit(model, ds, epochs=score_epochs, seed=seed + 1000, progress=progress, eval_every=score_epochs,
+                  **train_kw).model
+    return scoring.compute(real, sur, ds.x_train, ds.y_train), sur
+
+
+def compare(cfg: RunConfig, ds: Dataset | None = None, *, model: Any = None) -> list[dict[str, Any]]:
     """Train on ``cfg.method``'s subset, a random subset of the same size and the full data.
 
+    ``model`` (optional): the model every arm starts from instead of ``cfg.model`` initialized
+    from the seed, e.g. pretrained weights (an NNX module or :class:`PureModel`). With
+    ``cfg.score_epochs == 0`` the method scores at exactly the parameters training starts from.
+
     Returns one row per (seed, arm) with ``method``, ``fraction``, ``seed``,
-    ``test_accuracy``, ``selection_time_s``, ``train_time_s``, ``num_examples``.
+    ``test_accuracy``, ``selection_time_s`` (scoring included), ``train_time_s``, ``num_examples``.
     """
     if cfg.dynamic is not None:
         return compare_dynamic(cfg, ds)
     selectors.get(cfg.method)  # fail fast on unknown names
+    check_scoring(cfg.score_epochs, cfg.score_models)
     if int(cfg.seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
     if ds is None:
@@ -98,14 +127,20 @@ def compare(cfg: RunConfig, ds: Dataset | None = None) -> list[dict[str, Any]]:
     train_kw = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
                     schedule=cfg.schedule, progress=cfg.progress, eval_every=cfg.epochs)
     for seed in range(cfg.seeds):
+        start = cfg.model if model is None else model
+        if cfg.score_epochs == 0:  # score and train the very same initial parameters
+            from jaxsubset.train.loop import as_pure
+
+            start = as_pure(start, ds, seed)
         for arm in arms:
-            sub, sel_t = select_subset(arm, ds, budget, model=cfg.model, seed=seed, score_epochs=cfg.score_epochs,
-                                       batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer)
-            res = fit(cfg.model, ds, sub, seed=seed, **train_kw)
+            sub, sel_t = select_subset(arm, ds, budget, model=start, seed=seed, score_epochs=cfg.score_epochs,
+                                       batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                                       score_models=cfg.score_models)
+            res = fit(start, ds, sub, seed=seed, **train_kw)
             rows.append(dict(method=arm, fraction=cfg.fraction, seed=seed, num_examples=len(sub),
                              test_accuracy=res.history["test_accuracy"][-1], selection_time_s=sel_t,
                              train_time_s=res.train_time_s))
-        res = fit(cfg.model, ds, None, seed=seed, **train_kw)
+        res = fit(start, ds, None, seed=seed, **train_kw)
         rows.append(dict(method="full", fraction=1.0, seed=seed, num_examples=n,
                          test_accuracy=res.history["test_accuracy"][-1], selection_time_s=0.0,
                          train_time_s=res.train_time_s))

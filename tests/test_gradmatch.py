@@ -35,7 +35,7 @@ def test_omp_recovers_planted_nonnegative_combination(seed):
     np.testing.assert_array_equal(sub.indices, np.sort(support))
     np.testing.assert_allclose(sub.weights, coef[np.argsort(support)], rtol=1e-3)
     # A larger budget stops once the target is matched instead of adding noise atoms.
-    more = gradmatch(g, 3 * k, target=target, lam=0.0)
+    more = gradmatch(g, 3 * k, target=target, lam=0.0, fill=False)
     assert set(more.indices[more.weights > 1e-3].tolist()) == set(support.tolist())
     assert len(more) < 3 * k and more.info["stop"] != "budget"
 

@@ -8,7 +8,7 @@ from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda
 from jaxsubset.selectors.geda_smooth import geda_smoothed
 from jaxsubset.selectors.glister import glister
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_last_layer
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_batches_last_layer, gradmatch_last_layer
 from jaxsubset.selectors.learned import fit_selection_model, learned, learned_values
 from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
@@ -35,6 +35,10 @@ register("quantile_random", quantile_random, needs=("grad_norm",),
          description="random within gradient-norm quartiles (GEDA study)")
 register("geda", geda, needs=("grad_norm",),
          description="gradient-norm ECDF matching: MILP (binned, N=5 trapezoid) solved by OR-Tools CP-SAT")
+register("geda_random", geda, needs=("grad_norm",), rule="random",
+         description="GEDA (N=5 trapezoid) with a seeded stratified random draw inside each bin")
+register("geda_solver", geda, needs=("grad_norm",), rule="solver",
+         description="GEDA (N=5 trapezoid) taking the last rows of each bin in data order, as the study's MILP solver did")
 register("geda_w1", geda, needs=("grad_norm",),
          description="GEDA with the exact 1-Wasserstein objective (closed-form optimum)", num_nodes=None)
 register("online_geda", online_geda, needs=("grad_norm", "grads"),
@@ -44,6 +48,8 @@ register("craig", craig_last_layer, needs=LAST_LAYER,
          description="CRAIG: facility location on last-layer gradients, cluster-size weights (Mirzasoleiman 2020)")
 register("gradmatch", gradmatch_last_layer, needs=LAST_LAYER,
          description="GRAD-MATCH: OMP with non-negative weights matching the mean last-layer gradient")
+register("gradmatch_pb", gradmatch_batches_last_layer, needs=LAST_LAYER,
+         description="per-batch GRAD-MATCH (CORDS's GRAD-MATCH-PB): OMP over mini-batches of 32 on last-layer gradients")
 register("glister", glister, needs=LAST_LAYER, per_class=False, validation=True,
          description="GLISTER: greedy one-step lookahead on a validation loss, last-layer Taylor (Killamsetty "
                      "2021); needs a validation set")

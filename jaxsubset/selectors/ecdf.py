@@ -45,7 +45,7 @@ import numpy as np
 from jaxsubset.selectors._checks import as_scores
 
 QUADRATURES = ("trapezoid", "simpson")
-RULES = ("evenly_spaced", "lowest", "highest", "random")
+RULES = ("evenly_spaced", "random", "solver", "lowest", "highest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +235,13 @@ def pick_in_bins(problem: BinnedProblem, counts: np.ndarray, rule: str = "evenly
 
     Inside a bin items are ordered by norm, ties by the lower index. Rules:
     ``"evenly_spaced"`` keeps evenly spaced ranks (:func:`spaced_ranks`), ``"lowest"`` /
-    ``"highest"`` the smallest / largest norms, ``"random"`` a uniform draw (``seed``).
+    ``"highest"`` the smallest / largest norms, ``"random"`` a uniform draw without
+    replacement inside every bin (``seed``; stratified random sampling with the optimal
+    per-bin counts), ``"solver"`` the ``counts[b]`` highest *row indices* of every bin,
+    whatever their norms: the choice a MIP solver makes on the study's per-item model
+    (HiGHS through OR-Tools returns exactly this vertex; see :func:`solver_pick`). It
+    follows data order, so on shuffled data it is a stratified random sample fixed by
+    the order of the rows.
     """
     if rule not in RULES:
         raise ValueError(f"Unknown within-bin rule {rule!r}; choose one of {list(RULES)}.")
@@ -250,6 +256,8 @@ def pick_in_bins(problem: BinnedProblem, counts: np.ndarray, rule: str = "evenly
         ranks = i
     elif rule == "highest":
         ranks = sizes[bins] - counts[bins] + i
+    elif rule == "solver":
+        return solver_pick(problem, counts)
     else:
         key = np.random.default_rng(seed).random(problem.n)
         bin_sorted = np.repeat(np.arange(sizes.size), sizes)
@@ -257,3 +265,21 @@ def pick_in_bins(problem: BinnedProblem, counts: np.ndarray, rule: str = "evenly
         return np.sort(problem.order[shuffled[starts[bins] + i]])
     return np.sort(problem.order[starts[bins] + ranks])
 
+
+
+def solver_pick(problem: BinnedProblem, counts: np.ndarray) -> np.ndarray:
+    """The ``counts[b]`` highest row indices of every bin ``b``; sorted int64 indices ``(k,)``.
+
+    In the per-item MILP only the per-bin counts enter the objective, so every item of a
+    bin is interchangeable and the solver's choice is an artefact of its search. The GEDA
+    study let PuLP/CBC decide; a MIP solver on its 180-item instance, and HiGHS on the
+    per-item model here (checked in ``tests/test_geda_rules.py``), take the last rows of
+    each bin in data order. This rule makes that choice explicit and deterministic.
+    """
+    counts = np.asarray(counts, np.int64)
+    by_index = np.lexsort((np.arange(problem.n), problem.bin_of))  # by bin, then by row index
+    ends = np.cumsum(problem.sizes)
+    k = int(counts.sum())
+    bins = np.repeat(np.arange(counts.size), counts)
+    i = np.arange(k, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.sort(by_index[ends[bins] - counts[bins] + i])

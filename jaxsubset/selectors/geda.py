@@ -104,10 +104,15 @@ def geda(norms: Any, budget: int, *, num_nodes: int | None = 5, formulation: str
       time_limit_s: wall-clock limit for the solver, None for none. A limit reached with
         a feasible but unproven solution returns it with ``info["status"] == "FEASIBLE"``;
         one reached with none raises ``RuntimeError``.
-      rule: which items to take inside a bin for the binned formulations:
-        ``"evenly_spaced"`` (default: evenly spaced ranks by norm, ties by lower index),
-        ``"lowest"``, ``"highest"`` or ``"random"`` (uses ``seed``). Ignored by
-        ``"per_item"``, where the solver picks the items.
+      rule: which items to take inside a bin for the binned formulations (every rule
+        keeps the optimal per-bin counts, so the objective never depends on it):
+        ``"evenly_spaced"`` (default: evenly spaced ranks by norm, ties by lower index;
+        this makes ``geda`` nearly the same subset as the ``evenly_spaced`` selector, which
+        is itself GEDA-optimal), ``"random"`` (seeded stratified random draw inside every
+        bin), ``"solver"`` (the highest row indices of every bin, i.e. data order: what a
+        MIP solver picks on the study's per-item model, deterministic), ``"lowest"`` or
+        ``"highest"`` (smallest / largest norms). Ignored by ``"per_item"``, where the
+        solver itself picks the items.
       quadrature: ``"trapezoid"`` (the study) or ``"simpson"`` (even ``num_nodes``).
       hull_cuts: add to the binned model, for every node, the valid inequality
         ``Z_j >= r_j + (n' - 2 r_j)(S_j - q_j)`` (with ``a_j k' = q_j n' + r_j``): the chord

@@ -31,6 +31,7 @@ from scipy.linalg.blas import dtpsv
 from jaxsubset.kernels import as_factors, as_operator, check_rows, last_layer_dot, last_layer_mean_grad, \
     last_layer_weighted_sum, rows_dot, weighted_row_sum
 from jaxsubset.selectors._checks import as_features
+from jaxsubset.selectors.fill import fill_to_budget
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -318,8 +319,8 @@ def _check_lam(lam: float) -> float:
 
 def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam: float = 1e-3,
               nonneg: bool = True, factors: Any | None = None, tol: float = 1e-4,
-              matrix_free: bool | None = None, rows: Any = None) -> Subset:
-    """GRAD-MATCH: pick up to ``budget`` examples and weights matching ``n × target``.
+              matrix_free: bool | None = None, rows: Any = None, fill: bool = True, seed: int = 0) -> Subset:
+    """GRAD-MATCH: pick ``budget`` examples and weights matching ``n × target``.
 
     Args:
       grads: ``(n, D)`` per-example gradients; ``None`` when ``factors`` is given.
@@ -340,12 +341,17 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
       rows: int indices of a sub-pool to select from (e.g. one class; :func:`per_class`
         passes them): works on ``grads[rows]`` / the factors' rows without copying them;
         the returned indices are positions in ``rows``.
+      fill: when the pursuit stops early (target matched to ``tol``, or nothing
+        correlates with the residual), add the remainder uniformly at random from the
+        unselected examples with weight 1, as CORDS does (default), so exactly ``budget``
+        examples come back; ``False`` returns the pursuit's picks only.
+      seed: seed of the fill draw.
 
     Returns:
       A :class:`Subset` (sorted indices; weights ``≥ 0``, a picked example may get
-      weight 0). It has fewer than ``budget`` examples when the target is matched to
-      ``tol`` or nothing correlates with the residual any more; ``info["stop"]`` says
-      why, ``info["order"]`` and ``info["residual"]`` trace the pursuit.
+      weight 0). ``info["stop"]`` says why the pursuit ended, ``info["order"]`` and
+      ``info["residual"]`` trace it, ``info["filled"]`` counts the rows added at random
+      (with ``fill=False`` there may be fewer than ``budget`` rows and ``filled`` is 0).
     """
     if not nonneg:
         raise ValueError("Subset weights must be non-negative; use nonneg=True, or call "
@@ -354,12 +360,23 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
     t0 = time.perf_counter()
     op, corr, bb, sq, pair = _problem(grads, factors, target, None, rows)
     n = op.shape[0]
-    k = check_budget(budget, n)
+    k = _check_fill_budget(budget, n, fill)
     ridge = lam * float(sq.mean()) if n else 0.0
     atoms = _atoms(op, pair, n, k, matrix_free)
     res = omp(atoms, corr, bb, k, ridge=ridge, nonneg=True, tol=tol, atom_sq_norms=sq)
-    return _to_subset(res, res["order"], np.maximum(res["weights"], 0.0), "gradmatch", lam, t0,
-                      factored=factors is not None, matrix_free=isinstance(atoms, MatrixFreeAtoms))
+    idx, w, filled = res["order"], np.maximum(res["weights"], 0.0), 0
+    if fill:
+        idx, w, filled = fill_to_budget(idx, w, n, k, seed=seed)
+    return _to_subset(res, idx, w, "gradmatch", lam, t0, factored=factors is not None,
+                      matrix_free=isinstance(atoms, MatrixFreeAtoms), filled=filled)
+
+
+def _check_fill_budget(budget: int, n: int, fill: bool) -> int:
+    """``check_budget``, with an error that names ``fill`` when the pool is smaller than the budget."""
+    if fill and isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget > n:
+        raise ValueError(f"budget={int(budget)} is larger than the pool of {n} examples, and fill=True asks for "
+                         f"exactly the budget; lower the budget to at most {n}.")
+    return check_budget(budget, n)
 
 
 def _to_subset(res: dict, idx: np.ndarray, w: np.ndarray, method: str, lam: float, t0: float, **extra: Any) -> Subset:
@@ -375,7 +392,8 @@ def gradmatch_last_layer(e: Any, h: Any, budget: int, *, rows: Any = None, **kwa
 
 
 def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target: Any | None = None,
-                      lam: float = 1e-3, factors: Any | None = None, seed: int = 0, tol: float = 1e-4) -> Subset:
+                      lam: float = 1e-3, factors: Any | None = None, seed: int = 0, tol: float = 1e-4,
+                      fill: bool = True) -> Subset:
     """Per-batch GRAD-MATCH: choose whole mini-batches whose weighted gradient sums match the target.
 
     The pool is shuffled (``seed``) and cut into ``⌈n / batch_size⌉`` mini-batches; each
@@ -387,11 +405,14 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
       grads / factors / target / lam / tol: as in :func:`gradmatch`.
       budget: largest number of examples (must allow at least one batch).
       batch_size: examples per mini-batch (the last batch may be smaller).
-      seed: seed of the shuffle that forms the batches.
+      seed: seed of the shuffle that forms the batches (and of the fill draw).
+      fill: top the chosen batches up to exactly ``budget`` examples with unselected rows
+        drawn uniformly at random, weight 1 (as :func:`gradmatch`); ``False``: batches only.
 
     Returns:
-      A :class:`Subset` of the examples of the chosen batches; ``info["batches"]`` lists
-      each chosen batch's example indices in pick order.
+      A :class:`Subset` of the examples of the chosen batches (plus the filled rows);
+      ``info["batches"]`` lists each chosen batch's example indices in pick order and
+      ``info["filled"]`` counts the filled rows.
     """
     lam = _check_lam(lam)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -405,7 +426,7 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
     else:
         A = as_features(grads, name="grads")
         n = A.shape[0]
-    check_budget(budget, n)
+    _check_fill_budget(budget, n, fill)
     kb = int(budget) // int(batch_size)
     if kb == 0 and budget > 0:
         raise ValueError(f"budget={budget} is smaller than one batch of {batch_size}; lower batch_size or "
@@ -430,9 +451,22 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
     idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
     w = np.concatenate([np.full(b.size, max(wb, 0.0)) for b, wb in zip(chosen, res["weights"])]) \
         if chosen else np.zeros(0)
+    filled = 0
+    if fill:
+        idx, w, filled = fill_to_budget(idx, w, n, int(budget), seed=seed + 1)
     return _to_subset(res, idx, w, "gradmatch_batches", lam, t0, factored=factors is not None,
-                      batch_size=int(batch_size), batches=chosen)
+                      batch_size=int(batch_size), batches=chosen, filled=filled)
 
 
-__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "omp", "nnls_gram", "GramColumns",
+def gradmatch_batches_last_layer(e: Any, h: Any, budget: int, *, batch_size: int = 32, seed: int = 0,
+                                 **kwargs: Any) -> Subset:
+    """:func:`gradmatch_batches` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly form).
+
+    A pool smaller than one batch (e.g. a tiny class) uses batches of ``budget`` rows instead.
+    """
+    size = max(1, min(int(batch_size), int(budget))) if budget else int(batch_size)
+    return gradmatch_batches(None, budget, batch_size=size, factors=(e, h), seed=seed, **kwargs)
+
+
+__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "gradmatch_batches_last_layer", "omp", "nnls_gram", "GramColumns",
            "MatrixFreeAtoms"]
