@@ -35,14 +35,24 @@ def environment() -> dict[str, Any]:
 
 
 def write_outputs(out: str, name: str, rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]],
-                  markdown: str, config: dict[str, Any]) -> None:
-    """Write ``rows.csv``, ``summary.csv``, ``results.json`` and ``table.md`` under ``out``."""
+                  markdown: str, config: dict[str, Any], *, claims: Sequence[dict[str, str]] | None = None) -> None:
+    """Write ``rows.csv``, ``summary.csv``, ``results.json`` and ``table.md`` under ``out``.
+
+    ``claims``: optional records ``{"claim", "published", "ours", "verdict", "why"}`` (the seed
+    paper's figure beside ours, verdict ``holds`` / ``does not hold`` / ``cannot be tested here``);
+    stored in ``results.json`` and shown by ``make_results.py`` in the Fashion-MNIST part.
+    """
     os.makedirs(out, exist_ok=True)
     report.write_csv(os.path.join(out, "rows.csv"), rows)
     report.write_csv(os.path.join(out, "summary.csv"), summary)
-    report.write_json(os.path.join(out, "results.json"), {"experiment": name, "config": config,
-                                                          "environment": environment(), "rows": list(rows),
-                                                          "summary": list(summary)})
+    meta = {"experiment": name, "config": config, "environment": environment(), "rows": list(rows),
+            "summary": list(summary)}
+    if claims:
+        bad = [c for c in claims if not {"claim", "verdict"} <= set(c)]
+        if bad:
+            raise ValueError(f"each claim needs at least 'claim' and 'verdict' keys; got {bad[:2]}")
+        meta["claims"] = [dict(c) for c in claims]
+    report.write_json(os.path.join(out, "results.json"), meta)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(markdown + "\n")
     print(markdown)

@@ -135,3 +135,42 @@ def test_defaults_add_no_new_baselines():
                       train_kw=dict(batch_size=32, schedule="constant"))
     assert [r["method"] for r in rows] == ["full", "random"]
     assert all("full_same_time_accuracy" not in r for r in rows)
+
+
+def _make_results(monkeypatch):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(C.__file__), "make_results.py")
+    spec = importlib.util.spec_from_file_location("make_results_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "ORDER", ("toy_exp", "absent_exp"))
+    return mod
+
+
+def test_results_page_has_a_fashion_section_with_claims_and_protocol(grid, tmp_path, monkeypatch):
+    _, _, rows = grid
+    mk = _make_results(monkeypatch)
+    fm = [dict(r, dataset="fashion_mnist") for r in rows]
+    summ = report.summarize(fm, ["dataset", "method", "fraction"], ["test_accuracy"])
+    claims = [dict(claim="random_online beats random", published="+1.0", ours="+0.2", verdict="holds", why="toy")]
+    C.write_outputs(str(tmp_path / "toy_exp_fashion_mnist"), "toy_exp", fm, summ, "TOY FM TABLE", {"seeds": 2},
+                    claims=claims)
+    C.write_outputs(str(tmp_path / "toy_exp"), "toy_exp", rows, report.summarize(
+        rows, ["dataset", "method"], ["test_accuracy"]), "TOY PROXY TABLE", {"seeds": 2})
+    page = mk.build(str(tmp_path))
+    proxy, fashion = page.split("# Fashion-MNIST (full 60 000 / 10 000 split)")
+    assert "TOY PROXY TABLE" in proxy and "TOY FM TABLE" not in proxy
+    assert "## toy_exp on Fashion-MNIST" in fashion and "TOY FM TABLE" in fashion
+    assert "| random_online beats random | +1.0 | +0.2 | holds | toy |" in fashion
+    back = report.read_csv(str(tmp_path / "toy_exp_fashion_mnist" / "rows.csv"))
+    assert C.render_protocol(back, keys=["dataset", "model", "fraction"]) in fashion
+    assert "no committed results): `absent_exp`" in fashion
+    with pytest.raises(ValueError, match="verdict"):
+        C.write_outputs(str(tmp_path / "x"), "x", rows, summ, "", {}, claims=[{"claim": "c"}])
+
+
+def test_results_page_tolerates_no_fashion_results(tmp_path, monkeypatch):
+    mk = _make_results(monkeypatch)
+    page = mk.build(str(tmp_path))
+    assert "# Fashion-MNIST" in page and "`toy_exp`, `absent_exp`" in page
