@@ -212,10 +212,11 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
                                       selection_time_s=t_sel, train_time_s=res.train_time_s,
                                       sample_steps=int(sum(res.history["num_examples"]))))
             if online_random:
-                res = train.fit(init(seed), ds, epochs=epochs, seed=seed, progress=progress, eval_every=epochs,
-                                reselect=lambda _m, e, b=budget, s=seed: rs2_subset(ds.y_train, b, e, s,
-                                                                                    num_classes=ds.num_classes),
-                                select_every=1, **train_kw)
+                draw = lambda _m, e, b=budget, s=seed: rs2_subset(ds.y_train, b, e, s, num_classes=ds.num_classes)
+                # subset= sizes the learning-rate schedule to budget-row epochs (without it, fit plans
+                # full-data epochs); the epoch-0 draw itself comes from reselect
+                res = train.fit(init(seed), ds, draw(None, 0), epochs=epochs, seed=seed, progress=progress,
+                                eval_every=epochs, reselect=draw, select_every=1, **train_kw)
                 seed_rows.append(dict(base, method="random_online", fraction=frac, num_examples=budget,
                                       epochs=epochs, test_accuracy=res.history["test_accuracy"][-1],
                                       scoring_time_s=0.0,
