@@ -32,6 +32,9 @@ def test_committed_notebook_has_outputs_of_a_real_run():
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
     images = sum("image/png" in o.get("data", {}) for c in code for o in c.outputs)
     assert images >= 5  # distributions, per-class, ECDF, images, accuracy vs time
+    text = "".join(o.get("text", "") for c in code for o in c.outputs)
+    assert "train=(60000, 28, 28, 1)" in text or "Dataset('digits'" in text  # a full-size run, not the slice
+    assert "| random_online |" in text
 
 
 def test_notebook_executes_on_a_small_slice(monkeypatch):
