@@ -308,6 +308,14 @@ def render_protocol(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] = ("d
     """Markdown equal-compute table from :func:`run_grid` rows: per (``keys``, method) accuracy mean ± std,
     paired difference to ``baseline`` with its 95 % interval, total time, sample-steps, and (when
     present) full data trained for the same wall time."""
+    rows = [r for r in rows if r["method"] != "full_same_time"]  # shown as a column of the subset rows
+    seen: set[tuple] = set()
+    for r in rows:
+        key = tuple(r.get(k) for k in keys) + (r["method"], r["seed"])
+        if key in seen:
+            raise ValueError(f"Several rows share {dict(zip(list(keys) + ['method', 'seed'], key))}: add the "
+                             "column that tells them apart to keys (e.g. a noise level), or pairs would mix.")
+        seen.add(key)
     summ = report.summarize(rows, list(keys) + ["method"], ["test_accuracy", "total_time_s", "sample_steps"])
     same = {tuple(s[k] for k in keys) + (s["method"],): s for s in report.summarize(
         [r for r in rows if "full_same_time_accuracy" in r], list(keys) + ["method"], ["full_same_time_accuracy"])}
@@ -317,8 +325,6 @@ def render_protocol(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] = ("d
                            "sample-steps", "full data, same time %", "seeds"]
     body = []
     for s in summ:
-        if s["method"] in ("full_same_time",):
-            continue
         p = paired.get(tuple(s[k] for k in keys) + (s["method"],))
         f = same.get(tuple(s[k] for k in keys) + (s["method"],))
         fst = fmt(f["full_same_time_accuracy_mean"], f["full_same_time_accuracy_std"]) if f else "–"

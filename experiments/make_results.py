@@ -117,6 +117,10 @@ def render_claims(claims) -> str:
 
 
 PROTOCOL_COLS = ("method", "seed", "fraction", "total_time_s", "sample_steps", "test_accuracy")
+# run_grid columns that are measurements (or the pair itself), never settings to group by
+MEASURED = {"method", "seed", "test_accuracy", "scoring_time_s", "selection_time_s", "train_time_s", "total_time_s",
+            "sample_steps", "speedup_vs_full", "num_examples", "epochs", "full_same_time_epochs",
+            "full_same_time_accuracy", "full_same_time_s", "pruning_ratio"}
 
 
 def section(name: str, results_dir: str, *, fashion: bool = False) -> str:
@@ -149,6 +153,9 @@ def section(name: str, results_dir: str, *, fashion: bool = False) -> str:
             import _common as C
 
             keys = [k for k in ("dataset", "model", "fraction") if all(r.get(k) is not None for r in rows)]
+            # any other setting that varies (a noise level, an initialization, ...) separates the pairs
+            keys += [c for c in rows[0] if c not in keys and c not in MEASURED
+                     and len({r.get(c) for r in rows if r["method"] != "full_same_time"}) > 1]
             lines += ["### Equal compute: accuracy, paired difference to random (95 % CI), total time "
                       "(surrogate + scoring + selection + training) and sample-steps", "",
                       C.render_protocol(rows, keys=keys), ""]

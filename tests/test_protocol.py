@@ -182,3 +182,12 @@ def test_results_page_tolerates_no_fashion_results(tmp_path, monkeypatch):
     mk = _make_results(monkeypatch)
     page = mk.build(str(tmp_path))
     assert "# Fashion-MNIST" in page and "`toy_exp`, `absent_exp`" in page
+
+
+def test_protocol_table_refuses_to_mix_settings(grid):
+    _, _, rows = grid
+    two = [dict(r, noise=n) for r in rows for n in (0.1, 0.3)]
+    with pytest.raises(ValueError, match="keys"):
+        C.render_protocol(two)
+    md = C.render_protocol(two, keys=("dataset", "noise", "fraction"))
+    assert md.count("| random_online |") == 2
