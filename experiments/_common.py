@@ -227,7 +227,7 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
             r["total_time_s"] = r["scoring_time_s"] + r["selection_time_s"] + r["train_time_s"]
         if full_same_time:
             t_epoch = full.train_time_s / epochs
-            runs: dict[int, Any] = {}
+            runs: dict[int, Any] = {epochs: full}  # k == epochs is the full-data run itself
             for r in seed_rows:
                 k = int(min(max(np.floor(r["total_time_s"] / max(t_epoch, 1e-12) + 1e-9), 1), epochs))
                 if k not in runs:
@@ -235,7 +235,7 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
                                         **train_kw)
                 r.update(full_same_time_epochs=k, full_same_time_accuracy=runs[k].history["test_accuracy"][-1],
                          full_same_time_s=runs[k].train_time_s)
-            for k in sorted(runs):
+            for k in sorted(set(r["full_same_time_epochs"] for r in seed_rows)):
                 seed_rows.append(dict(base, method="full_same_time", fraction=1.0, num_examples=ds.y_train.size,
                                       epochs=k, test_accuracy=runs[k].history["test_accuracy"][-1],
                                       scoring_time_s=0.0, selection_time_s=0.0, train_time_s=runs[k].train_time_s,

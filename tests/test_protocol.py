@@ -60,18 +60,19 @@ def test_rs2_through_fit_reselect_trains_on_each_epochs_draw():
     ds = _tiny()
     draw = lambda _m, e: C.rs2_subset(ds.y_train, 48, e, 0, num_classes=3)  # noqa: E731
     res = train.fit("mlp", ds, draw(None, 0), epochs=3, seed=0, progress=False, eval_every=3, batch_size=32,
-                    reselect=draw, select_every=1)
+                    schedule="onecycle", reselect=draw, select_every=1)
     sel = res.history["selections"]
     assert [s["epoch"] for s in sel] == [0, 1, 2] and res.history["num_examples"] == [48, 48, 48]
     for s in sel:
         assert s["indices"] == C.rs2_subset(ds.y_train, 48, s["epoch"], 0, num_classes=3).indices.tolist()
-    # the onecycle schedule spans exactly the steps taken: epochs of 48 rows, not of the 240-row pool
-    # (a fit on a fixed 48-row subset with the same seed has the same schedule, hence the same LR path)
-    fixed = train.fit("mlp", ds, draw(None, 0), epochs=1, seed=0, progress=False, batch_size=32,
+    # the onecycle schedule spans exactly the steps taken: epochs of 48 rows, not of the 240-row pool.
+    # Re-selecting the same 48 rows every epoch must then train exactly like the fixed 48-row subset
+    # (without subset=, fit would plan 240-row epochs and the losses would differ from epoch 1 on).
+    fixed = train.fit("mlp", ds, draw(None, 0), epochs=3, seed=0, progress=False, eval_every=3, batch_size=32,
                       schedule="onecycle")
-    online1 = train.fit("mlp", ds, draw(None, 0), epochs=1, seed=0, progress=False, batch_size=32,
-                        schedule="onecycle", reselect=draw, select_every=1)
-    assert online1.history["train_loss"] == fixed.history["train_loss"]
+    same = train.fit("mlp", ds, draw(None, 0), epochs=3, seed=0, progress=False, eval_every=3, batch_size=32,
+                     schedule="onecycle", reselect=lambda _m, e: draw(None, 0), select_every=1)
+    assert same.history["train_loss"] == fixed.history["train_loss"]
 
 
 @pytest.fixture(scope="module")
