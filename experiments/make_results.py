@@ -2,6 +2,15 @@
 
 Every table is rendered by the experiment's own ``render(summary)`` from its ``summary.csv``, so
 the page shows exactly the committed numbers (tests/test_experiments.py checks this).
+
+Result folders of an experiment ``NAME`` are ``results/NAME`` and ``results/NAME_*`` (e.g.
+``results/geda_study_fashion_mnist``). Folders whose summary rows have ``dataset == "fashion_mnist"``
+go into the Fashion-MNIST part of the page, the others into the CPU-proxy part. For a
+Fashion-MNIST folder the page adds, when present: the claims table from ``results.json["claims"]``
+(rows ``claim, published, ours, verdict, why``; see ``_common.write_outputs(claims=...)``) and the
+equal-compute table (``_common.render_protocol``) of the rows of ``rows.csv`` that carry
+``method, seed, fraction, total_time_s, sample_steps``. Experiments with no committed results
+are listed as such.
 """
 
 from __future__ import annotations
@@ -17,7 +26,8 @@ sys.path.insert(0, HERE)
 
 from jaxsubset import report  # noqa: E402
 
-ORDER = ("geda_study", "pruning_heuristics", "targeted", "mislabel")
+ORDER = ("geda_study", "pruning_heuristics", "targeted", "mislabel", "dynamic_pruning")
+FASHION = "fashion_mnist"
 
 # What we observed, written after reading the committed tables (kept next to the numbers).
 COMMENTARY = {
@@ -94,25 +104,79 @@ def load_experiment(name: str):
     return mod
 
 
-def section(name: str, results_dir: str) -> str:
-    mod = load_experiment(name)
+def result_dirs(name: str, results_root: str) -> list[str]:
+    """``results/NAME`` and ``results/NAME_*`` folders holding a ``summary.csv``, sorted."""
+    cands = [os.path.join(results_root, name)] + sorted(glob.glob(os.path.join(results_root, f"{name}_*")))
+    return [d for d in cands if os.path.isfile(os.path.join(d, "summary.csv"))]
+
+
+def is_fashion(results_dir: str) -> bool:
+    """Whether a result folder holds Fashion-MNIST runs (its summary rows name the data set)."""
+    return any(s.get("dataset") == FASHION for s in report.read_csv(os.path.join(results_dir, "summary.csv")))
+
+
+def render_claims(claims) -> str:
+    """The claims table: each published figure of the seed paper beside ours, with a verdict."""
+    return report.markdown_table(["claim", "published (seed paper)", "ours", "verdict", "why"],
+                                 [(c.get("claim", ""), c.get("published", "–"), c.get("ours", "–"),
+                                   c.get("verdict", "–"), c.get("why", "")) for c in claims])
+
+
+PROTOCOL_COLS = ("method", "seed", "fraction", "total_time_s", "sample_steps", "test_accuracy")
+# run_grid columns that are measurements (or the pair itself), never settings to group by
+MEASURED = {"method", "seed", "test_accuracy", "scoring_time_s", "selection_time_s", "train_time_s", "total_time_s",
+            "sample_steps", "speedup_vs_full", "num_examples", "epochs", "full_same_time_epochs",
+            "full_same_time_accuracy", "full_same_time_s", "pruning_ratio"}
+
+
+def section(name: str, results_dir: str, *, fashion: bool = False) -> str:
+    mod = load_experiment(name) if os.path.isfile(os.path.join(HERE, f"{name}.py")) else None
     summary = report.read_csv(os.path.join(results_dir, "summary.csv"))
     with open(os.path.join(results_dir, "results.json")) as f:
         meta = json.load(f)
     env = meta.get("environment", {})
     cfg = meta.get("config", {})
-    title = (mod.__doc__ or name).strip().splitlines()[0]
-    lines = [f"## {name}: {title}", ""]
+    title = ((mod.__doc__ if mod else None) or name).strip().splitlines()[0]
+    rel_dir = os.path.relpath(results_dir, HERE)
+    head = f"## {name}: {title}" if not fashion else f"## {name} on Fashion-MNIST: {title}"
+    lines = [head, ""]
     lines.append(f"Command: `python experiments/{name}.py` (config `{cfg.get('config', 'cpu')}`, "
                  f"{cfg.get('seeds', '?')} seeds). Measured on {env.get('device', '?')}, jax {env.get('jax', '?')}, "
-                 f"{env.get('date', '?')}. Raw rows: [`results/{name}/rows.csv`](results/{name}/rows.csv).")
-    lines += ["", mod.render(summary), ""]
+                 f"{env.get('date', '?')}. Raw rows: [`{rel_dir}/rows.csv`]({rel_dir}/rows.csv).")
+    if mod is not None and hasattr(mod, "render"):
+        table = mod.render(summary)
+    else:
+        with open(os.path.join(results_dir, "table.md")) as f:
+            table = f.read().rstrip("\n")
+    lines += ["", table, ""]
+    if fashion:
+        if meta.get("claims"):
+            lines += ["### Claims: published figure beside ours", "", render_claims(meta["claims"]), ""]
+        rows_path = os.path.join(results_dir, "rows.csv")
+        rows = report.read_csv(rows_path) if os.path.isfile(rows_path) else []
+        rows = [r for r in rows if all(r.get(k) is not None for k in PROTOCOL_COLS)]
+        if any(r["method"] == "random" for r in rows):
+            import _common as C
+
+            keys = [k for k in ("dataset", "model", "fraction") if all(r.get(k) is not None for r in rows)]
+            # any other setting that varies (a noise level, an initialization, ...) separates the pairs
+            keys += [c for c in rows[0] if c not in keys and c not in MEASURED
+                     and len({r.get(c) for r in rows if r["method"] != "full_same_time"}) > 1]
+            lines += ["### Equal compute: accuracy, paired difference to random (95 % CI), total time "
+                      "(surrogate + scoring + selection + training) and sample-steps", "",
+                      C.render_protocol(rows, keys=keys), ""]
     for png in sorted(glob.glob(os.path.join(results_dir, "*.png"))):
         rel = os.path.relpath(png, HERE)
         lines.append(f"![{os.path.basename(png)}]({rel})")
-    if COMMENTARY.get(name):
+    if COMMENTARY.get(name) and not fashion:
         lines += ["", COMMENTARY[name]]
+    if fashion and FASHION_COMMENTARY.get(name):
+        lines += ["", FASHION_COMMENTARY[name]]
     return "\n".join(lines) + "\n"
+
+
+# Observations on the Fashion-MNIST runs, written after reading their committed tables.
+FASHION_COMMENTARY: dict[str, str] = {}
 
 
 def build(results_root: str = os.path.join(HERE, "results")) -> str:
@@ -124,10 +188,24 @@ def build(results_root: str = os.path.join(HERE, "results")) -> str:
              "These runs predate `fit(epoch_mode=\"auto\")`: their CPU epochs ran as one `lax.scan`, which XLA:CPU",
              "executes ≈13× slower for convolutions, so training times (and speed-ups) of the CNN rows are pessimistic.",
              ""]
+    fashion = []
     for name in ORDER:
-        d = os.path.join(results_root, name)
-        if os.path.isfile(os.path.join(d, "summary.csv")):
-            parts.append(section(name, d))
+        for d in result_dirs(name, results_root):
+            if is_fashion(d):
+                fashion.append((name, d))
+            else:
+                parts.append(section(name, d))
+    parts += ["# Fashion-MNIST (full 60 000 / 10 000 split)", "",
+              "Real data: Debian's `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/`). Each section says",
+              "the model, seeds and device; paired differences are against random at the same budget, seeds and",
+              "training; total times include surrogate training, scoring and selection.", ""]
+    done = {n for n, _ in fashion}
+    for name, d in fashion:
+        parts.append(section(name, d, fashion=True))
+    missing = [n for n in ORDER if n not in done]
+    if missing:
+        parts += ["Not yet run on Fashion-MNIST (no committed results): " + ", ".join(f"`{n}`" for n in missing)
+                  + ".", ""]
     return "\n".join(parts)
 
 

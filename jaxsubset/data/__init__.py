@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from jaxsubset.data import files, offline, remote
+from jaxsubset.data import files, locations, offline, remote
 from jaxsubset.data.dataset import Dataset, from_arrays, load_npz, save_npz
 from jaxsubset.data.remote import DatasetUnavailableError
 from jaxsubset.data.transforms import flip_labels, holdout, make_imbalanced
@@ -23,8 +23,8 @@ _MNIST_NAMES = {
 
 def _unavailable_message(name: str, data_dir: str | None) -> str:
     where = data_dir if data_dir else "(none given)"
-    return (f"To use '{name}' offline, pass data_dir=DIR (CLI: --data-dir DIR) holding the standard files: "
-            f"{', '.join(files.expected_files(name))} (data_dir was {where}). "
+    return (f"To use '{name}' offline, {locations.install_hint(name)}, or pass data_dir=DIR (CLI: --data-dir DIR) "
+            f"holding the standard files: {', '.join(files.expected_files(name))} (data_dir was {where}). "
             f"Data sets that need no download: {', '.join(OFFLINE)}.")
 
 
@@ -34,8 +34,11 @@ def load(name: str, *, data_dir: str | None = None, seed: int = 0) -> Dataset:
     - ``digits`` (default, scikit-learn's 8x8 digits) and ``mnist1d`` (generated locally)
       never touch the network.
     - ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` are read from the standard
-      distribution files in ``data_dir`` (or ``data_dir/<name>``) when present; otherwise
-      through TensorFlow Datasets (a prepared data dir, or a download where reachable).
+      distribution files in ``data_dir`` (or ``data_dir/<name>``) when present; with no
+      ``data_dir``, from a system folder ``/usr/share/datasets/<name>/`` (``_`` written
+      ``-``; roots from ``$JAXSUBSET_DATA_PATH``), where Debian's ``dataset-fashion-mnist``
+      installs Fashion-MNIST; a system folder missing some files raises naming them.
+      Otherwise through TensorFlow Datasets (a prepared data dir, or a download where reachable).
       With neither, :class:`DatasetUnavailableError` is raised within seconds, naming the
       files to put in ``data_dir`` and the offline data sets.
 
@@ -52,6 +55,10 @@ def load(name: str, *, data_dir: str | None = None, seed: int = 0) -> Dataset:
     if name not in FILE_BASED:
         raise ValueError(f"Unknown data set {name!r}; choose one of {list(DATASETS)} or a path to a .npz file.")
     arrays = None
+    system = locations.system_dir(name) if data_dir is None else None
+    if system is not None:
+        locations.check_complete(system, name)
+        data_dir = system
     if data_dir is not None and os.path.isdir(data_dir):
         if name in _MNIST_NAMES:
             arrays = files.read_mnist_family(data_dir, name)
