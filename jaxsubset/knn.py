@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.selectors._checks import as_features
-
 
 def check_k(k: Any, n: int, *, what: str = "the pool") -> int:
     """Validate a neighbour count ``1 <= k <= n - 1`` for ``n`` rows (self excluded)."""
@@ -51,7 +49,11 @@ def knn(x: Any, k: int, *, block_rows: int | None = None, block_bytes: int = 32 
       neighbours' row indices; equal distances among the kept ones are ordered by index
       (a tie exactly at the k-th distance may keep either row).
     """
-    a = as_features(x, name="embeddings")
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D array (n, d), got shape {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("embeddings contain NaN or inf; fix the model or drop those rows.")
     n = a.shape[0]
     k = check_k(k, n)
     if block_rows is None:
