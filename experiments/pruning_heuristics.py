@@ -213,6 +213,12 @@ def run_fmnist(args) -> int:
                                  selection_time_s=t_sel, train_time_s=res.train_time_s,
                                  fit_wall_s=time.perf_counter() - t0))
                 print(f"  {frac:.0%} {method}: {rows[-1]['test_accuracy']:.4f} (select {t_sel:.2f} s)", flush=True)
+        fmnist_write(out, rows, methods, args)  # after every seed, so that a stopped run keeps finished seeds
+    return 0
+
+
+def fmnist_write(out: str, rows: list, methods: list, args) -> None:
+    """Summaries, paired differences, table and plot of the ``--config fmnist`` rows so far."""
     for r in rows:
         r["total_time_s"] = r["scoring_time_s"] + r["selection_time_s"] + r["train_time_s"]
     sub_rows = [r for r in rows if r["method"] != "full"]
@@ -237,7 +243,6 @@ def run_fmnist(args) -> int:
                   [s["test_accuracy_std"] for s in summary if s["method"] == m]) for m in methods}
     C.line_plot(os.path.join(out, "accuracy_vs_fraction_fashion_mnist.png"), series, xlabel="fraction kept",
                 ylabel="test accuracy", title="coverage-aware selection: Fashion-MNIST, MLP")
-    return 0
 
 
 def main(argv=None) -> int:
