@@ -101,6 +101,7 @@ def test_ccs_recommended_beta_and_registry():
     s = np.arange(100.0)
     assert ccs(s, 10, num_strata=5).info["beta"] == 0.3        # 90 % pruned
     assert ccs(s, 50, num_strata=5).info["beta"] == 0.0
+    assert ccs(np.arange(458.0), 46, num_strata=5).info["beta"] == 0.3  # a rounded "10 %" class budget
     y = np.repeat([0, 1], 60)
     sub = selectors.select("ccs", y, 24, {"aum": np.random.default_rng(5).normal(size=120)}, seed=1)
     assert len(sub) == 24 and np.bincount(y[sub.indices]).tolist() == [12, 12]

@@ -28,12 +28,23 @@ from jaxsubset.subset import Subset, check_budget
 BETA_BY_PRUNING_RATE = ((0.9, 0.3), (0.7, 0.1), (0.0, 0.0))
 
 
-def recommended_beta(pruning_rate: float) -> float:
-    """The hard cutoff ``beta`` for a pruning rate ``alpha = 1 - budget / n`` (see ``BETA_BY_PRUNING_RATE``)."""
+def recommended_beta(pruning_rate: float, *, tolerance: float = 1e-12) -> float:
+    """The hard cutoff ``beta`` for a pruning rate ``alpha = 1 - budget / n`` (see ``BETA_BY_PRUNING_RATE``).
+
+    ``tolerance``: a rate within it below a threshold counts as reaching it (per-class budgets are
+    rounded, so a class keeping "10 %" may keep 1 / n more; :func:`ccs` passes ``1 / n``).
+    """
     a = float(pruning_rate)
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"pruning_rate must be in [0, 1], got {pruning_rate}.")
-    return next(beta for threshold, beta in BETA_BY_PRUNING_RATE if a >= threshold - 1e-12)
+    return next(beta for threshold, beta in BETA_BY_PRUNING_RATE if a >= threshold - tolerance)
+
+
+def auto_beta(budget: int, n: int) -> float:
+    """:func:`recommended_beta` of the pool's pruning rate (tolerance ``1 / n``), capped to keep the budget."""
+    if n == 0:
+        return 0.0
+    return min(recommended_beta(1.0 - budget / n, tolerance=1.0 / n), (n - budget) / n)
 
 
 def strata(scores: np.ndarray, num_strata: int) -> np.ndarray:
@@ -105,7 +116,7 @@ def ccs(scores: Any, budget: int, *, beta: float | None = None, num_strata: int 
         raise ValueError(f"num_strata = {num_strata} exceeds the {n} examples of the pool (class); pass "
                          f"num_strata <= {n}.")
     if beta is None:
-        beta = min(recommended_beta(1.0 - budget / n if n else 0.0), (n - budget) / n if n else 0.0)
+        beta = auto_beta(budget, n)
     beta = _check_beta(beta)
     num_drop = int(np.floor(beta * n))
     if budget > n - num_drop:

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxsubset.knn import check_k, knn
 from jaxsubset.selectors._checks import as_features, as_scores
-from jaxsubset.selectors.ccs import _check_beta, recommended_beta
+from jaxsubset.selectors.ccs import _check_beta, auto_beta
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -77,7 +77,7 @@ def d2(embeddings: Any, scores: Any, budget: int, *, k: int = 10, gamma_forward:
       k: neighbours per example, ``1 <= k < n - floor(beta n)`` (the paper uses 10 on CIFAR).
       gamma_forward, gamma_reverse: edge weights ``exp(-gamma d)``; ``None`` = 1 / (mean kNN distance).
       beta: fraction of the hardest examples dropped before building the graph, in ``[0, 1)``;
-        ``None`` chooses it from the pruning rate as CCS does (:func:`~jaxsubset.selectors.ccs.recommended_beta`).
+        ``None`` chooses it from the pruning rate as CCS does (:func:`~jaxsubset.selectors.ccs.auto_beta`).
       hard: which end of ``scores`` is hard.
 
     Returns:
@@ -90,7 +90,7 @@ def d2(embeddings: Any, scores: Any, budget: int, *, k: int = 10, gamma_forward:
         raise ValueError(f"embeddings have {z.shape[0]} rows but scores have {n}; they must describe the same pool.")
     budget = check_budget(budget, n)
     if beta is None:
-        beta = min(recommended_beta(1.0 - budget / n if n else 0.0), (n - budget) / n if n else 0.0)
+        beta = auto_beta(budget, n)
     beta = _check_beta(beta)
     num_drop = int(np.floor(beta * n))
     if budget > n - num_drop:
