@@ -115,6 +115,7 @@ def test_ccs_bad_input_names_the_fix():
             ccs(s, 3, beta=beta, num_strata=2)
     with pytest.raises(ValueError, match="num_strata <= 10"):
         ccs(s, 3, beta=0.0, num_strata=11)
+    assert ccs(s, 3, beta=0.0).info["num_strata"] == 10      # default: 50, or one per example below 50
     with pytest.raises(ValueError, match="lower beta"):
         ccs(s, 8, beta=0.5, num_strata=2)
     with pytest.raises(ValueError, match="record_dynamics=True"):

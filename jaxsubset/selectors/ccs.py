@@ -2,7 +2,7 @@
 
 1. Drop the ``beta`` fraction of the hardest examples (``floor(beta * n)`` rows; mislabeled
    and ambiguous examples gather there).
-2. Cut the remaining score range ``[min, max]`` into ``num_strata`` equal-width bins.
+2. Cut the remaining score range ``[min, max]`` into ``num_strata`` equal-width bins (50 by default).
 3. Visit the strata from the sparsest to the densest; stratum number ``j`` (of ``m`` non-visited
    strata, counting empty ones) gets ``min(size, floor(remaining budget / m))``; this spends the
    whole budget whenever the kept pool holds it, and gives the sparse score regions (usually the
@@ -85,7 +85,7 @@ def _check_beta(beta: Any) -> float:
     return float(beta)
 
 
-def ccs(scores: Any, budget: int, *, beta: float | None = None, num_strata: int = 50, hard: str = "low",
+def ccs(scores: Any, budget: int, *, beta: float | None = None, num_strata: int | None = None, hard: str = "low",
         seed: int = 0) -> Subset:
     """CCS: hard cutoff ``beta``, then stratified sampling with budgets to the sparsest strata first.
 
@@ -95,7 +95,8 @@ def ccs(scores: Any, budget: int, *, beta: float | None = None, num_strata: int 
       beta: fraction of the hardest examples dropped first, in ``[0, 1)``; ``None`` picks it from
         the pruning rate ``1 - budget / n`` (:func:`recommended_beta`), capped so that the kept
         pool still holds the budget.
-      num_strata: number of equal-width score bins, ``1 <= num_strata <= n`` (the paper uses 50).
+      num_strata: number of equal-width score bins, ``1 <= num_strata <= n``; ``None``: the paper's
+        50, or ``n`` in a pool (class) of fewer than 50 examples.
       hard: ``"low"`` if lower scores are harder (AUM), ``"high"`` if higher are (EL2N, forgetting).
       seed: seed of the NumPy generator. With ``beta=0`` and ``num_strata=1`` the draw equals
         ``selectors.random(n, budget, seed=seed)``.
@@ -108,6 +109,8 @@ def ccs(scores: Any, budget: int, *, beta: float | None = None, num_strata: int 
     budget = check_budget(budget, n)
     if hard not in ("low", "high"):
         raise ValueError(f"hard must be 'low' (lower score = harder, e.g. AUM) or 'high' (e.g. EL2N), got {hard!r}.")
+    if num_strata is None:
+        num_strata = max(1, min(50, n))
     if isinstance(num_strata, (bool, np.bool_)) or not isinstance(num_strata, (int, np.integer)):
         raise TypeError(f"num_strata must be a positive integer, got {num_strata!r}.")
     if num_strata < 1:
