@@ -178,13 +178,23 @@ def run_fmnist(args) -> int:
     methods = list(FMNIST_METHODS)
     if args.quick:
         fractions, epochs, s_epochs, seeds = [0.1], 1, 2, 1
+    out = args.out if args.out != os.path.join(C.HERE, "results", "pruning_heuristics") else \
+        os.path.join(C.HERE, "results", "pruning_heuristics", "fmnist")
+    if args.combine:  # e.g. a 10-40 % run and an 80 % run of the same configuration
+        rows, seen = [], set()
+        for d in args.combine:
+            for r in report.read_csv(os.path.join(d, "rows.csv")):
+                key = (r["method"], r["fraction"], r["seed"])
+                if key not in seen:  # each run trains its own (identical-seed) full-data baseline: keep one
+                    seen.add(key)
+                    rows.append(r)
+        fmnist_write(out, rows, methods, args)
+        return 0
     ds = data.load("fashion_mnist", data_dir=args.data_dir or FMNIST_DIR)
     if args.quick:  # a smoke run: 5 000 training rows
         import dataclasses
 
         ds = dataclasses.replace(ds, x_train=ds.x_train[:5000], y_train=ds.y_train[:5000])
-    out = args.out if args.out != os.path.join(C.HERE, "results", "pruning_heuristics") else \
-        os.path.join(C.HERE, "results", "pruning_heuristics", "fmnist")
     needs = sorted({q for m in methods for q in selectors.get(m).needs})
     n = ds.y_train.size
     rows = []
@@ -254,6 +264,8 @@ def main(argv=None) -> int:
                    help="fmnist config: fractions kept (default 0.1 0.2 0.4)")
     p.add_argument("--epochs", type=int, default=None, help="fmnist config: training epochs of every subset")
     p.add_argument("--surrogate-epochs", type=int, default=None, help="fmnist config: surrogate epochs")
+    p.add_argument("--combine", nargs="+", default=None, metavar="DIR",
+                   help="fmnist config: no training; merge the rows.csv of these output folders into --out")
     args = p.parse_args(argv)
     if args.config == "fmnist":
         return run_fmnist(args)
