@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from jaxsubset import grads
+from jaxsubset.grads import outputs
 from jaxsubset.models.pure import PureModel
 
 Quantity = Callable[..., np.ndarray]
@@ -43,6 +44,10 @@ QUANTITIES: dict[str, Quantity] = {
     "grads": lambda m, x, y, *, batch_size=1024: _last_layer(m, x, y, batch_size),
     "grads_projected": lambda m, x, y, *, batch_size=1024: grads.per_sample_grads(
         m.apply_fn, m.params, x, y, project_dim=512, batch_size=min(batch_size, 256)),
+    # softmax (n, C) for the uncertainty selectors; penultimate embeddings (n, d) for Moderate / D2
+    "probs": lambda m, x, y, *, batch_size=1024: outputs.probabilities(m.apply_fn, m.params, x, batch_size=batch_size),
+    "embedding": lambda m, x, y, *, batch_size=1024: outputs.embeddings(m.apply_with_embedding, m.params, x,
+                                                                        batch_size=batch_size),
     # learned data values (holds out 10 % of the rows as validation; see selectors.learned)
     "learned_value": lambda m, x, y, *, batch_size=1024: _learned_value(m, x, y, batch_size),
 }

@@ -1,6 +1,10 @@
 """Selectors: pure functions ``(arrays, budget, ...) -> Subset``, and the method registry."""
 
 from jaxsubset.selectors.basic import random, top_k
+from jaxsubset.selectors.ccs import ccs
+from jaxsubset.selectors.d2 import d2
+from jaxsubset.selectors.moderate import moderate
+from jaxsubset.selectors.uncertainty import uncertainty
 from jaxsubset.selectors.coverage import herding, herding_last_layer, kcenter_greedy, kcenter_last_layer
 from jaxsubset.selectors.craig import craig, craig_last_layer
 from jaxsubset.selectors.facility import facility_location
@@ -62,8 +66,21 @@ register("craig_stochastic", craig, needs=("grads",), description="CRAIG with st
 register("gradmatch_grads", gradmatch, needs=("grads",), description="GRAD-MATCH on the 'grads' features")
 register("learned", learned, needs=("learned_value",),
          description="learned values through a differentiable facility-location LP layer (Das et al. 2021)")
+# uncertainty (DeepCore) from one surrogate's softmax; coverage-aware selection (CCS, Moderate, D2)
+for _kind in ("least_confidence", "entropy", "margin"):
+    register(f"uncertainty_{_kind}", uncertainty, needs=("probs",), kind=_kind,
+             description=f"most uncertain by {_kind.replace('_', ' ')} of a surrogate's softmax (DeepCore)")
+register("ccs", ccs, needs=("aum",), hard="low",
+         description="CCS on AUM: drop the hardest beta, stratified sampling, sparsest strata first (Zheng 2023)")
+register("ccs_el2n", ccs, needs=("el2n",), hard="high", description="CCS on the EL2N score")
+register("ccs_forgetting", ccs, needs=("forgetting",), hard="high", description="CCS on forgetting counts")
+register("moderate", moderate, needs=("embedding",),
+         description="Moderate coreset: embedding distance to the class centre closest to the median (Xia 2023)")
+register("d2", d2, needs=("embedding", "forgetting"), k=5, beta=None,
+         description="D2 pruning: forgetting scores passed over a kNN graph of embeddings (Maharana 2024)")
+register("d2_el2n", d2, needs=("embedding", "el2n"), k=5, beta=None, description="D2 pruning on the EL2N score")
 
-__all__ = ["geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
+__all__ = ["uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

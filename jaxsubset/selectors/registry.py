@@ -55,6 +55,8 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
+# Training-dynamics quantities: recorded during the surrogate's training, not computed from a final model.
+DYNAMICS = frozenset({"forgetting", "aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var"})
 
 
 def register(name: str, fn: Callable[..., Subset], *, needs: tuple[str, ...] = (), description: str = "",
@@ -97,8 +99,10 @@ def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | 
     quantities = dict(quantities or {})
     missing = [q for q in method.needs if q not in quantities]
     if missing:
-        raise ValueError(f"Method {name!r} needs quantities {missing}; compute them with "
-                         "jaxsubset.scoring.compute(...) first.")
+        dyn = [q for q in missing if q in DYNAMICS]
+        how = ("record them while training the surrogate: train.fit(..., record_dynamics=True) and pass its "
+               "quantities" if dyn else "compute them with jaxsubset.scoring.compute(...) first")
+        raise ValueError(f"Method {name!r} needs quantities {missing}; {how}.")
     options = None
     if method.validation:
         want = ("val_logits", "val_h", "val_labels")
