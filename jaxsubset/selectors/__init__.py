@@ -57,6 +57,16 @@ register("gradmatch_grads", gradmatch, needs=("grads",), description="GRAD-MATCH
 register("learned", learned, needs=("learned_value",),
          description="learned values through a differentiable facility-location LP layer (Das et al. 2021)")
 
+
+def _knn_shapley_top(values, budget: int):
+    from jaxsubset.valuation.knn_shapley import knn_shapley_top   # lazy: valuation imports selectors._checks
+
+    return knn_shapley_top(values, budget)
+
+
+register("knn_shapley", _knn_shapley_top, needs=("knn_shapley",),
+         description="highest KNN-Shapley values on surrogate embeddings (Jia et al. 2019)")
+
 __all__ = ["geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
