@@ -106,6 +106,10 @@ def section(name: str, results_dir: str) -> str:
         lines.append(f"![{os.path.basename(png)}]({rel})")
     if COMMENTARY.get(name):
         lines += ["", COMMENTARY[name]]
+    extra = os.path.join(results_dir, "diagnosis.md")      # e.g. mislabel: why learned selection failed, measured
+    if os.path.isfile(extra):
+        with open(extra) as f:
+            lines += ["", f.read().rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
