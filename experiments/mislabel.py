@@ -11,7 +11,9 @@ same number of training epochs:
   validation split (lowest = most suspicious);
 - learned values: `fit_selection_model` from the surrogate, one short alternating pass (selection
   network trained through the layer on mini-batches while the model takes small steps), read out
-  for every point (lowest = most suspicious).
+  for every point (lowest = most suspicious). `learned` rewards the sign of the first-order
+  validation-loss change (budget 0.7); `learned_first_order` (accuracy part only) rewards the
+  first-order change itself, with the layer's budget at the kept fraction.
 
 Reported: (b) the area under the ROC curve of each ranking for the flipped labels and the seconds
 each method took (surrogate + its own quantities); (a) test accuracy after training a fresh model on
@@ -37,10 +39,10 @@ from jaxsubset.selectors.learned import fit_selection_model  # noqa: E402
 from jaxsubset.valuation import knn_shapley_quantity  # noqa: E402
 
 DETECTORS = {"loss": "loss", "el2n": "el2n", "grand": "grad_norm"}     # higher = more suspicious
-SUBSETS = ("random", "loss_easy", "knn_shapley", "learned")             # trained on, at `fraction`
+SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order")   # trained on, at `fraction`
 CONFIGS = {
     # name: (data set, model, validation rows, surrogate epochs, training epochs, learned settings)
-    "fmnist": ("fashion_mnist", "mlp", 2000, 2, 8,
+    "fmnist": ("fashion_mnist", "mlp", 2000, 2, 6,
                dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction=0.7, epsilon=1.0)),
     "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction=0.7, epsilon=1.0)),
 }
@@ -131,18 +133,40 @@ def main(argv=None) -> int:
                 rows_b.append(dict(base, ranking=rname, auc=auroc(susp, flipped), seconds=s,
                                    time_ratio=s / (t_sur + secs["loss"])))
             if noise not in args.train_noise:
+                print(f"noise {noise} seed {seed}: " + ", ".join(f"{r['ranking']} {r['auc']:.4f}" for r in rows_b
+                                                                if r["noise"] == noise and r["seed"] == seed), flush=True)
+                _write(args, dname, val_idx.size, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b)
                 continue
+            t0 = time.perf_counter()
+            fo = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
+                                     validation=val, progress=progress,
+                                     **dict(learned_kw, target="first_order", budget_fraction=args.fraction))
+            s = t_sur + time.perf_counter() - t0
+            rows_b.append(dict(base, ranking="learned_first_order", auc=auroc(-fo.values, flipped), seconds=s,
+                               time_ratio=s / (t_sur + secs["loss"])))
             quantities = {"loss": values["loss"], "knn_shapley": knn, "learned_value": fitted.values}
             budget = budget_from_fraction(args.fraction, n)
             for method in SUBSETS:
-                sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes)
+                if method == "learned_first_order":
+                    sub = selectors.select("learned", ds.y_train, budget, {"learned_value": fo.values}, seed=seed,
+                                           num_classes=ds.num_classes)
+                else:
+                    sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed,
+                                           num_classes=ds.num_classes)
                 res = train.fit(model, ds, sub, epochs=epochs, seed=seed, progress=progress, eval_every=epochs,
                                 **train_kw)
                 rows_a.append(dict(base, method=method, fraction=args.fraction, num_examples=len(sub),
                                    test_accuracy=res.history["test_accuracy"][-1],
                                    flipped_kept=float(is_flipped[sub.indices].mean())))
             print(f"noise {noise} seed {seed}: " + ", ".join(f"{r['ranking']} {r['auc']:.4f} ({r['seconds']:.1f} s)"
-                                                            for r in rows_b[-len(values):]), flush=True)
+                                                            for r in rows_b if r["noise"] == noise
+                                                            and r["seed"] == seed), flush=True)
+            _write(args, dname, val_idx.size, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b)
+    return 0
+
+
+def _write(args, dname, n_val, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b) -> None:
+    """Write the outputs of the cells finished so far (rows, summary, table, plots)."""
     sb = report.summarize(rows_b, ["dataset", "noise", "ranking"], ["auc", "seconds", "time_ratio"])
     sa = report.summarize(rows_a, ["dataset", "noise", "method", "fraction"], ["test_accuracy", "flipped_kept"])
     sd = (report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="random")
@@ -151,15 +175,14 @@ def main(argv=None) -> int:
     summary = [dict(x, part="b") for x in sb] + [dict(x, part="a") for x in sa] + [dict(x, part="d") for x in sd]
     rows = [dict(r, part="b") for r in rows_b] + [dict(r, part="a") for r in rows_a]
     config = dict(vars(args), surrogate_epochs=sur_epochs, epochs=epochs, learned=learned_kw, train=train_kw,
-                  validation=f"{val_idx.size} clean training rows (stratified), held out before flipping",
+                  validation=f"{n_val} clean training rows (stratified), held out before flipping",
                   pool=int(n))
     C.write_outputs(args.out, "mislabel", rows, summary, render(summary), config)
-    for noise in args.noise:
+    for noise in sorted({s["noise"] for s in sb}):
         rk = [s for s in sb if s["noise"] == noise]
         report.bar_plot(os.path.join(args.out, f"auroc_noise{int(round(noise * 100))}.png"), [s["ranking"] for s in rk],
                         [s["auc_mean"] for s in rk], [s["auc_std"] for s in rk], ylabel="ROC AUC (flipped)",
                         title=f"{dname}: {noise:.0%} flipped, {args.seeds} seeds")
-    return 0
 
 
 if __name__ == "__main__":

@@ -271,6 +271,9 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     if int(epochs) < 1 or int(batch_size) < 2 or int(val_batch_size) < 1 or int(readout_rounds) < 1:
         raise ValueError("epochs, val_batch_size and readout_rounds must be >= 1 and batch_size >= 2; got "
                          f"{epochs}, {val_batch_size}, {readout_rounds}, {batch_size}.")
+    if int(batch_size) >= 2 and max(1, int(round(frac * min(int(batch_size), n)))) >= min(int(batch_size), n):
+        raise ValueError(f"budget_fraction={budget_fraction} selects all {min(int(batch_size), n)} points of a "
+                         "mini-batch; use a smaller fraction (the layer then has nothing to choose).")
     tr_idx, val_idx = _split(n, validation_fraction, validation, seed)
     if validation is not None:
         xv, yv = _as_inputs(validation[0], validation[1], "validation set")
