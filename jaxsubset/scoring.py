@@ -28,6 +28,12 @@ def _learned_value(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
     return learned_value_quantity(m, x, y, batch_size=batch_size)
 
 
+def _knn_shapley(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
+    from jaxsubset.valuation.knn_shapley import knn_shapley_quantity
+
+    return knn_shapley_quantity(m, x, y, batch_size=batch_size)
+
+
 def _last_layer(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
     if m.apply_with_embedding is None:
         raise ValueError("The 'grads' quantity needs a model with a linear head (apply_with_embedding).")
@@ -50,6 +56,8 @@ QUANTITIES: dict[str, Quantity] = {
                                                                         batch_size=batch_size),
     # learned data values (holds out 10 % of the rows as validation; see selectors.learned)
     "learned_value": lambda m, x, y, *, batch_size=1024: _learned_value(m, x, y, batch_size),
+    # KNN-Shapley (Jia et al. 2019) on penultimate embeddings, 2 000 training rows as test points
+    "knn_shapley": lambda m, x, y, *, batch_size=1024: _knn_shapley(m, x, y, batch_size),
 }
 # Quantities computed together: asking for any member computes the group once.
 GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {

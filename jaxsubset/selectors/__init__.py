@@ -80,6 +80,16 @@ register("d2", d2, needs=("embedding", "forgetting"), k=5, beta=None,
          description="D2 pruning: forgetting scores passed over a kNN graph of embeddings (Maharana 2024)")
 register("d2_el2n", d2, needs=("embedding", "el2n"), k=5, beta=None, description="D2 pruning on the EL2N score")
 
+
+def _knn_shapley_top(values, budget: int):
+    from jaxsubset.valuation.knn_shapley import knn_shapley_top   # lazy: valuation imports selectors._checks
+
+    return knn_shapley_top(values, budget)
+
+
+register("knn_shapley", _knn_shapley_top, needs=("knn_shapley",),
+         description="highest KNN-Shapley values on surrogate embeddings (Jia et al. 2019)")
+
 __all__ = ["uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",

@@ -11,9 +11,14 @@ whose solution ``y (B,)`` (``Σ y = k``) is the soft selection. Online alternati
 - **φ step** (through the convex layer): minimize the first-order change of the validation
   loss after one inner SGD step of ``θ`` on the selected, ``y``-weighted points,
   ``L_val(θ - η Σ_j y_j ∇ℓ_j / k) - L_val(θ) ≈ -(η/k) Σ_j y_j ⟨∇L_val, ∇ℓ_j⟩``; the
-  alignments ``⟨∇L_val, ∇ℓ_j⟩`` of all ``B`` points come from one Jacobian-vector product,
-  and ``η`` drops out under Adam. Points whose gradients oppose the validation gradient
-  (e.g. mislabelled ones) get higher costs, hence lower values.
+  alignments ``a_j = ⟨∇L_val, ∇ℓ_j⟩`` of all ``B`` points come from one Jacobian-vector product,
+  and ``η`` drops out under Adam. With ``target="sign"`` (default) each point's reward is
+  ``sign(a_j)`` — whether a step on it lowers or raises the validation loss — instead of
+  ``a_j`` itself (``target="first_order"``): the raw alignment scales with the gradient norm,
+  so it rewards hard clean points most, values easy clean points near 0 and ranks them next
+  to mislabelled ones (measured in experiments/RESULTS.md, "Learned selection: diagnosis").
+  Points whose gradients oppose the validation gradient (e.g. mislabelled ones) get higher
+  costs, hence lower values.
 - **θ step**: Adam on the ``y``-weighted training loss ``Σ y_j ℓ_j / Σ y_j``, with a small
   learning rate by default (see :func:`fit_selection_model`), after optional plain warm-up epochs.
 
@@ -36,13 +41,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxsubset.convex_layer import fl_relaxation
+from jaxsubset.convex_layer import _fl_layer, fl_relaxation
 from jaxsubset.grads.scores import cross_entropy
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors._checks import as_features, as_scores
 from jaxsubset.subset import Subset, check_budget
 
 READOUTS = ("cost", "selection")
+TARGETS = ("sign", "first_order")
 
 
 class SelectionModel(nnx.Module):
@@ -146,8 +152,11 @@ def _split(n: int, validation_fraction: float | None, validation: Any, seed: int
     if validation is not None:
         return np.arange(n), np.zeros(0, np.int64)
     if validation_fraction is None:
-        raise ValueError("The learned selector needs a validation split: pass validation_fraction in (0, 1) "
-                         "to hold out part of the training set, or validation=(x_val, y_val).")
+        raise ValueError("The learned selector needs a clean validation split: pass validation=(x_val, y_val), "
+                         "labelled examples you trust (e.g. rows held out before any label noise, split with "
+                         "jaxsubset.data.holdout); or, only if the training labels themselves are clean, "
+                         "validation_fraction in (0, 1) to hold out part of the training rows. A split carved "
+                         "from noisy labels reverses the ranking of mislabelled points.")
     f = _check_fraction(validation_fraction, "validation_fraction")
     n_val = int(round(f * n))
     if n_val < 1 or n - n_val < 2:
@@ -168,13 +177,14 @@ def _as_inputs(x: Any, y: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int32)
 
 
-def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_fraction: float = 0.5,
-                        epochs: int = 5, seed: int = 0, validation_fraction: float | None = 0.1,
+def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_fraction: float = 0.7,
+                        epochs: int = 5, seed: int = 0, validation_fraction: float | None = None,
                         validation: tuple[Any, Any] | None = None, batch_size: int = 64,
-                        val_batch_size: int = 256, epsilon: float = 0.1, iterations: int = 30,
+                        val_batch_size: int = 256, epsilon: float = 1.0, iterations: int = 30,
                         lr: float = 1e-5, selector_lr: float = 3e-3, hidden: Sequence[int] = (32,),
                         warmup_epochs: int = 0, warmup_lr: float = 1e-3,
-                        embedding_features: bool = False,
+                        embedding_features: bool = False, target: str = "sign",
+                        steps_per_epoch: int | None = None, budget_spread: float = 0.0,
                         readout: str = "cost", readout_rounds: int = 4, progress: bool = False) -> LearnedSelection:
     """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
 
@@ -185,18 +195,27 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       y: int labels ``(n,)`` in ``[0, num_classes)``.
       num_classes: ``C``.
       budget_fraction: fraction of every mini-batch the layer selects, ``k = round(fraction·B)``, in (0, 1).
+        (It sets what the layer chooses between; the values rank every point, so it is not the
+        fraction finally kept.) The layer passes gradient to the costs mainly near its selection
+        boundary, so the values separate best around that quantile: with label noise, set it near
+        ``1 -`` the expected noise rate (default 0.7; 0.5 ranks mislabelled points worse, see
+        experiments/RESULTS.md).
       epochs: passes over the training rows.
       seed: seed of the split, the batch order and ``h_φ``'s initialization.
       validation_fraction: fraction of the training rows held out as the validation split
-        (``None`` requires ``validation``). The split is *trusted*: with noisy training labels
+        (default ``None``: pass ``validation``). The split is *trusted*: with noisy training labels
         it is noisy too, and the validation gradient of a fitted model is then dominated by
         mislabelled validation points, which aligns it with mislabelled training points.
         For mislabel detection pass a clean ``validation`` set instead (the usual protocol of
         validation-based data valuation).
-      validation: a separate (clean) validation set ``(x_val, y_val)``; then every row trains.
+      validation: a separate (clean) validation set ``(x_val, y_val)``; then every row trains. It must
+        hold every class that occurs in ``y``.
       batch_size: ``B`` of the training mini-batches (and the convex layer).
       val_batch_size: validation rows drawn per step.
-      epsilon, iterations: smoothing and Newton iterations of the layer.
+      epsilon, iterations: smoothing (in units of the mean embedding distance) and Newton iterations of
+        the layer. A soft layer (default 1.0) keeps ``y`` away from 0 / 1 so every point of the
+        mini-batch passes gradient to its cost; at 0.1 the ``y`` of most points saturate once the
+        costs grow and learning stalls away from the boundary.
       lr, selector_lr: Adam learning rates of ``θ`` and ``φ`` during the alternation. ``θ`` moves
         slowly by default: once ``θ`` fits the (clean) selection and grows confident, the
         first-order validation cross-entropy rewards gradients that lower confidence, which
@@ -208,6 +227,13 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       embedding_features: also feed the raw embedding to ``h_φ`` (it always enters through the
         layer's distances). Off by default: the embedding drifts while ``θ`` trains, and a
         selection network that keys on raw embedding coordinates goes stale.
+      target: ``"sign"`` (reward ``sign(a_j)``) or ``"first_order"`` (reward ``a_j``); see the module docstring.
+      steps_per_epoch: alternating mini-batches per epoch (random ones; default all ``n // B``). The
+        selection network is shared by all points, so a few hundred mini-batches train it; fewer
+        steps keep the cost near that of training the surrogate.
+      budget_spread: each step's layer budget is drawn uniformly from ``B·[f - s, f + s]`` (``f`` =
+        ``budget_fraction``, clipped to ``[1, B - 1]``), so that the selection boundary, where the
+        layer passes gradient to the costs, visits every quantile of the ranking; 0 keeps ``k`` fixed.
       readout: ``"cost"`` or ``"selection"`` (see the module docstring).
       readout_rounds: random partitions averaged by ``readout="selection"``.
 
@@ -225,7 +251,17 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     n = y.size
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}); found [{int(y.min())}, {int(y.max())}].")
-    frac = _check_fraction(budget_fraction, "budget_fraction")
+    bf = float(budget_fraction) if isinstance(budget_fraction, (int, float, np.integer, np.floating)) else np.nan
+    if not (np.isfinite(bf) and 0.0 < bf < 1.0):
+        raise ValueError(f"budget_fraction must be in (0, 1), the fraction of each mini-batch the convex layer "
+                         f"keeps (e.g. 0.5); got {budget_fraction!r}.")
+    frac = bf
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target {target!r}; choose one of {list(TARGETS)}.")
+    if not (np.isfinite(budget_spread) and 0.0 <= float(budget_spread) < 1.0):
+        raise ValueError(f"budget_spread must be in [0, 1), got {budget_spread}.")
+    if steps_per_epoch is not None and int(steps_per_epoch) < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1 (or None for all mini-batches), got {steps_per_epoch}.")
     if readout not in READOUTS:
         raise ValueError(f"Unknown readout {readout!r}; choose one of {list(READOUTS)}.")
     if not (np.isfinite(lr) and lr >= 0 and np.isfinite(selector_lr) and selector_lr > 0 and warmup_lr > 0):
@@ -235,6 +271,9 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     if int(epochs) < 1 or int(batch_size) < 2 or int(val_batch_size) < 1 or int(readout_rounds) < 1:
         raise ValueError("epochs, val_batch_size and readout_rounds must be >= 1 and batch_size >= 2; got "
                          f"{epochs}, {val_batch_size}, {readout_rounds}, {batch_size}.")
+    if int(batch_size) >= 2 and max(1, int(round(frac * min(int(batch_size), n)))) >= min(int(batch_size), n):
+        raise ValueError(f"budget_fraction={budget_fraction} selects all {min(int(batch_size), n)} points of a "
+                         "mini-batch; use a smaller fraction (the layer then has nothing to choose).")
     tr_idx, val_idx = _split(n, validation_fraction, validation, seed)
     if validation is not None:
         xv, yv = _as_inputs(validation[0], validation[1], "validation set")
@@ -244,6 +283,12 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
             raise ValueError("The validation set is empty; pass at least one validation example.")
     else:
         xv, yv = x[val_idx], y[val_idx]
+    missing = np.setdiff1d(np.unique(y[tr_idx]), np.unique(yv))
+    if missing.size:
+        raise ValueError(f"The validation set has no examples of classes {missing.tolist()}, which occur in the "
+                         "training set: the learned values of those classes would rest on other classes' "
+                         "gradients. Add validation examples of every class (a stratified split, e.g. "
+                         "jaxsubset.data.holdout, keeps all of them).")
     xt, yt = x[tr_idx], y[tr_idx]
     b = min(int(batch_size), yt.size)
     k = max(1, int(round(frac * b)))
@@ -252,6 +297,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
                          "smaller fraction (the layer then has nothing to choose).")
     vb = min(int(val_batch_size), yv.size)
     steps = yt.size // b
+    if steps_per_epoch is not None:
+        steps = min(steps, int(steps_per_epoch))
 
     embed = _embed_fn(model)
     apply_fn = model.apply_fn
@@ -266,7 +313,7 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
 
     epoch = _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b, k, vb, steps, float(epsilon),
-                        int(iterations), bool(embedding_features))
+                        int(iterations), bool(embedding_features), target, float(budget_spread))
 
     def costs_fn(p, f):
         return nnx.merge(sgraph, p)(f)
@@ -324,7 +371,7 @@ def _adam(lr: float) -> optax.GradientTransformation:
 
 @functools.lru_cache(maxsize=8)
 def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: int, steps: int, epsilon: float,
-                iterations: int, embedding_features: bool):
+                iterations: int, embedding_features: bool, target: str = "sign", budget_spread: float = 0.0):
     """The jitted epoch ``(state, key, x, y, x_val, y_val) -> (state, hyper_loss, train_loss)``.
 
     Cached on the model functions and settings, so repeated calls (seeds, data sets of equal
@@ -336,7 +383,7 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
 
     def step(carry, inputs):
         theta, s_theta, phi, s_phi, xs, ys, xvs, yvs = carry
-        rows, vrows = inputs
+        rows, vrows, kt = inputs
         xb, yb = xs[rows], ys[rows]
         logits, h = embed(theta, xb)
         logits, h = jax.lax.stop_gradient(logits), jax.lax.stop_gradient(h)
@@ -345,10 +392,13 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
         g_val = jax.grad(lambda p: jnp.mean(cross_entropy(apply_fn(p, xvs[vrows]), yvs[vrows])))(theta)
         _, align = jax.jvp(lambda p: cross_entropy(apply_fn(p, xb), yb), (theta,), (g_val,))
         align = jax.lax.stop_gradient(align)          # ⟨∇ℓ_j, ∇L_val⟩ for the B points
+        if target == "sign":
+            align = jnp.sign(align)                   # does a step on j lower (+1) or raise (-1) L_val
 
         def hyper(p):
-            sol = fl_relaxation(dist, costs_fn(p, feats), k, epsilon=epsilon, iterations=iterations)
-            return -jnp.dot(sol.open, align) / k, sol.open
+            sol = _fl_layer(dist, costs_fn(p, feats), kt, jnp.asarray(epsilon, dist.dtype), iterations=iterations,
+                            budget_steps=3)
+            return -jnp.dot(sol.open, align) / kt, sol.open
 
         (hl, w), g_phi = jax.value_and_grad(hyper, has_aux=True)(phi)
         upd, s_phi = tx_phi.update(g_phi, s_phi, phi)
@@ -362,11 +412,15 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
 
     @jax.jit
     def epoch(state, key, xs, ys, xvs, yvs):
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3 = jax.random.split(key, 3)
         rows = jax.random.permutation(k1, ys.shape[0])[: steps * b].reshape(steps, b)
+        # the budget of each step: k, or with a spread s uniform in b·[k/b - s, k/b + s] (clipped to [1, b-1]),
+        # so that the layer's decision boundary sweeps the ranking instead of sitting at one quantile
+        ks = jnp.clip(k + b * budget_spread * jax.random.uniform(k3, (steps,), minval=-1.0, maxval=1.0),
+                      1.0, b - 1.0)
         vkeys = jax.random.split(k2, steps)
         vrows = jax.vmap(lambda kk: jax.random.choice(kk, yvs.shape[0], (vb,), replace=False))(vkeys)
-        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, xvs, yvs), (rows, vrows))
+        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, xvs, yvs), (rows, vrows, ks))
         return carry[:4], jnp.mean(hl), jnp.mean(loss)
 
     return epoch
@@ -417,8 +471,8 @@ def _readout(embed, costs_fn, sgraph, theta, phi, x, y, *, embedding_features: b
     return as_scores(values, name="learned values").astype(np.float32)
 
 
-def learned_values(model: Any, dataset: Any, *, budget_fraction: float = 0.5, epochs: int = 5, seed: int = 0,
-                   validation_fraction: float | None = 0.1, validation: tuple[Any, Any] | None = None,
+def learned_values(model: Any, dataset: Any, *, budget_fraction: float = 0.7, epochs: int = 5, seed: int = 0,
+                   validation_fraction: float | None = None, validation: tuple[Any, Any] | None = None,
                    warmup_epochs: int | None = None, **kwargs: Any) -> np.ndarray:
     """Learned value ``(n,)`` of every training point of ``dataset`` (higher = more valuable).
 
@@ -445,10 +499,14 @@ def learned_value_quantity(model: PureModel, x: Any, y: Any, *, batch_size: int 
 
     ``fn(model, x, y, *, batch_size)`` as :func:`jaxsubset.scoring.register_quantity` expects;
     ``batch_size`` is the registry's evaluation chunk and is not the training mini-batch
-    (pass ``fit_batch_size``). By default 10 % of the rows are held out for validation; other
-    keyword arguments go to :func:`fit_selection_model`.
+    (pass ``fit_batch_size``). The registry passes no validation set, so by default 10 % of the
+    rows are held out for validation, which trusts the training labels (with label noise call
+    :func:`fit_selection_model` with a clean ``validation`` instead); other keyword arguments go
+    to :func:`fit_selection_model`.
     """
     del batch_size
+    if kwargs.get("validation") is None:
+        kwargs.setdefault("validation_fraction", 0.1)
     if "fit_batch_size" in kwargs:
         kwargs["batch_size"] = kwargs.pop("fit_batch_size")
     logits = jax.eval_shape(model.apply_fn, model.params, jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.float32))
@@ -470,4 +528,4 @@ def learned(values: Any, budget: int) -> Subset:
 
 
 __all__ = ["SelectionModel", "LearnedSelection", "fit_selection_model", "learned_values", "learned",
-           "learned_value_quantity", "sample_features", "standardize", "embedding_distances", "READOUTS"]
+           "learned_value_quantity", "sample_features", "standardize", "embedding_distances", "READOUTS", "TARGETS"]

@@ -1,0 +1,140 @@
+"""Diagnosis of learned selection (issue 18): one measurement per hypothesis on a 10 000-image
+slice of Fashion-MNIST with 20 % of the labels flipped (MLP).  Prints JSON lines.
+
+Usage: python experiments/diagnose_learned.py base repro signal layer ceiling knobs
+(the numbers in experiments/results/mislabel/diagnosis.md came from these modes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsubset import data, grads
+from jaxsubset.convex_layer import fl_relaxation
+from jaxsubset.grads.scores import cross_entropy
+import importlib
+L = importlib.import_module("jaxsubset.selectors.learned")
+from jaxsubset.train.loop import as_pure
+
+DATA = "/usr/share/datasets/fashion-mnist"
+
+
+def auc(susp, flipped):
+    pos = np.zeros(susp.size, bool)
+    pos[flipped] = True
+    r = np.empty(susp.size)
+    r[np.argsort(susp, kind="stable")] = np.arange(1, susp.size + 1)
+    p = pos.sum()
+    return float((r[pos].sum() - p * (p + 1) / 2) / (p * (susp.size - p)))
+
+
+def out(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def main(which):
+    full = data.load("fashion_mnist", data_dir=DATA)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(full.y_train.size)
+    tr, va = perm[:10_000], perm[10_000:11_000]
+    clean = full.replace(x_train=full.x_train[tr], y_train=full.y_train[tr])
+    val = (full.x_train[va], full.y_train[va])
+    noisy, flipped = data.flip_labels(clean, 0.2, seed=0)
+    x, y = noisy.x_train, noisy.y_train
+    pure = as_pure("mlp", noisy, 0)
+    xs, ys = jnp.asarray(x), jnp.asarray(y)
+    key = jax.random.PRNGKey(0)
+
+    if "base" in which:   # loss ranking after 1..3 plain epochs (same warm-up as learned_values)
+        th = pure.params
+        for e in range(1, 4):
+            th = L._warmup(pure.apply_fn, th, xs, ys, 1, 1e-3, 64, jax.random.fold_in(key, e))
+            loss = np.asarray(grads.losses(pure.apply_fn, th, x, y))
+            out(h="loss_ranking", epochs=e, auc=auc(loss, flipped))
+    if "repro" in which:  # the issue's call: default (noisy) validation split
+        t0 = time.perf_counter()
+        old = dict(target="first_order", epsilon=0.1)      # the settings before issue 18
+        v = L.learned_values("mlp", noisy, budget_fraction=0.5, epochs=3, seed=0, validation_fraction=0.1, **old)
+        out(h="learned_default_noisy_val", auc=auc(-v, flipped), s=time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        v = L.learned_values("mlp", noisy, budget_fraction=0.5, epochs=3, seed=0, validation=val, **old)
+        out(h="learned_clean_val", auc=auc(-v, flipped), s=time.perf_counter() - t0)
+    # theta after the 3 warm-up epochs learned_values uses (epoch keys as in _warmup with 3 epochs)
+    th = L._warmup(pure.apply_fn, pure.params, xs, ys, 3, 1e-3, 64, jax.random.PRNGKey(0))
+    if "signal" in which:  # is the first-order value estimate itself a good detector?
+        loss = np.asarray(grads.losses(pure.apply_fn, th, x, y))
+        out(h="loss_at_theta_warm", auc=auc(loss, flipped))
+        for name, (xv, yv) in {"clean_val": val,
+                               "noisy_val": (x[9000:], y[9000:])}.items():
+            g = jax.grad(lambda p: jnp.mean(cross_entropy(pure.apply_fn(p, jnp.asarray(xv)), jnp.asarray(yv))))(th)
+            al = np.concatenate([np.asarray(jax.jvp(lambda p: cross_entropy(pure.apply_fn(p, xs[s:s + 1000]), ys[s:s + 1000]),
+                                                    (th,), (g,))[1]) for s in range(0, 10_000, 1000)])
+            out(h="alignment_full_val", val=name, auc=auc(-al, flipped))
+            # what the method sees: alignment with a 256-row validation mini-batch
+            aucs = []
+            for r in range(5):
+                rows = np.random.default_rng(r).choice(len(yv), 256, replace=False)
+                gb = jax.grad(lambda p: jnp.mean(cross_entropy(pure.apply_fn(p, jnp.asarray(xv[rows])), jnp.asarray(yv[rows]))))(th)
+                alb = np.concatenate([np.asarray(jax.jvp(lambda p: cross_entropy(pure.apply_fn(p, xs[s:s + 1000]), ys[s:s + 1000]),
+                                                         (th,), (gb,))[1]) for s in range(0, 10_000, 1000)])
+                aucs.append(auc(-alb, flipped))
+            out(h="alignment_val_batch256", val=name, auc_mean=float(np.mean(aucs)), auc_min=float(np.min(aucs)))
+            # sign vs magnitude: fraction of flipped with negative alignment, and of clean
+            pos = np.zeros(10_000, bool); pos[flipped] = True
+            out(h="alignment_sign", val=name, flipped_negative=float((al[pos] < 0).mean()),
+                clean_negative=float((al[~pos] < 0).mean()),
+                corr_abs_align_loss=float(np.corrcoef(np.abs(al), loss)[0, 1]))
+        # features h_phi sees
+        logits, h = pure.apply_with_embedding(th, xs)
+        f = np.asarray(L.sample_features(logits, h, ys))
+        for i, nm in enumerate(["loss", "p_y", "margin", "log_gnorm"]):
+            sgn = -1 if nm in ("p_y", "margin") else 1
+            out(h="feature_auc", feature=nm, auc=auc(sgn * f[:, i], flipped))
+    if "layer" in which:  # how much the layer lets costs through: saturation, gradient vs alignment
+        logits, h = pure.apply_with_embedding(th, xs[:64])
+        dist = L.embedding_distances(h)
+        g = jax.grad(lambda p: jnp.mean(cross_entropy(pure.apply_fn(p, jnp.asarray(val[0][:256])), jnp.asarray(val[1][:256]))))(th)
+        _, al = jax.jvp(lambda p: cross_entropy(pure.apply_fn(p, xs[:64]), ys[:64]), (th,), (g,))
+        for eps in (0.01, 0.1, 1.0):
+            c0 = jnp.zeros(64)
+            sol = fl_relaxation(dist, c0, 32, epsilon=eps, iterations=30)
+            yv = np.asarray(sol.open)
+            gc = np.asarray(jax.grad(lambda c: -jnp.dot(fl_relaxation(dist, c, 32, epsilon=eps, iterations=30).open, al))(c0))
+            # ideal gradient direction on the costs: +align (raise cost where alignment is negative)
+            out(h="layer", eps=eps, frac_unsaturated=float(np.mean((yv > 0.05) & (yv < 0.95))),
+                y_std=float(yv.std()), grad_cost_norm=float(np.linalg.norm(gc)),
+                corr_grad_cost_align=float(np.corrcoef(gc, np.asarray(al))[0, 1]),
+                corr_y_align=float(np.corrcoef(yv, np.asarray(al))[0, 1]))
+    if "ceiling" in which:  # the best any function of the loss can do for each reward (5 %-bins of the loss)
+        e, hh = grads.last_layer_factors(pure.apply_with_embedding, th, x, y)
+        loss = np.asarray(grads.losses(pure.apply_fn, th, x, y))
+        g = jax.grad(lambda p: jnp.mean(cross_entropy(pure.apply_fn(p, jnp.asarray(val[0])), jnp.asarray(val[1]))))(th)
+        a = np.concatenate([np.asarray(jax.jvp(lambda p: cross_entropy(pure.apply_fn(p, xs[s:s + 1000]), ys[s:s + 1000]),
+                                               (th,), (g,))[1]) for s in range(0, 10_000, 1000)])
+        q = np.quantile(loss, np.linspace(0, 1, 21))
+        b = np.clip(np.searchsorted(q, loss) - 1, 0, 19)
+        for nm, r in (("first_order", a), ("sign", np.sign(a))):
+            m = np.array([r[b == i].mean() for i in range(20)])
+            out(h="ceiling E[reward | loss bin]", target=nm, auc=auc(-m[b], flipped),
+                bin_means=np.round(m / np.abs(m).max(), 3).tolist())
+    if "knobs" in which:  # the fixed method's knobs: 150 alternating steps after 3 warm-up epochs, clean validation
+        base = dict(target="sign", steps_per_epoch=150, epochs=1, epsilon=0.1, budget_fraction=0.5)
+        for kw in [dict(), dict(target="first_order"), dict(steps_per_epoch=450), dict(selector_lr=1e-2),
+                   dict(epsilon=1.0), dict(budget_fraction=0.8), dict(budget_spread=0.4),
+                   dict(budget_spread=0.4, epsilon=1.0), dict(budget_fraction=0.7, epsilon=1.0),
+                   dict(budget_fraction=0.8, epsilon=1.0, lr=1e-3), dict(budget_fraction=0.8, epsilon=1.0, hidden=(64, 64))]:
+            t0 = time.perf_counter()
+            res = L.fit_selection_model(as_pure("mlp", noisy, 0), x, y, num_classes=10, seed=0, validation=val,
+                                        warmup_epochs=3, **{**base, **kw})
+            loss = np.asarray(grads.losses(res.model.apply_fn, res.model.params, x, y))
+            out(h="knobs", kw=kw, auc=auc(-res.values, flipped), loss_auc_same_theta=auc(loss, flipped),
+                s=time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
