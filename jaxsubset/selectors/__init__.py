@@ -4,6 +4,7 @@ from jaxsubset.selectors.basic import random, top_k
 from jaxsubset.selectors.coverage import herding, herding_last_layer, kcenter_greedy, kcenter_last_layer
 from jaxsubset.selectors.craig import craig, craig_last_layer
 from jaxsubset.selectors.facility import facility_location
+from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda
 from jaxsubset.selectors.geda_smooth import geda_smoothed
@@ -57,7 +58,7 @@ register("gradmatch_grads", gradmatch, needs=("grads",), description="GRAD-MATCH
 register("learned", learned, needs=("learned_value",),
          description="learned values through a differentiable facility-location LP layer (Das et al. 2021)")
 
-__all__ = ["geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
+__all__ = ["partitioned_facility_location", "coverage_value", "geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]
