@@ -181,19 +181,20 @@ def score_pass(model: PureModel, source: Any, labels: Any, quantities: Sequence[
                 "chunk_rows": int(chunk_rows), "num_chunks": num, "process_count": count}
     os.makedirs(out_dir, exist_ok=True)
     mpath = os.path.join(out_dir, MANIFEST)
-    if os.path.exists(mpath):
-        old = _read_json(mpath, "score manifest")
-        if not resume:
-            raise FileExistsError(f"{out_dir!r} already holds scores ({MANIFEST}); pass resume=True (--resume) to "
-                                  "continue that pass, or choose another folder.")
-        diff = sorted(k for k in manifest if k != "library_version" and old.get(k) != manifest[k])
-        if diff:
-            raise ValueError(f"Cannot resume in {out_dir!r}: {diff} differ from the interrupted pass (e.g. "
-                             f"{diff[0]}: {old.get(diff[0])!r} there, {manifest[diff[0]]!r} now). Resume with the "
-                             "same data, labels, model parameters, quantities, chunk_rows and processes, or use "
-                             "another folder.")
-    elif p == 0:
-        _atomic_json(mpath, manifest)
+    if p == 0:  # process 0 owns the manifest: it refuses a used folder, or checks a resumed one
+        if os.path.exists(mpath):
+            if not resume:
+                raise FileExistsError(f"{out_dir!r} already holds scores ({MANIFEST}); pass resume=True (--resume) "
+                                      "to continue that pass, or choose another folder.")
+            _check_same(_read_json(mpath, "score manifest"), manifest, out_dir)
+        else:
+            _atomic_json(mpath, manifest)
+    if jax.process_count() > 1:  # the others look only once process 0 has decided
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxsubset.score_pass.manifest")
+    if p != 0 and os.path.exists(mpath):
+        _check_same(_read_json(mpath, "score manifest"), manifest, out_dir)
 
     shard = os.path.join(out_dir, shard_name(p, count))
     os.makedirs(shard, exist_ok=True)
@@ -239,6 +240,14 @@ def score_pass(model: PureModel, source: Any, labels: Any, quantities: Sequence[
     complete = all(c in done for c in mine)
     return {"shard": shard, "chunks_done": len([c for c in mine if c in done]), "chunks_total": len(mine),
             "complete": complete, "time_s": time.perf_counter() - t0}
+
+
+def _check_same(old: Mapping[str, Any], manifest: Mapping[str, Any], out_dir: str) -> None:
+    diff = sorted(k for k in manifest if k != "library_version" and old.get(k) != manifest[k])
+    if diff:
+        raise ValueError(f"Cannot resume in {out_dir!r}: {diff} differ from the pass there (e.g. {diff[0]}: "
+                         f"{old.get(diff[0])!r} there, {manifest[diff[0]]!r} now). Resume with the same data, "
+                         "labels, model parameters, quantities, chunk_rows and processes, or use another folder.")
 
 
 def _atomic_npy(path: str, a: np.ndarray) -> None:
