@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the experiment")
     sub.add_parser("methods", help="list the selection methods")
     sub.add_parser("datasets", help="list the data sets")
+    from jaxsubset.cli_scores import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -174,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "experiment":
         return _experiment(args.name, args.rest)
+    if args.command in ("score", "select"):
+        from jaxsubset.cli_scores import dispatch
+
+        return dispatch(args)
     if args.command == "datasets":
         print("\n".join(data.DATASETS))
         return 0
