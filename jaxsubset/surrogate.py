@@ -80,12 +80,14 @@ def score(needs: Sequence[str], model: Any, ds: Dataset, *, seed: int, score_epo
     scalar = []
     for j in range(score_models):
         s = seed + 1000 + j
-        sur = fit(init(s), ds, epochs=score_epochs, seed=s, progress=progress, eval_every=score_epochs,
-                  **(train_kw or {})).model
+        record = any(q in scoring.DYNAMICS for q in needs)  # training dynamics over score_epochs epochs
+        res = fit(init(s), ds, epochs=score_epochs, seed=s, progress=progress, eval_every=score_epochs,
+                  record_dynamics=record, **(train_kw or {}))
+        sur = res.model
         want = needs if j == 0 else scalar
         if not want:
             break
-        q = scoring.compute(want, sur, ds.x_train, ds.y_train)
+        q = scoring.compute(want, sur, ds.x_train, ds.y_train, dynamics=res.history.get("dynamics"))
         if j == 0:
             quantities = {k: np.asarray(v, np.float64) if np.ndim(v) == 1 else v for k, v in q.items()}
             scalar = [k for k in needs if np.ndim(q[k]) == 1]
