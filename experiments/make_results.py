@@ -108,7 +108,10 @@ def result_dirs(name: str, results_root: str) -> list[str]:
 
 def is_fashion(results_dir: str) -> bool:
     """Whether a result folder holds Fashion-MNIST runs (its summary rows name the data set)."""
-    return any(s.get("dataset") == FASHION for s in report.read_csv(os.path.join(results_dir, "summary.csv")))
+    if any(s.get("dataset") == FASHION for s in report.read_csv(os.path.join(results_dir, "summary.csv"))):
+        return True
+    rows = os.path.join(results_dir, "rows.csv")
+    return os.path.isfile(rows) and any(r.get("dataset") == FASHION for r in report.read_csv(rows))
 
 
 def render_claims(claims) -> str:
@@ -139,7 +142,8 @@ def section(name: str, results_dir: str, *, fashion: bool = False) -> str:
     lines.append(f"Command: `python experiments/{name}.py` (config `{cfg.get('config', 'cpu')}`, "
                  f"{cfg.get('seeds', '?')} seeds). Measured on {env.get('device', '?')}, jax {env.get('jax', '?')}, "
                  f"{env.get('date', '?')}. Raw rows: [`{rel_dir}/rows.csv`]({rel_dir}/rows.csv).")
-    if mod is not None and hasattr(mod, "render"):
+    own_table = summary and "part" in summary[0] and summary[0]["part"] not in ("a", "b", "c")
+    if mod is not None and hasattr(mod, "render") and not own_table:
         table = mod.render(summary)
     else:
         with open(os.path.join(results_dir, "table.md")) as f:

@@ -20,7 +20,12 @@ def pool():
     q = {"loss": rng.exponential(size=N), "el2n": rng.uniform(size=N), "grad_norm": rng.lognormal(size=N),
          "input_grad_norm": rng.lognormal(size=N), "grads": rng.normal(size=(N, D)).astype(np.float32),
          "grads_projected": rng.normal(size=(N, D)).astype(np.float32), "learned_value": rng.normal(size=N),
-         "last_layer_e": e, "last_layer_h": h}
+         "last_layer_e": e, "last_layer_h": h, "embedding": h, "knn_shapley": rng.normal(size=N),
+         "probs": np.exp(e) / np.exp(e).sum(1, keepdims=True),
+         # training dynamics (forgetting counts are integers; AUM is a margin, any sign)
+         "forgetting": rng.integers(0, 4, N).astype(np.float32), "aum": rng.normal(size=N),
+         "loss_mean": rng.exponential(size=N), "loss_var": rng.exponential(size=N),
+         "el2n_mean": rng.uniform(size=N), "el2n_var": rng.uniform(size=N) * 0.1}
     m = 24
     val = {"val_logits": rng.normal(size=(m, C)).astype(np.float32),
            "val_h": rng.normal(size=(m, H)).astype(np.float32), "val_labels": np.arange(m) % C}

@@ -72,8 +72,8 @@ def test_underscore_folder_name_is_found_too(fake_root):
 def test_explicit_data_dir_wins_over_the_system_folder(fake_root, tmp_path_factory):
     _fake_root(fake_root)
     other = tmp_path_factory.mktemp("mine")
-    mine = _fake_root(other, folder="x")
-    ds = data.load("fashion_mnist", data_dir=str(other / "x"))
+    mine = _fake_root(other, folder="fashion-mnist")  # a data_dir's Fashion-MNIST lives in its own subfolder
+    ds = data.load("fashion_mnist", data_dir=str(other))
     np.testing.assert_array_equal(ds.y_train, mine["train-labels-idx1-ubyte"])
 
 
