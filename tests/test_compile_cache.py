@@ -256,3 +256,20 @@ def test_bound_methods_hit_and_cache_is_bounded(data):
             grads.set_cache_size(0)
     finally:
         grads.set_cache_size(old)
+
+
+def test_library_models_of_one_architecture_share_functions_and_compiles(data):
+    """A new surrogate (another seed, same architecture) reuses the compiled computations."""
+    from jaxsubset.models import create, to_pure
+
+    x, y = data[2], data[1]
+    a = to_pure(create("mlp", (3,), 3, seed=0))
+    b = to_pure(create("mlp", (3,), 3, seed=1))
+    assert a.apply_fn is b.apply_fn and a.apply_with_embedding is b.apply_with_embedding
+    grads.grad_norms(a.apply_fn, a.params, x, y)
+    out, n = compiles(lambda: grads.grad_norms(b.apply_fn, b.params, x, y))
+    assert n == 0
+    np.testing.assert_allclose(out, np.linalg.norm(loop_grads(b.apply_fn, b.params, x, y), axis=1), rtol=2e-5,
+                               atol=1e-6)
+    c = to_pure(create("mlp", (3,), 4, seed=0))  # another head width: another architecture
+    assert c.apply_fn is not a.apply_fn
