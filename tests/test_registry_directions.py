@@ -142,8 +142,7 @@ def test_craig_stochastic_is_stochastic_greedy_not_the_lazy_greedy(pool):
     sto, lazy = _select("craig_stochastic", pool), _select("craig_grads", pool)
     infos_s = sto.info["per_class"].values()
     infos_l = lazy.info["per_class"].values()
-    # the same facility-location objective, the stochastic one never above the exact greedy by much
-    # and (with 9-15 picks from 20-40 rows) a different sequence in at least one class
+    # with 6-12 picks from 20-40 rows per class, the stochastic greedy's pick order differs somewhere
     assert any(a["order"].tolist() != b["order"].tolist() for a, b in zip(infos_s, infos_l))
     seeds = {tuple(_select("craig_stochastic", pool, seed=s).indices) for s in range(3)}
     assert len(seeds) > 1  # the seed reaches the stochastic greedy
