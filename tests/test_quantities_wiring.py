@@ -135,8 +135,12 @@ def test_register_quantity_end_to_end(tiny):
         return Subset.unweighted(np.argsort(-np.asarray(values), kind="stable")[:budget])
 
     scoring.register_quantity(qname, first_logit)
-    selectors.register(mname, pick, needs=(qname,), description="test only")
+    method = selectors.register(mname, pick, needs=[qname], largest=True)
     try:
+        assert selectors.get(mname) is method and method.name == mname and method.needs == (qname,)
+        assert method.description == "" and method.per_class and not method.validation
+        assert dict(method.kwargs) == {"largest": True}
+        selectors.METHODS[mname] = method = selectors.Method(mname, pick, (qname,), "test only")
         with pytest.raises(ValueError, match="already registered"):
             scoring.register_quantity(qname, first_logit)
         with pytest.raises(ValueError, match="already registered"):

@@ -166,7 +166,7 @@ def test_every_registered_method_keeps_the_contract(name, pool):
     m = selectors.get(name)
     sub = _select(name, pool)
     again = _select(name, pool)
-    assert sub.info["method"] == name
+    assert sub.info["method"] == name and m.name == name
     assert np.unique(sub.indices).size == len(sub) and sub.indices.min() >= 0 and sub.indices.max() < N
     assert np.all(np.isfinite(sub.weights)) and np.all(sub.weights >= 0)
     np.testing.assert_array_equal(sub.indices, again.indices)  # deterministic for a seed
