@@ -138,7 +138,7 @@ def test_register_quantity_end_to_end(tiny):
     method = selectors.register(mname, pick, needs=[qname], largest=True)
     try:
         assert selectors.get(mname) is method and method.name == mname and method.needs == (qname,)
-        assert method.description == "" and method.per_class and not method.validation
+        assert method.description == "" and method.per_class is True and method.validation is False
         assert dict(method.kwargs) == {"largest": True}
         selectors.METHODS[mname] = method = selectors.Method(mname, pick, (qname,), "test only")
         with pytest.raises(ValueError, match="already registered"):
