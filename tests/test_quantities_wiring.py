@@ -140,6 +140,8 @@ def test_register_quantity_end_to_end(tiny):
         assert selectors.get(mname) is method and method.name == mname and method.needs == (qname,)
         assert method.description == "" and method.per_class is True and method.validation is False
         assert dict(method.kwargs) == {"largest": True}
+        other = selectors.register(mname + "_v", pick, needs=(qname,), per_class=False, validation=True)
+        assert other.per_class is False and other.validation is True and other.name == mname + "_v"
         selectors.METHODS[mname] = method = selectors.Method(mname, pick, (qname,), "test only")
         with pytest.raises(ValueError, match="already registered"):
             scoring.register_quantity(qname, first_logit)
@@ -164,3 +166,4 @@ def test_register_quantity_end_to_end(tiny):
     finally:
         scoring.QUANTITIES.pop(qname, None)
         selectors.METHODS.pop(mname, None)
+        selectors.METHODS.pop(mname + "_v", None)
