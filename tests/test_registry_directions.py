@@ -175,3 +175,42 @@ def test_every_registered_method_keeps_the_contract(name, pool):
     else:
         assert len(sub) == B
     assert m.description, f"{name} has no description"
+
+
+def test_a_method_with_rows_reads_the_whole_arrays_in_place(pool):
+    """Per class, a method taking ``rows`` gets the whole (n, ...) arrays and the class's rows (no copies);
+    one without it gets the class's rows copied. Both give the same subset."""
+    y, q, _ = pool
+    from jaxsubset.subset import Subset
+
+    calls = {}
+
+    def with_rows(g, budget, *, rows=None):
+        calls.setdefault("rows", []).append((np.shape(g)[0], None if rows is None else np.asarray(rows).copy()))
+        local = np.asarray(g)[rows] if rows is not None else np.asarray(g)
+        return Subset.unweighted(np.argsort(-local[:, 0], kind="stable")[:budget])
+
+    def without_rows(g, budget):
+        calls.setdefault("copy", []).append(np.shape(g)[0])
+        return Subset.unweighted(np.argsort(-np.asarray(g)[:, 0], kind="stable")[:budget])
+
+    names = ("test_dir_rows", "test_dir_copy")
+    selectors.register(names[0], with_rows, needs=("grads",))
+    selectors.register(names[1], without_rows, needs=("grads",))
+    try:
+        a = selectors.select(names[0], y, B, {"grads": q["grads"]}, num_classes=C)
+        b = selectors.select(names[1], y, B, {"grads": q["grads"]}, num_classes=C)
+    finally:
+        for n in names:
+            selectors.METHODS.pop(n, None)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert [n for n, _ in calls["rows"]] == [N] * C  # whole arrays every time
+    for c, (_, rows) in enumerate(calls["rows"]):
+        np.testing.assert_array_equal(rows, np.flatnonzero(y == c))
+    assert calls["copy"] == [int(np.sum(y == c)) for c in range(C)]
+
+
+def test_calling_a_method_directly_defaults_to_seed_0():
+    m = selectors.get("random")
+    np.testing.assert_array_equal(m(50, budget=7).indices, selectors.random(50, 7, seed=0).indices)
+    np.testing.assert_array_equal(m(50, budget=7, seed=3).indices, selectors.random(50, 7, seed=3).indices)
