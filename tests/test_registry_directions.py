@@ -214,3 +214,15 @@ def test_calling_a_method_directly_defaults_to_seed_0():
     m = selectors.get("random")
     np.testing.assert_array_equal(m(50, budget=7).indices, selectors.random(50, 7, seed=0).indices)
     np.testing.assert_array_equal(m(50, budget=7, seed=3).indices, selectors.random(50, 7, seed=3).indices)
+
+
+def test_registry_errors_say_what_to_do_and_select_defaults_to_seed_0(pool):
+    y, q, _ = pool
+    with pytest.raises(ValueError, match=r"Unknown selection method 'nope'; choose one of \[.*'random'.*\]"):
+        selectors.get("nope")
+    with pytest.raises(ValueError, match=r"needs quantities \['loss'\]; compute them with "
+                                         r"jaxsubset\.scoring\.compute\(\.\.\.\) first"):
+        selectors.select("loss_hard", y, B, {})
+    np.testing.assert_array_equal(selectors.select("random", y, B).indices,
+                                  selectors.select("random", y, B, seed=0).indices)
+    assert selectors.select("random", y, B).indices.tolist() != selectors.select("random", y, B, seed=1).indices.tolist()
