@@ -226,3 +226,17 @@ def test_registry_errors_say_what_to_do_and_select_defaults_to_seed_0(pool):
     np.testing.assert_array_equal(selectors.select("random", y, B).indices,
                                   selectors.select("random", y, B, seed=0).indices)
     assert selectors.select("random", y, B).indices.tolist() != selectors.select("random", y, B, seed=1).indices.tolist()
+
+
+def test_validation_scored_method_without_a_validation_set_says_how_to_get_one(pool):
+    y, q, val = pool
+    if "glister" not in selectors.METHODS:
+        pytest.skip("glister not registered")
+    need = {k: q[k] for k in selectors.get("glister").needs}
+    msg = (r"scores against a validation set: pass validation=\{'val_logits': \(m, C\), 'val_h': \(m, d\), "
+           r"'val_labels': \(m,\)\} computed on held-out rows \(jaxsubset\.data\.holdout splits them off; "
+           r"fit\(\.\.\., validation=\(x_val, y_val\)\) does this for adaptive training\)")
+    with pytest.raises(ValueError, match=msg):
+        selectors.select("glister", y, B, need)
+    with pytest.raises(ValueError, match=msg):  # one key missing
+        selectors.select("glister", y, B, need, validation={k: v for k, v in val.items() if k != "val_h"})
