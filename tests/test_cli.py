@@ -13,14 +13,15 @@ from jaxsubset.cli import main
 def test_cli_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "res"
     rc = main(["run", "--model", "mlp", "--method", "loss_hard", "--fraction", "0.2", "--epochs", "2",
-               "--seeds", "2", "--score-epochs", "1", "--no-progress", "--out", str(out)])
+               "--seeds", "1", "--score-epochs", "1", "--no-progress", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "| loss_hard | 0.20 |" in text and "| random | 0.20 |" in text and "| full | 1.00 |" in text
     for f in ("results.csv", "results.json", "summary.md", "accuracy.png"):
         assert (out / f).stat().st_size > 0
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert len(rows) == 6  # 2 seeds x (method, random, full)
+    assert len(rows) == 3  # 1 seed x (method, random, full)
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 and float(r["train_time_s"]) > 0 for r in rows)
     sizes = {r["method"]: int(r["num_examples"]) for r in rows}
     assert sizes == {"loss_hard": 288, "random": 288, "full": 1438}
     js = json.load(open(out / "results.json"))

@@ -99,16 +99,28 @@ def test_cifar10_pickles(tmp_path, as_tar):
 
 
 def test_offline_failure_is_fast_and_helpful(tmp_path, monkeypatch):
+    import functools
+    import inspect
+    import threading
+
+    release = threading.Event()
+
     def no_network(*args, **kwargs):
-        time.sleep(30)  # a resolver that hangs, as DNS retries do here
+        release.wait(30)  # a resolver that hangs, as DNS retries do here (released at the end of the test)
         raise OSError("unreachable")
 
+    # the probe gives up after its timeout (3 s by default; 0.2 s here so the test does not wait it out)
+    assert inspect.signature(remote.network_reachable).parameters["timeout_s"].default <= 5
+    monkeypatch.setattr(remote, "network_reachable", functools.partial(remote.network_reachable, timeout_s=0.2))
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    t0 = time.perf_counter()
-    with pytest.raises(data.DatasetUnavailableError) as err:
-        data.load("cifar10", data_dir=str(tmp_path))
-    assert time.perf_counter() - t0 < 10
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(data.DatasetUnavailableError) as err:
+            data.load("cifar10", data_dir=str(tmp_path))
+        assert time.perf_counter() - t0 < 10
+    finally:
+        release.set()
     msg = str(err.value)
     assert "data_dir" in msg and "cifar-10-batches-py/data_batch_1" in msg and "digits" in msg and "mnist1d" in msg
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))

@@ -25,15 +25,90 @@ QUICK = [n for n in ("geda_study", "pruning_heuristics", "targeted", "mislabel")
          if os.path.isfile(os.path.join(EXP, f"{n}.py"))]
 
 
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One persistent XLA cache for the quick runs: the many fits of equal shapes compile once."""
+    import jax
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    before = {k: getattr(jax.config, k) for k in keys}
+    for k, v in zip(keys, (str(tmp_path_factory.mktemp("xla_cache")), 0.0, 0)):
+        jax.config.update(k, v)
+    yield
+    for k, v in before.items():
+        jax.config.update(k, v)
+
+
+@pytest.fixture
+def small_digits(monkeypatch, compile_cache):
+    """The quick runs on a quarter of digits (every 4th training row, every 3rd test row): the smoke run
+    covers the same code in a fraction of the time; outputs are checked for content below."""
+    from jaxsubset import data
+
+    real = data.load
+
+    def load(name, **kw):
+        ds = real(name, **kw)
+        if name != "digits":
+            return ds
+        return ds.replace(x_train=ds.x_train[::4], y_train=ds.y_train[::4], x_test=ds.x_test[::3],
+                          y_test=ds.y_test[::3])
+
+    monkeypatch.setattr(data, "load", load)
+
+
+def _number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
 @pytest.mark.parametrize("name", QUICK)
-def test_quick_run_writes_all_outputs(name, tmp_path):
+def test_quick_run_writes_consistent_outputs(name, tmp_path, small_digits):
+    import json
+
+    import numpy as np
+
     out = tmp_path / name
     assert cli_main(["experiment", name, "--quick", "--no-progress", "--out", str(out)]) == 0
     for f in ("rows.csv", "summary.csv", "results.json", "table.md"):
         assert (out / f).stat().st_size > 0, f
     assert list(out.glob("*.png")), "no plot written"
+    rows = report.read_csv(str(out / "rows.csv"))
     summary = report.read_csv(str(out / "summary.csv"))
-    assert summary
+    assert rows and summary
+    assert {r["dataset"] for r in rows} == {"digits"}
+    # value ranges: accuracies / rates in [0, 1], times >= 0, counts within the (quarter) training set
+    for r in rows:
+        for k, v in r.items():
+            x = _number(v)
+            if x is None:
+                continue
+            assert np.isfinite(x), (k, v)
+            if "accuracy" in k or k.endswith(("_before", "_after", "_rate", "flipped_kept", "auc")) \
+                    or k.startswith(("precision", "recall")) or k in ("first", "last"):
+                assert 0.0 <= x <= 1.0, (k, v)
+            if k.endswith("_s") or k in ("num_examples", "budget", "k"):
+                assert x >= 0, (k, v)
+            if k == "num_examples":
+                assert x <= 360, (k, v)
+    # every summary mean is the mean of its rows (a metric chosen per experiment, recomputed here)
+    metric = next(m for m in ("test_accuracy", "targeted_after") if any(f"{m}_mean" in s for s in summary))
+    for s in summary:
+        if _number(s.get(f"{metric}_mean")) is None:
+            continue
+        keys = [k for k in s if not k.endswith(("_mean", "_std")) and k != "n" and s[k] not in ("", None)]
+        same = lambda a, b: str(a) == str(b) or (_number(a) is not None and _number(a) == _number(b))
+        vals = [_number(r[metric]) for r in rows if _number(r.get(metric)) is not None
+                and all(same(r.get(k), s[k]) for k in keys)]
+        assert len(vals) == int(float(s["n"])) and np.isclose(np.mean(vals), float(s[f"{metric}_mean"])), s
+    if name in ("geda_study", "pruning_heuristics"):  # a full-data row and a random arm per seed
+        methods = {r["method"] for r in rows if r.get("method")}
+        assert {"full", "random"} <= methods
+        assert all(int(float(r["num_examples"])) == 360 for r in rows if r.get("method") == "full")
+    json.load(open(out / "results.json"))
     mod = _module(name)
     # the table is a pure function of the summary CSV (what RESULTS.md relies on)
     assert mod.render(summary) + "\n" == (out / "table.md").read_text()

@@ -42,16 +42,17 @@ def model(seed: int):
 
 
 def test_flipped_labels_get_lower_values():
-    """Planted 20 % flips, untrained MLP (5 warm-up epochs, then 10 alternating epochs): the AUC of
-    (-value) for 'flipped' averages > 0.75 over 3 seeds, each > 0.6 (chance 0.5; ~0.9 observed)."""
+    """Planted 20 % flips, untrained MLP (3 warm-up epochs, then 6 alternating epochs): the AUC of
+    (-value) for 'flipped' averages > 0.75 over 3 seeds, each > 0.6 (chance 0.5; 0.90 / 0.86 / 0.74 observed;
+    10 + 5 epochs gave ~0.9 at 1.7x the cost)."""
     aucs = []
     for seed in range(3):
         x, y, flipped, val = mixture(seed)
-        res = fit_selection_model(model(seed), x, y, num_classes=C, budget_fraction=0.5, epochs=10, seed=seed,
-                                  batch_size=32, validation=val, val_batch_size=100, warmup_epochs=5)
+        res = fit_selection_model(model(seed), x, y, num_classes=C, budget_fraction=0.5, epochs=6, seed=seed,
+                                  batch_size=32, validation=val, val_batch_size=100, warmup_epochs=3)
         assert res.values.shape == (400,) and res.values.dtype == np.float32
         assert np.all(np.isfinite(res.values))
-        assert len(res.history["hyper_loss"]) == 10 and res.val_idx.size == 0
+        assert len(res.history["hyper_loss"]) == 6 and res.val_idx.size == 0
         aucs.append(auc(-res.values, flipped))
     assert np.mean(aucs) > 0.75 and min(aucs) > 0.6, aucs
 
