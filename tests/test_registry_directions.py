@@ -30,6 +30,13 @@ def pool():
     q["last_layer_h"] = rng.normal(size=(N, 5)).astype(np.float32)
     q["grads"] = (rng.normal(size=(N, D)) + 3 * rng.normal(size=(1, D))).astype(np.float32)
     q["grads_projected"] = rng.normal(size=(N, 8)).astype(np.float32)
+    q["embedding"] = rng.normal(size=(N, 5)).astype(np.float32)
+    q["knn_shapley"] = rng.normal(size=N)
+    logits = rng.normal(size=(N, C))
+    q["probs"] = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    q["forgetting"] = rng.integers(0, 5, N).astype(np.float32)
+    for name in ("aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var"):
+        q[name] = rng.permutation(N) + rng.random(N)
     val = {"val_logits": rng.normal(size=(12, C)).astype(np.float32),
            "val_h": rng.normal(size=(12, 5)).astype(np.float32), "val_labels": rng.integers(0, C, 12)}
     return y, q, val
@@ -38,10 +45,10 @@ def pool():
 def _select(name, pool, seed=SEED, budget=B):
     y, q, val = pool
     m = selectors.get(name)
-    need = {k: q[k] for k in m.needs}
     for k in m.needs:
         if k not in q:
             pytest.skip(f"no synthetic quantity {k!r} for method {name!r}")
+    need = {k: q[k] for k in m.needs}
     return selectors.select(name, y, budget, need, seed=seed, num_classes=C,
                             validation=val if m.validation else None)
 
