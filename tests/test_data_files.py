@@ -21,7 +21,8 @@ def test_fashion_mnist_from_idx_files(tmp_path):
     xt, yt = rng.integers(0, 256, (2, 28, 28)), np.array([1, 8])
     for name, arr in [("train-images-idx3-ubyte", xi), ("train-labels-idx1-ubyte", yi),
                       ("t10k-images-idx3-ubyte", xt), ("t10k-labels-idx1-ubyte", yt)]:
-        _write_idx(str(tmp_path / (name + ".gz")), arr)
+        (tmp_path / "fashion-mnist").mkdir(exist_ok=True)  # a data_dir's Fashion-MNIST sits in its own folder
+        _write_idx(str(tmp_path / "fashion-mnist" / (name + ".gz")), arr)
     ds = data.load("fashion_mnist", data_dir=str(tmp_path))
     assert ds.x_train.shape == (5, 28, 28, 1) and ds.x_test.shape == (2, 28, 28, 1)
     np.testing.assert_allclose(ds.x_train[..., 0] * 255.0, xi, atol=1e-4)
