@@ -27,11 +27,19 @@ def _on_event(event: str, duration: float, **kwargs) -> None:
         _COMPILES[0] += 1
 
 
+def _on_hit(event: str, **kwargs) -> None:
+    # a persistent-cache hit (tests/conftest.py) also means the in-memory jit cache missed
+    if event == "/jax/compilation_cache/cache_hits":
+        _COMPILES[0] += 1
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _listen():
     jax.monitoring.register_event_duration_secs_listener(_on_event)
+    jax.monitoring.register_event_listener(_on_hit)
     yield
     jax.monitoring.unregister_event_duration_listener(_on_event)
+    jax.monitoring.unregister_event_listener(_on_hit)
 
 
 def compiles(fn):

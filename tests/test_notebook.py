@@ -19,10 +19,19 @@ def _sources(nb):
 
 
 def test_notebook_is_paired_with_its_py_script():
-    jupytext = pytest.importorskip("jupytext", reason="pip install -e '.[test]' (jupytext)")
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("jupytext", reason="pip install -e '.[test]' (jupytext)")
     ipynb = nbformat.read(NB, as_version=4)
-    py = jupytext.read(os.path.join(EXP, "notebook.py"))
-    assert _sources(ipynb) == _sources(py), "notebook.ipynb and notebook.py differ: jupytext --sync experiments/notebook.py"
+    # parsed in a fresh interpreter: inside a long test session the in-process parse was once seen to take 76 s
+    code = ("import json, sys, jupytext; nb = jupytext.read(sys.argv[1]); "
+            "print(json.dumps([[c.cell_type, c.source.strip()] for c in nb.cells]))")
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(EXP, "notebook.py")], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    py = [tuple(c) for c in json.loads(out)]
+    assert _sources(ipynb) == py, "notebook.ipynb and notebook.py differ: jupytext --sync experiments/notebook.py"
 
 
 def test_committed_notebook_has_outputs_of_a_real_run():
