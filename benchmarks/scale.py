@@ -123,7 +123,7 @@ def greedi(n: int, k: int, partitions: int, compare_full: bool) -> dict:
     res = {"n": n, "k": k, "partitions": partitions}
     if compare_full:
         t0 = time.perf_counter()
-        full = facility_location(similarity_op(x), k)
+        full = facility_location(similarity_op(x), k, lazy_batch=32)
         res["full_s"] = time.perf_counter() - t0
         res["full_objective"] = full.value
         b = full.baseline

@@ -58,7 +58,7 @@ def _check_features(features: Any) -> np.ndarray:
 def partitioned_facility_location(features: Any, budget: int, *, partitions: int = 1, parts: Any = None,
                                   per_part: int | None = None, metric: str = "euclidean",
                                   gamma: float | None = None, baseline: float | None = None,
-                                  seed: int = 0) -> Subset:
+                                  seed: int = 0, lazy_batch: int = 32) -> Subset:
     """GreeDi facility location on ``features (n, D)``: ``budget`` picks with cluster-size weights.
 
     Args:
@@ -74,6 +74,8 @@ def partitioned_facility_location(features: Any, budget: int, *, partitions: int
       baseline: ``b`` of the objective; default ``min`` of the similarities seen in stage 2 (with
         one part, of all of them). Pass one to compare objectives across runs.
       seed: seed of the random partition.
+      lazy_batch: stale candidates re-evaluated together by the lazy greedy (one pass over the
+        features serves them all; the picks are the same as one at a time).
 
     Returns:
       A :class:`Subset`: picks in greedy order, weights = number of points each pick covers best
@@ -101,7 +103,8 @@ def partitioned_facility_location(features: Any, budget: int, *, partitions: int
         m = len(groups)
     if m == 1:
         t0 = time.perf_counter()
-        res = facility_location(similarity_op(x, metric=metric, gamma=gamma), k, baseline=baseline)
+        res = facility_location(similarity_op(x, metric=metric, gamma=gamma), k, baseline=baseline,
+                                lazy_batch=lazy_batch)
         dt = time.perf_counter() - t0
         w = np.bincount(res.assignment, minlength=k).astype(np.float32)
         return Subset(res.order, w, {"objective": res.value, "baseline": res.baseline, "union_size": n,
@@ -112,14 +115,15 @@ def partitioned_facility_location(features: Any, budget: int, *, partitions: int
     t0 = time.perf_counter()
     picks = []
     for g in groups:
-        r = facility_location(similarity_op(x[g], metric=metric, gamma=gamma), min(kp, g.size))
+        r = facility_location(similarity_op(x[g], metric=metric, gamma=gamma), min(kp, g.size),
+                              lazy_batch=lazy_batch)
         picks.append(g[r.order])
     union = np.unique(np.concatenate(picks))
     t1 = time.perf_counter()
     if union.size < k:
         raise ValueError(f"Stage 1 kept {union.size} candidates, fewer than budget={k}; raise per_part.")
     op = similarity_op(x[union], x, metric=metric, gamma=gamma)
-    res = facility_location(op, k, baseline=baseline)
+    res = facility_location(op, k, baseline=baseline, lazy_batch=lazy_batch)
     w = np.bincount(res.assignment, minlength=k).astype(np.float32)
     return Subset(union[res.order], w, {"objective": res.value, "baseline": res.baseline,
                                         "union_size": int(union.size), "stage1_s": t1 - t0,
