@@ -19,7 +19,7 @@ def test_one_partition_is_the_full_lazy_greedy(blobs):
     sub = partitioned_facility_location(blobs, 40, partitions=1)
     ref = facility_location(similarity_op(blobs), 40)
     np.testing.assert_array_equal(sub.indices, ref.order)
-    np.testing.assert_allclose(sub.info["objective"], ref.value, rtol=1e-9)
+    np.testing.assert_allclose(sub.info["objective"], ref.value, rtol=1e-6)  # batched gains: summation order
     assert sub.weights.sum() == blobs.shape[0]
 
 
