@@ -25,23 +25,8 @@ QUICK = [n for n in ("geda_study", "pruning_heuristics", "targeted", "mislabel")
          if os.path.isfile(os.path.join(EXP, f"{n}.py"))]
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """One persistent XLA cache for the quick runs: the many fits of equal shapes compile once."""
-    import jax
-
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    before = {k: getattr(jax.config, k) for k in keys}
-    for k, v in zip(keys, (str(tmp_path_factory.mktemp("xla_cache")), 0.0, 0)):
-        jax.config.update(k, v)
-    yield
-    for k, v in before.items():
-        jax.config.update(k, v)
-
-
 @pytest.fixture
-def small_digits(monkeypatch, compile_cache):
+def small_digits(monkeypatch):  # the session's persistent XLA cache (conftest) serves the many equal fits
     """The quick runs on a quarter of digits (every 4th training row, every 3rd test row): the smoke run
     covers the same code in a fraction of the time; outputs are checked for content below."""
     from jaxsubset import data
