@@ -76,6 +76,19 @@ def stratum_budgets(sizes: Any, budget: int) -> np.ndarray:
     return out
 
 
+def hard_cutoff(beta: float | None, budget: int, n: int) -> tuple[float, int]:
+    """``(beta, number of hardest examples dropped)`` for a pool of ``n``; ``None`` = :func:`auto_beta`.
+
+    Raises ``ValueError`` when the cut leaves fewer than ``budget`` examples (naming the largest beta).
+    """
+    beta = _check_beta(auto_beta(budget, n) if beta is None else beta)
+    num_drop = int(np.floor(beta * n))
+    if budget > n - num_drop:
+        raise ValueError(f"beta = {beta} drops {num_drop} of {n} examples, leaving fewer than the budget "
+                         f"{budget}; lower beta to at most {(n - budget) / n:.4g}.")
+    return beta, num_drop
+
+
 def _check_beta(beta: Any) -> float:
     if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (int, float, np.integer, np.floating)):
         raise TypeError(f"beta must be a number in [0, 1) or None (chosen from the pruning rate), got {beta!r}.")
@@ -118,13 +131,7 @@ def ccs(scores: Any, budget: int, *, beta: float | None = None, num_strata: int 
     if num_strata > n:
         raise ValueError(f"num_strata = {num_strata} exceeds the {n} examples of the pool (class); pass "
                          f"num_strata <= {n}.")
-    if beta is None:
-        beta = auto_beta(budget, n)
-    beta = _check_beta(beta)
-    num_drop = int(np.floor(beta * n))
-    if budget > n - num_drop:
-        raise ValueError(f"beta = {beta} drops {num_drop} of {n} examples, leaving fewer than the budget "
-                         f"{budget}; lower beta to at most {(n - budget) / n:.4g}.")
+    beta, num_drop = hard_cutoff(beta, budget, n)
     # hardest first, ties by the lower index
     order = np.argsort(s if hard == "low" else -s, kind="stable")
     kept = np.sort(order[num_drop:])

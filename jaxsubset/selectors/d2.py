@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxsubset.knn import check_k, knn
 from jaxsubset.selectors._checks import as_features, as_scores
-from jaxsubset.selectors.ccs import _check_beta, auto_beta
+from jaxsubset.selectors.ccs import hard_cutoff
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -89,13 +89,7 @@ def d2(embeddings: Any, scores: Any, budget: int, *, k: int = 10, gamma_forward:
     if z.shape[0] != n:
         raise ValueError(f"embeddings have {z.shape[0]} rows but scores have {n}; they must describe the same pool.")
     budget = check_budget(budget, n)
-    if beta is None:
-        beta = auto_beta(budget, n)
-    beta = _check_beta(beta)
-    num_drop = int(np.floor(beta * n))
-    if budget > n - num_drop:
-        raise ValueError(f"beta = {beta} drops {num_drop} of {n} examples, leaving fewer than the budget {budget}; "
-                         f"lower beta to at most {(n - budget) / n:.4g}.")
+    beta, num_drop = hard_cutoff(beta, budget, n)
     if budget == 0:
         return Subset.unweighted(np.zeros(0, np.int64), method="d2", order=[])
     kept = np.sort(np.argsort(-s, kind="stable")[num_drop:])
