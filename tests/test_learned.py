@@ -14,10 +14,11 @@ from jaxsubset.selectors.learned import fit_selection_model, learned, learned_va
 C, D = 4, 8
 
 
-def mixture(seed: int, n: int = 400, noise: float = 0.2, n_val: int = 100):
-    """Gaussian mixture, C classes in 8-D; ``noise`` of the n training labels flipped; a clean validation set."""
+def mixture(seed: int, n: int = 400, noise: float = 0.2, n_val: int = 100, scale: float = 3.0):
+    """Gaussian mixture, C classes in 8-D (centres ``scale`` apart); ``noise`` of the n training labels
+    flipped; a clean validation set. Also used by tests/test_valuation.py."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(C, D)) * 3.0
+    centers = rng.normal(size=(C, D)) * scale
     y = rng.integers(0, C, n + n_val)
     x = (centers[y] + rng.normal(size=(n + n_val, D))).astype(np.float32)
     flipped = rng.choice(n, int(noise * n), replace=False)

@@ -95,14 +95,10 @@ C4, D8 = 4, 8
 
 def planted(seed: int, n: int = 600, noise: float = 0.2, n_val: int = 200):
     """Gaussian mixture (4 classes, 8-D); ``noise`` of the n training labels flipped; a clean validation set."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(C4, D8)) * 2.5
-    y = rng.integers(0, C4, n + n_val)
-    x = (centers[y] + rng.normal(size=(n + n_val, D8))).astype(np.float32)
-    flipped = rng.choice(n, int(noise * n), replace=False)
-    y_train = y[:n].copy()
-    y_train[flipped] = (y_train[flipped] + rng.integers(1, C4, flipped.size)) % C4
-    return x[:n], y_train.astype(np.int32), flipped, (x[n:], y[n:].astype(np.int32))
+    from test_learned import C as c, D as d, mixture
+
+    assert (c, d) == (C4, D8)
+    return mixture(seed, n, noise, n_val, scale=2.5)
 
 
 def auroc(suspicion, positives):
