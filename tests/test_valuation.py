@@ -70,14 +70,15 @@ def test_knn_shapley_bad_input():
 def test_knn_shapley_is_registered_and_selects_the_highest():
     from flax import nnx
 
-    from jaxsubset import scoring, selectors
+    from jaxsubset import selectors
+    from jaxsubset.workflows import quantities
     from jaxsubset.models import to_pure
     from jaxsubset.models.mlp import MLP
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype(np.float32), rng.integers(0, 3, 60).astype(np.int32)
     m = to_pure(MLP(5, 3, hidden=(8,), rngs=nnx.Rngs(0)))
-    v = scoring.compute(["knn_shapley"], m, x, y)["knn_shapley"]
+    v = quantities.compute(["knn_shapley"], m, x, y)["knn_shapley"]
     _, h = m.apply_with_embedding(m.params, x)
     np.testing.assert_allclose(v, knn_shapley_self(np.asarray(h), y, k=10), rtol=1e-5, atol=1e-9)
     sub = selectors.select("knn_shapley", y, 20, {"knn_shapley": v}, num_classes=3)

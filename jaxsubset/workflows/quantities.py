@@ -46,7 +46,7 @@ QUANTITIES: dict[str, Quantity] = {
                                                                       batch_size=min(batch_size, 256)),
     "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
                                                                                   batch_size=batch_size),
-    # per-example gradient features; last-layer closed form here (jaxsubset.adaptive offers full / projected)
+    # per-example gradient features; last-layer closed form here (workflows.adaptive offers full / projected)
     "grads": lambda m, x, y, *, batch_size=1024: _last_layer(m, x, y, batch_size),
     "grads_projected": lambda m, x, y, *, batch_size=1024: grads.per_sample_grads(
         m.apply_fn, m.params, x, y, project_dim=512, batch_size=min(batch_size, 256)),
@@ -75,7 +75,7 @@ def _recorded_only(name: str) -> Quantity:
     def quantity(m: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> np.ndarray:
         raise ValueError(f"The quantity {name!r} is recorded during training, not computed from a model: train the "
                          "surrogate with jaxsubset.train.fit(..., record_dynamics=True) and pass "
-                         "dynamics=result.history['dynamics'] to scoring.compute (pipeline.select_subset does this "
+                         "dynamics=result.history['dynamics'] to quantities.compute (workflows.run.select_subset does this "
                          "with score_epochs surrogate epochs).")
     return quantity
 
