@@ -36,7 +36,7 @@ import _common as C  # noqa: E402
 from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
 from jaxsubset.workflows.quantities import compute  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
-from jaxsubset.selectors.learned import fit_selection_model  # noqa: E402
+from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
 from jaxsubset.valuation import knn_shapley_quantity  # noqa: E402
 
 DETECTORS = {"loss": "loss", "el2n": "el2n", "grand": "grad_norm"}     # higher = more suspicious

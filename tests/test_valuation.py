@@ -127,7 +127,7 @@ def test_learned_values_rank_planted_noisy_labels_lowest(mlp_model):
     """20 % planted flips, clean validation: AUROC of (-value) for the flipped rows >= 0.95. The values
     start at exactly 0 for every point (zero-initialized output layer), so only the learning signal
     through the layer can separate them; with shuffled validation labels (a broken signal) it fails."""
-    from jaxsubset.selectors.learned import fit_selection_model
+    from jaxsubset.valuation.learned import fit_selection_model
 
     x, y, flipped, val = planted(0)
     res = fit_selection_model(mlp_model, x, y, validation=val, **LEARN)
@@ -141,7 +141,7 @@ def test_learned_values_rank_planted_noisy_labels_lowest(mlp_model):
 
 
 def test_learned_values_bad_input(mlp_model):
-    from jaxsubset.selectors.learned import fit_selection_model
+    from jaxsubset.valuation.learned import fit_selection_model
 
     x, y, _, (xv, yv) = planted(1, n=100, n_val=40)
     kw = dict(LEARN)
