@@ -2,8 +2,8 @@
 
 ``make_reselect`` turns a registered selection method into the ``reselect(model, epoch)``
 callback that :func:`jaxsubset.train.fit` calls every ``select_every`` epochs (after
-``warm_start_epochs``). Methods that need gradient features (the quantity ``"grads"``) get
-them in the representation chosen by ``scores``.
+``warm_start_epochs``); :func:`fit_adaptive` builds it and trains. Methods that need gradient
+features (the quantity ``"grads"``) get them in the representation chosen by ``scores``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 from jaxsubset import grads, selectors
 from jaxsubset.data import Dataset
 from jaxsubset.models.pure import PureModel
-from jaxsubset.subset import Subset
+from jaxsubset.subset import Subset, check_budget
+from jaxsubset.train import FitResult, fit
 from jaxsubset.workflows import quantities
 
 SCORES = ("last_layer", "full", "projected")
@@ -92,3 +93,22 @@ def make_reselect(method: str, dataset: Dataset, budget: int, *, scores: str = "
                                 num_classes=dataset.num_classes, validation=val)
 
     return reselect
+
+
+def fit_adaptive(model: Any, dataset: Dataset, method: str, budget: int, *, select_every: int,
+                 warm_start_epochs: int = 0, warm_start_subset: Subset | None = None, scores: str = "last_layer",
+                 project_dim: int = 512, validation: tuple[Any, Any] | None = None, seed: int = 0,
+                 **fit_kwargs: Any) -> FitResult:
+    """Train with ``method`` re-run on ``budget`` rows every ``select_every`` epochs (GRAD-MATCH style).
+
+    :func:`make_reselect` builds the callback (per-class selection with the current model,
+    gradient features per ``scores``, ``validation=(x_val, y_val)`` for GLISTER) and
+    :func:`jaxsubset.train.fit` trains: the first ``warm_start_epochs`` on ``warm_start_subset``
+    (all rows when ``None``), then on each selection. ``fit_kwargs`` go to ``fit`` (``epochs``,
+    ``batch_size``, ``lr``, ...); the selections are in ``history["selections"]``.
+    """
+    budget = check_budget(budget, dataset.y_train.size)
+    reselect = make_reselect(method, dataset, budget, scores=scores, project_dim=project_dim, seed=seed,
+                             validation=validation)
+    return fit(model, dataset, reselect=reselect, select_every=select_every, select_size=budget,
+               warm_start_epochs=warm_start_epochs, warm_start_subset=warm_start_subset, seed=seed, **fit_kwargs)
