@@ -8,7 +8,8 @@ import os
 import sys
 from typing import Sequence
 
-from jaxsubset import report
+from jaxsubset import data, models, report, selectors
+from jaxsubset.cli_scores import add_parsers, dispatch
 from jaxsubset.outdir import check_out_dir, write_files
 from jaxsubset.workflows.run import RunConfig, compare
 
@@ -47,8 +48,6 @@ def _non_negative(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxsubset import data, models, selectors
-
     d = RunConfig()
     p = argparse.ArgumentParser(prog="jaxsubset", description="Pick the training examples worth keeping.")
     sub = p.add_subparsers(dest="command")
@@ -80,15 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the experiment")
     sub.add_parser("methods", help="list the selection methods")
     sub.add_parser("datasets", help="list the data sets")
-    from jaxsubset.cli_scores import add_parsers
-
     add_parsers(sub)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
-    from jaxsubset import selectors
-
     if args.method not in selectors.METHODS:
         print(f"error: unknown method {args.method!r}; choose one of {sorted(selectors.METHODS)}", file=sys.stderr)
         return 2
@@ -169,8 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         argv = ["run"]
     args = build_parser().parse_args(argv)
-    from jaxsubset import selectors, data
-
     if args.command == "methods":
         for name, m in sorted(selectors.METHODS.items()):
             print(f"{name:24s} {m.description}")
@@ -178,8 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "experiment":
         return _experiment(args.name, args.rest)
     if args.command in ("score", "select"):
-        from jaxsubset.cli_scores import dispatch
-
         return dispatch(args)
     if args.command == "datasets":
         print("\n".join(data.DATASETS))

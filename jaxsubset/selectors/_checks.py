@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jaxsubset.kernels import check_float32_range
+
 
 def as_scores(scores: Any, *, name: str = "scores") -> np.ndarray:
     """Return ``scores`` as a finite float64 ``(n,)`` array or raise a clear error."""
@@ -29,8 +31,6 @@ def as_features(x: Any, *, name: str = "features") -> np.ndarray:
     if bad.size:
         raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
                          f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
-    from jaxsubset.kernels import check_float32_range
-
     check_float32_range(float(np.max(np.abs(a))) if a.size else 0.0, a.shape[1], name)
     return a
 
