@@ -16,7 +16,7 @@ from jax.flatten_util import ravel_pytree
 from jaxsubset import budget_from_fraction, data, per_class_budget, pipeline, train
 from jaxsubset.cli import main
 from jaxsubset.selectors import geda
-from jaxsubset.selectors.ecdf import geda_objective
+from jaxsubset.selectors.geda.ecdf import geda_objective
 
 
 @pytest.fixture
