@@ -17,7 +17,7 @@ from jaxsubset import budget_from_fraction, data, per_class_budget, train
 from jaxsubset.workflows import run
 from jaxsubset.cli import main
 from jaxsubset.selectors import geda
-from jaxsubset.selectors.ecdf import geda_objective
+from jaxsubset.selectors.geda.ecdf import geda_objective
 
 
 @pytest.fixture

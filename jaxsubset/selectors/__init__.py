@@ -12,11 +12,9 @@ from jaxsubset.selectors.craig import craig, craig_last_layer
 from jaxsubset.selectors.facility import facility_location
 from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
-from jaxsubset.selectors.geda import geda
-from jaxsubset.selectors.geda_smooth import geda_smoothed
+from jaxsubset.selectors.geda import geda, geda_smoothed, online_geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_batches_last_layer, gradmatch_last_layer
-from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.registry import METHODS, Method, get, register, select

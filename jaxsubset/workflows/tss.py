@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxsubset.data.dataset import Dataset
 from jaxsubset.data.transforms import make_imbalanced
-from jaxsubset.grads._chunk import chunked_map
+from jaxsubset.grads.chunking import chunked_map
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors.basic import random as random_subset
 from jaxsubset.selectors.basic import top_k
