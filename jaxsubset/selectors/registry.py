@@ -30,11 +30,10 @@ from jaxsubset.selectors.ccs import ccs
 from jaxsubset.selectors.coverage import herding_last_layer, kcenter_last_layer
 from jaxsubset.selectors.craig import craig, craig_last_layer
 from jaxsubset.selectors.d2 import d2
-from jaxsubset.selectors.geda import geda
+from jaxsubset.selectors.geda import geda, online_geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches_last_layer, gradmatch_last_layer
 from jaxsubset.selectors.moderate import moderate
-from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.uncertainty import uncertainty
