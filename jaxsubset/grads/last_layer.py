@@ -8,7 +8,7 @@ onehot(y_i)``: the representation CORDS / GRAD-MATCH / CRAIG use.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +19,7 @@ from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads.sharding import data_parallel, replicate
-
-EmbedFn = Callable[[Any, jax.Array], "tuple[jax.Array, jax.Array]"]
+from jaxsubset.types import EmbedFn
 
 
 def _check_embed_out(out: Any) -> tuple[int, int]:

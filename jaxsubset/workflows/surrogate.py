@@ -21,7 +21,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jaxsubset.data import Dataset
-from jaxsubset.models.pure import PureModel
 from jaxsubset.train import fit
 from jaxsubset.train.loop import as_pure
 from jaxsubset.workflows.quantities import DYNAMICS, compute
