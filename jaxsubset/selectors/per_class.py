@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from jaxsubset.selectors._checks import accepts_keyword, accepts_seed
 from jaxsubset.subset import Subset, per_class_budget
+
+
+def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """True if ``fn`` names a ``name`` parameter (a ``**kwargs`` catch-all does not count)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def accepts_seed(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` takes a ``seed`` keyword (randomized selectors get one forwarded)."""
+    return accepts_keyword(fn, "seed")
 
 
 def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from jaxsubset.selectors._checks import accepts_keyword, accepts_seed, check_quantity
+from jaxsubset.checks import check_quantity
 from jaxsubset.selectors.basic import random, top_k
 from jaxsubset.selectors.ccs import ccs
 from jaxsubset.selectors.coverage import herding_last_layer, kcenter_last_layer
@@ -34,7 +34,7 @@ from jaxsubset.selectors.geda import geda, online_geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches_last_layer, gradmatch_last_layer
 from jaxsubset.selectors.moderate import moderate
-from jaxsubset.selectors.per_class import per_class
+from jaxsubset.selectors.per_class import accepts_keyword, accepts_seed, per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.uncertainty import uncertainty
 from jaxsubset.subset import Subset

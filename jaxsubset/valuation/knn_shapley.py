@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxsubset import grads
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.checks import as_features
 
 
 def _check(train_emb: Any, train_labels: Any, test_emb: Any, test_labels: Any, k: int):

@@ -44,7 +44,7 @@ from flax import nnx
 from jaxsubset.solvers.convex_layer import _fl_layer, fl_relaxation
 from jaxsubset.grads.scores import cross_entropy
 from jaxsubset.models.pure import PureModel, to_pure
-from jaxsubset.selectors._checks import as_features, as_scores
+from jaxsubset.checks import as_features, as_scores
 from jaxsubset.subset import Subset, check_budget
 from jaxsubset.train.loop import as_pure
 from jaxsubset.train.step import make_epoch

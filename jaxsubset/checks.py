@@ -1,13 +1,11 @@
-"""Input validation shared by selectors."""
+"""Input validation, one module for the whole package: per-example scores, features and quantities,
+labels, and the float32 range of kernel inputs (budgets: :func:`jaxsubset.subset.check_budget`)."""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
-from jaxsubset.kernels import check_float32_range
 
 
 def as_scores(scores: Any, *, name: str = "scores") -> np.ndarray:
@@ -61,14 +59,43 @@ def check_quantity(values: Any, name: str, n: int | None = None) -> None:
                          f"{' ...' if bad.size > 10 else ''}; fix the scoring model or drop those rows.")
 
 
-def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
-    """True if ``fn`` names a ``name`` parameter (a ``**kwargs`` catch-all does not count)."""
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+FLOAT32_SAFE_NORM = 1e18
+"""Largest row norm the float32 kernels accept: squared norms and sums of similarities stay below 1e38."""
+
+FLOAT32_TINY = 1e-19
+"""Smallest non-zero entry magnitude accepted: squares stay normal float32 numbers (> 1.2e-38)."""
 
 
-def accepts_seed(fn: Callable[..., Any]) -> bool:
-    """True if ``fn`` takes a ``seed`` keyword (randomized selectors get one forwarded)."""
-    return accepts_keyword(fn, "seed")
+def check_float32_range(max_abs: float, width: int, name: str) -> None:
+    """Raise when entries of magnitude ``max_abs`` in rows of ``width`` would over- or underflow float32.
+
+    Squared norms and inner products are formed in float32: rows with norms near 1.8e19
+    overflow to inf (CRAIG weights then sum to ``k``, herding returns ``0..k-1``), and
+    entries below about 1e-19 square to zero (GRAD-MATCH then picks nothing). Selectors are
+    invariant to a common scale of the features, so rescaling is the fix.
+    """
+    bound = max_abs * np.sqrt(max(int(width), 1))
+    if bound > FLOAT32_SAFE_NORM:
+        raise ValueError(f"{name} are too large for float32 kernels (largest entry {max_abs:.3g}, row norms up "
+                         f"to ~{bound:.3g} > {FLOAT32_SAFE_NORM:.0e}); rescale them, e.g. divide by their largest "
+                         "norm (the selection does not depend on a common scale).")
+    if 0.0 < max_abs < FLOAT32_TINY:
+        raise ValueError(f"{name} are too small for float32 kernels (largest entry {max_abs:.3g} < "
+                         f"{FLOAT32_TINY:.0e}: their squares underflow); rescale them, e.g. divide by their "
+                         "largest norm (the selection does not depend on a common scale).")
+
+
+def check_labels(labels: Any, n: int, num_classes: int, *, name: str = "labels", against: str = "") -> np.ndarray:
+    """``labels`` as int64 ``(n,)`` class ids in ``[0, num_classes)``, else a ``ValueError``/``TypeError``.
+
+    ``against`` names what the length must match (e.g. ``"pool_x"``) in the message.
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},){f' to match {against}' if against else ''}, got {y.shape}.")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}.")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{name} must lie in [0, {num_classes}) for a model with {num_classes} outputs; found "
+                         f"[{int(y.min())}, {int(y.max())}].")
+    return y.astype(np.int64)
