@@ -14,6 +14,7 @@ from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda, geda_smoothed, online_geda
 from jaxsubset.selectors.glister import glister
+from jaxsubset.selectors.kmeanspp import kmeanspp
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_batches_last_layer, gradmatch_last_layer
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
@@ -22,7 +23,7 @@ from jaxsubset.selectors.smi import (FLQMI, FLVMI, GCMI, FacilityLocation, LogDe
                                      smi_similarity)
 from jaxsubset.selectors.weights import match_weights
 
-__all__ = ["partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
+__all__ = ["partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "herding", "kcenter_greedy", "craig", "facility_location", "glister", "kmeanspp", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsubset.checks import check_labels
 from jaxsubset.grads.chunking import chunked_map
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors.smi import smi
@@ -95,15 +96,7 @@ def targeted_features(model: PureModel | Callable[..., Any], params: Any, x: Any
     if y is None:
         labels = np.argmax(logits, axis=1).astype(np.int64)
     else:
-        labels = np.asarray(y)
-        if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}.")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}.")
-        if labels.size and (labels.min() < 0 or labels.max() >= c):
-            raise ValueError(f"labels must lie in [0, {c}) for a model with {c} outputs; found "
-                             f"[{int(labels.min())}, {int(labels.max())}].")
-        labels = labels.astype(np.int64)
+        labels = check_labels(y, x.shape[0], c)
     if features == "embeddings":
         return h, labels
     e = _softmax_minus_onehot(logits, labels)
