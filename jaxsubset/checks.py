@@ -8,15 +8,18 @@ from typing import Any
 import numpy as np
 
 
+def _refuse_rows(bad: np.ndarray, what: str, fix: str = "fix the scoring model or drop those rows") -> None:
+    """Raise a ``ValueError`` naming the first rows in ``bad`` (sorted int indices), if any."""
+    if bad.size:
+        raise ValueError(f"{what} NaN or inf in rows {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}; {fix}.")
+
+
 def as_scores(scores: Any, *, name: str = "scores") -> np.ndarray:
     """Return ``scores`` as a finite float64 ``(n,)`` array or raise a clear error."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array (n,), got shape {s.shape}.")
-    bad = np.flatnonzero(~np.isfinite(s))
-    if bad.size:
-        raise ValueError(f"{name} contain NaN or inf at rows {bad[:10].tolist()}"
-                         f"{' ...' if bad.size > 10 else ''}; fix the scoring model or drop those rows.")
+    _refuse_rows(np.flatnonzero(~np.isfinite(s)), f"{name} contain")
     return s
 
 
@@ -25,10 +28,7 @@ def as_features(x: Any, *, name: str = "features") -> np.ndarray:
     a = np.asarray(x, dtype=np.float32)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, d), got shape {a.shape}.")
-    bad = np.flatnonzero(~np.all(np.isfinite(a), axis=1))
-    if bad.size:
-        raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
-                         f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
+    _refuse_rows(np.flatnonzero(~np.all(np.isfinite(a), axis=1)), f"{name} contain", "fix the model or drop those rows")
     check_float32_range(float(np.max(np.abs(a))) if a.size else 0.0, a.shape[1], name)
     return a
 
@@ -52,11 +52,8 @@ def check_quantity(values: Any, name: str, n: int | None = None) -> None:
         return
     flat = a.reshape(a.shape[0], -1)
     step = max(1, (1 << 22) // max(flat.shape[1], 1))
-    bad = np.concatenate([np.flatnonzero(~np.isfinite(flat[s:s + step]).all(axis=1)) + s
-                          for s in range(0, flat.shape[0], step)])
-    if bad.size:
-        raise ValueError(f"quantity {name!r} contains NaN or inf in rows {bad[:10].tolist()}"
-                         f"{' ...' if bad.size > 10 else ''}; fix the scoring model or drop those rows.")
+    _refuse_rows(np.concatenate([np.flatnonzero(~np.isfinite(flat[s:s + step]).all(axis=1)) + s
+                                 for s in range(0, flat.shape[0], step)]), f"quantity {name!r} contains")
 
 
 FLOAT32_SAFE_NORM = 1e18

@@ -22,6 +22,11 @@ from jaxsubset.grads.sharding import data_parallel, replicate
 from jaxsubset.types import EmbedFn
 
 
+def softmax_minus_onehot(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """``softmax(z) − onehot(y)``, float32 ``(B, C)``: the cross-entropy gradient with respect to the logits."""
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1) - jax.nn.one_hot(y, logits.shape[-1], dtype=jnp.float32)
+
+
 def _check_embed_out(out: Any) -> tuple[int, int]:
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise TypeError("apply_with_embedding must return (logits (B, C), h (B, d)); got "
@@ -69,8 +74,7 @@ def _factors_entry(apply_with_embedding: EmbedFn, params: Any, x: np.ndarray, me
 
     def chunk(p, xb, yb):
         z, h = apply_with_embedding(p, xb)
-        e = jax.nn.softmax(z.astype(jnp.float32), axis=-1) - jax.nn.one_hot(yb, z.shape[-1], dtype=jnp.float32)
-        return e, h.astype(jnp.float32), z
+        return softmax_minus_onehot(z, yb), h.astype(jnp.float32), z
 
     return Entry(data_parallel(chunk, mesh, 2), width=c)
 

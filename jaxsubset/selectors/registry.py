@@ -38,6 +38,7 @@ from jaxsubset.selectors.per_class import accepts_keyword, accepts_seed, per_cla
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.uncertainty import uncertainty
 from jaxsubset.subset import Subset
+from jaxsubset.types import DYNAMICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +71,6 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
-# Training-dynamics quantities: recorded during the surrogate's training, not computed from a final model.
-DYNAMICS = frozenset({"forgetting", "aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var"})
 
 
 def register(name: str, fn: Callable[..., Subset], *, needs: tuple[str, ...] = (), description: str = "",

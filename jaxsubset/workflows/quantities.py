@@ -12,22 +12,19 @@ import numpy as np
 from jaxsubset import grads
 from jaxsubset.grads import outputs
 from jaxsubset.models.pure import PureModel
+from jaxsubset.types import DYNAMICS, EmbedFn
 from jaxsubset.valuation.knn_shapley import knn_shapley_quantity
 from jaxsubset.valuation.learned import learned_value_quantity
 
 Quantity = Callable[..., np.ndarray]
 
 
-def _factors(m: PureModel, x: Any, y: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _head(m: PureModel, what: str) -> EmbedFn:
+    """The model's ``apply_with_embedding``, which closed-form head gradients need."""
     if m.apply_with_embedding is None:
-        raise ValueError("last-layer factors need a model with a linear head (apply_with_embedding).")
-    return grads.last_layer_factors(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
+        raise ValueError(f"{what} needs a model with a linear head (apply_with_embedding).")
+    return m.apply_with_embedding
 
-
-def _last_layer(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
-    if m.apply_with_embedding is None:
-        raise ValueError("The 'grads' quantity needs a model with a linear head (apply_with_embedding).")
-    return grads.last_layer_grads(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
 
 QUANTITIES: dict[str, Quantity] = {
     "loss": lambda m, x, y, *, batch_size=1024: grads.losses(m.apply_fn, m.params, x, y, batch_size=batch_size),
@@ -37,7 +34,8 @@ QUANTITIES: dict[str, Quantity] = {
     "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
                                                                                   batch_size=batch_size),
     # per-example gradient features; last-layer closed form here (workflows.adaptive offers full / projected)
-    "grads": lambda m, x, y, *, batch_size=1024: _last_layer(m, x, y, batch_size),
+    "grads": lambda m, x, y, *, batch_size=1024: grads.last_layer_grads(_head(m, "The 'grads' quantity"), m.params,
+                                                                     x, y, batch_size=batch_size),
     "grads_projected": lambda m, x, y, *, batch_size=1024: grads.per_sample_grads(
         m.apply_fn, m.params, x, y, project_dim=512, batch_size=min(batch_size, 256)),
     # softmax (n, C) for the uncertainty selectors; penultimate embeddings (n, d) for Moderate / D2
@@ -51,15 +49,14 @@ QUANTITIES: dict[str, Quantity] = {
 }
 # Quantities computed together: asking for any member computes the group once.
 GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {
-    ("last_layer_e", "last_layer_h"): lambda m, x, y, *, batch_size=1024: _factors(m, x, y, batch_size),
+    ("last_layer_e", "last_layer_h"): lambda m, x, y, *, batch_size=1024: grads.last_layer_factors(
+        _head(m, "last-layer factors"), m.params, x, y, batch_size=batch_size),
 }
 
 
 # Training dynamics (forgetting, AUM, loss / EL2N mean and variance over epochs) are recorded during
 # a surrogate's training (train.fit(..., record_dynamics=True); jaxsubset.train.stats.dynamics), not
 # computed from a trained model: compute(..., dynamics=result.history["dynamics"]) serves them.
-DYNAMICS = ("forgetting", "aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var")
-
 
 def _recorded_only(name: str) -> Quantity:
     def quantity(m: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> np.ndarray:

@@ -23,7 +23,8 @@ import numpy as np
 from jaxsubset.data import Dataset
 from jaxsubset.train import fit
 from jaxsubset.train.loop import as_pure
-from jaxsubset.workflows.quantities import DYNAMICS, compute
+from jaxsubset.types import DYNAMICS
+from jaxsubset.workflows.quantities import compute
 
 
 def check_scoring(score_epochs: Any, score_models: Any = 1) -> tuple[int, int]:
