@@ -4,7 +4,8 @@ import pytest
 from scipy.optimize import nnls
 
 from jaxsubset import Subset, data, train
-from jaxsubset.workflows.adaptive import fit_adaptive, gradient_features, make_reselect
+from jaxsubset.workflows.adaptive import fit_adaptive, make_reselect
+from jaxsubset.workflows.quantities import gradient_features
 from jaxsubset.selectors import match_weights, online_geda
 
 

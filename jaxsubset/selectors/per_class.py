@@ -18,10 +18,6 @@ def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
         return False
 
 
-def accepts_seed(fn: Callable[..., Any]) -> bool:
-    """True if ``fn`` takes a ``seed`` keyword (randomized selectors get one forwarded)."""
-    return accepts_keyword(fn, "seed")
-
 
 def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
               arrays: Mapping[str, Any] | None = None, num_classes: int | None = None,
@@ -60,7 +56,7 @@ def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
         if np.shape(a)[0] != y.shape[0]:
             raise ValueError(f"arrays[{k!r}] has {np.shape(a)[0]} rows but labels has {y.shape[0]}.")
     budgets = per_class_budget(y, budget, num_classes)
-    takes_seed = accepts_seed(selector)
+    takes_seed = accepts_keyword(selector, "seed")
     takes_rows = bool(arrays) and accepts_keyword(selector, "rows")
     idx_parts, w_parts, infos = [], [], {}
     for c, b in enumerate(budgets):

@@ -34,7 +34,7 @@ from jaxsubset.selectors.geda import geda, online_geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches_last_layer, gradmatch_last_layer
 from jaxsubset.selectors.moderate import moderate
-from jaxsubset.selectors.per_class import accepts_keyword, accepts_seed, per_class
+from jaxsubset.selectors.per_class import accepts_keyword, per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.uncertainty import uncertainty
 from jaxsubset.subset import Subset
@@ -58,7 +58,7 @@ class Method:
         """Run on ``arrays`` (or, with ``rows``, on their sub-pool ``rows``; indices are positions in it);
         ``options`` are extra keywords for the method (e.g. the validation set)."""
         kw = {**self.kwargs, **(options or {})}
-        if accepts_seed(self.fn):
+        if accepts_keyword(self.fn, "seed"):
             kw["seed"] = seed
         if self.needs:
             if rows is not None:

@@ -18,30 +18,7 @@ from jaxsubset.models.pure import PureModel
 from jaxsubset.subset import Subset, check_budget
 from jaxsubset.train import FitResult, fit
 from jaxsubset.workflows import quantities
-
-SCORES = ("last_layer", "full", "projected")
-
-
-def gradient_features(model: PureModel, x: Any, y: Any, *, kind: str = "last_layer", project_dim: int = 512,
-                      seed: int = 0, batch_size: int = 256) -> np.ndarray:
-    """Per-example gradient features ``(n, D)`` of the current model.
-
-    - ``last_layer``: closed-form head gradients ``(n, C·(d+1))`` (no backward pass);
-    - ``full``: exact per-sample gradients of all parameters ``(n, P)``;
-    - ``projected``: those gradients sketched to ``(n, project_dim)`` (JL, seeded).
-    """
-    if kind == "last_layer":
-        if model.apply_with_embedding is None:
-            raise ValueError("scores='last_layer' needs a model with a linear head "
-                             "(PureModel.apply_with_embedding); use scores='projected'.")
-        return grads.last_layer_grads(model.apply_with_embedding, model.params, x, y, batch_size=batch_size * 4)
-    if kind == "full":
-        return grads.per_sample_grads(model.apply_fn, model.params, x, y, batch_size=batch_size)
-    if kind == "projected":
-        return grads.per_sample_grads(model.apply_fn, model.params, x, y, project_dim=project_dim, seed=seed,
-                                      batch_size=batch_size)
-    raise ValueError(f"Unknown scores {kind!r}; choose one of {list(SCORES)}.")
-
+from jaxsubset.workflows.quantities import SCORES, gradient_features
 
 def compute_quantities(method: str, model: PureModel, x: Any, y: Any, *, scores: str = "last_layer",
                        project_dim: int = 512, seed: int = 0) -> dict[str, np.ndarray]:

@@ -26,6 +26,29 @@ def _head(m: PureModel, what: str) -> EmbedFn:
     return m.apply_with_embedding
 
 
+SCORES = ("last_layer", "full", "projected")
+
+
+def gradient_features(model: PureModel, x: Any, y: Any, *, kind: str = "last_layer", project_dim: int = 512,
+                      seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """Per-example gradient features ``(n, D)`` of the current model.
+
+    - ``last_layer``: closed-form head gradients ``(n, C·(d+1))`` (no backward pass);
+    - ``full``: exact per-sample gradients of all parameters ``(n, P)``;
+    - ``projected``: those gradients sketched to ``(n, project_dim)`` (JL, seeded).
+    """
+    if kind == "last_layer":
+        return grads.last_layer_grads(_head(model, "Last-layer gradient features (use 'projected' otherwise)"),
+                                      model.params, x, y, batch_size=batch_size * 4)
+    if kind == "full":
+        return grads.per_sample_grads(model.apply_fn, model.params, x, y, batch_size=batch_size)
+    if kind == "projected":
+        return grads.per_sample_grads(model.apply_fn, model.params, x, y, project_dim=project_dim, seed=seed,
+                                      batch_size=batch_size)
+    raise ValueError(f"Unknown scores {kind!r}; choose one of {list(SCORES)}.")
+
+
+
 QUANTITIES: dict[str, Quantity] = {
     "loss": lambda m, x, y, *, batch_size=1024: grads.losses(m.apply_fn, m.params, x, y, batch_size=batch_size),
     "el2n": lambda m, x, y, *, batch_size=1024: grads.el2n((m.apply_fn, m.params), x, y, batch_size=batch_size),
@@ -33,11 +56,11 @@ QUANTITIES: dict[str, Quantity] = {
                                                                       batch_size=min(batch_size, 256)),
     "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
                                                                                   batch_size=batch_size),
-    # per-example gradient features; last-layer closed form here (workflows.adaptive offers full / projected)
-    "grads": lambda m, x, y, *, batch_size=1024: grads.last_layer_grads(_head(m, "The 'grads' quantity"), m.params,
-                                                                     x, y, batch_size=batch_size),
-    "grads_projected": lambda m, x, y, *, batch_size=1024: grads.per_sample_grads(
-        m.apply_fn, m.params, x, y, project_dim=512, batch_size=min(batch_size, 256)),
+    # per-example gradient features: last-layer closed form, or all parameters' sketched to 512 (adaptive
+    # selection picks the kind per run: workflows.adaptive.make_reselect(scores=...))
+    "grads": lambda m, x, y, *, batch_size=1024: gradient_features(m, x, y, batch_size=max(batch_size // 4, 1)),
+    "grads_projected": lambda m, x, y, *, batch_size=1024: gradient_features(m, x, y, kind="projected",
+                                                                             batch_size=min(batch_size, 256)),
     # softmax (n, C) for the uncertainty selectors; penultimate embeddings (n, d) for Moderate / D2
     "probs": lambda m, x, y, *, batch_size=1024: outputs.probabilities(m.apply_fn, m.params, x, batch_size=batch_size),
     "embedding": lambda m, x, y, *, batch_size=1024: outputs.embeddings(m.apply_with_embedding, m.params, x,
