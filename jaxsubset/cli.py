@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from jaxsubset import data, models, report, selectors
 from jaxsubset.cli_scores import add_parsers, dispatch
@@ -33,18 +33,15 @@ def _lr(s: str) -> float:
     return v
 
 
-def _positive(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
-    return v
+def _at_least(lo: int, hint: str = "") -> Callable[[str], int]:
+    def integer(s: str) -> int:
+        if int(s) < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}{hint}, got {s}")
+        return int(s)
+    return integer
 
 
-def _non_negative(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0: score at the initial model), got {s}")
-    return v
+_positive, _non_negative = _at_least(1), _at_least(0, " (0: score at the initial model)")
 
 
 def build_parser() -> argparse.ArgumentParser:
