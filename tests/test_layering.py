@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "jaxsubset"
 # top-level name under jaxsubset -> floor; a new top-level module or package must be placed here
 FLOORS = {
     "__init__": 0, "subset": 0, "types": 0, "checks": 0, "data": 0, "models": 0,
-    "kernels": 1, "solvers": 1, "knn": 1, "convex_layer": 1,
+    "kernels": 1, "solvers": 1, "knn": 1,
     "grads": 2,
     "selectors": 3, "train": 3,
     "valuation": 4,
