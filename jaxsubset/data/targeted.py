@@ -1,9 +1,4 @@
-"""The imbalanced setting of targeted subset selection: a labeled set ``E``, a pool ``U`` and a target slice ``T``.
-
-A few classes are rare in ``E`` and ``U`` (:func:`jaxsubset.data.make_imbalanced`) and ``T`` is drawn
-from held-out training examples of those classes (:func:`jaxsubset.workflows.tss.tss_round` runs a
-round on it).
-"""
+"""The imbalanced setting of targeted selection (``E``, ``U``, ``T``) that ``workflows.tss.tss_round`` runs on."""
 
 from __future__ import annotations
 

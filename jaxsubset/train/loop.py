@@ -76,7 +76,8 @@ def _pure_and_key(model: Any, dataset: Dataset, seed: int) -> tuple[PureModel, A
     if isinstance(model, str):
         model = create(model, dataset.input_shape, dataset.num_classes, seed=seed)
     pure = as_pure(model, dataset, seed)
-    return pure, ("nnx", nnx.split(model, nnx.Param, ...)[0]) if isinstance(model, nnx.Module) else ("fn", pure.apply_fn)
+    key = ("nnx", nnx.split(model, nnx.Param, ...)[0]) if isinstance(model, nnx.Module) else ("fn", pure.apply_fn)
+    return pure, key
 
 
 def _check_dynamic(dynamic: Any, optimizer: Any, reselect: Any) -> str:

@@ -23,14 +23,11 @@ from jaxsubset.workflows.quantities import SCORES, gradient_features
 def compute_quantities(method: str, model: PureModel, x: Any, y: Any, *, scores: str = "last_layer",
                        project_dim: int = 512, seed: int = 0) -> dict[str, np.ndarray]:
     """Everything ``method`` needs, computed from ``model`` (``"grads"`` per ``scores``)."""
-    m = selectors.get(method)
-    out = {}
-    for need in m.needs:
-        if need == "grads":
-            out[need] = gradient_features(model, x, y, kind=scores, project_dim=project_dim, seed=seed)
-        else:
-            out.update(quantities.compute([need], model, x, y))
-    return out
+    needs = selectors.get(method).needs
+    out = quantities.compute([q for q in needs if q != "grads"], model, x, y)  # a group (e, h) computed once
+    if "grads" in needs:
+        out["grads"] = gradient_features(model, x, y, kind=scores, project_dim=project_dim, seed=seed)
+    return {q: out[q] for q in needs}
 
 
 def validation_quantities(model: PureModel, x_val: Any, y_val: Any) -> dict[str, np.ndarray]:

@@ -85,8 +85,8 @@ def _recorded_only(name: str) -> Quantity:
     def quantity(m: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> np.ndarray:
         raise ValueError(f"The quantity {name!r} is recorded during training, not computed from a model: train the "
                          "surrogate with jaxsubset.train.fit(..., record_dynamics=True) and pass "
-                         "dynamics=result.history['dynamics'] to quantities.compute (workflows.run.select_subset does this "
-                         "with score_epochs surrogate epochs).")
+                         "dynamics=result.history['dynamics'] to quantities.compute (workflows.run.select_subset "
+                         "does this with score_epochs surrogate epochs).")
     return quantity
 
 
