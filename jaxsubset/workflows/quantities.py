@@ -81,6 +81,7 @@ GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {
 # a surrogate's training (train.fit(..., record_dynamics=True); jaxsubset.train.stats.dynamics), not
 # computed from a trained model: compute(..., dynamics=result.history["dynamics"]) serves them.
 
+
 def _recorded_only(name: str) -> Quantity:
     def quantity(m: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> np.ndarray:
         raise ValueError(f"The quantity {name!r} is recorded during training, not computed from a model: train the "
