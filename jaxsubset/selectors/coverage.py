@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from jaxsubset.kernels import as_factors, as_operator, finite_matrix, last_layer_dot, last_layer_mean_grad
+from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -64,16 +65,17 @@ def herding(features: Any | None, budget: int, *, factors: Any | None = None) ->
             return X[j].astype(np.float64)
     k = check_budget(budget, n)
     total = np.zeros_like(mu)
-    chosen = np.zeros(n, bool)
-    order = []
-    for t in range(k):
-        v = (t + 1) * mu - total
-        cost = sq - 2.0 * dots(v)  # ‖v - x_i‖² - ‖v‖²
-        cost[chosen] = np.inf
-        j = int(np.argmin(cost))
-        order.append(j)
-        chosen[j] = True
-        total += row(j)
+
+    def gains(cand: np.ndarray) -> np.ndarray:  # -(‖v - x_i‖² - ‖v‖²), v = (t + 1)·μ - Σ_S x_j
+        return (2.0 * dots((len(order) + 1) * mu - total) - sq)[cand]
+
+    def add(picks: np.ndarray) -> None:
+        nonlocal total
+        order.extend(int(j) for j in picks)
+        total = total + sum(row(int(j)) for j in picks)
+
+    order: list[int] = []
+    greedy(Oracle(n, gains, add), k)
     err = float(np.linalg.norm(mu - total / k)) if k else float(np.linalg.norm(mu))
     return Subset.unweighted(np.sort(np.asarray(order, np.int64)), method="herding",
                              order=np.asarray(order, np.int64), mean_error=err, seconds=time.perf_counter() - t0)
@@ -114,18 +116,15 @@ def kcenter_greedy(features: Any | None, budget: int, *, metric: str = "euclidea
     mind = np.full(n, np.inf)
     for s in range(0, init.size, 256):
         mind = np.minimum(mind, dist(init[s:s + 256]).min(0))
-    chosen = np.zeros(n, bool)
-    chosen[init] = True
-    order = []
-    for t in range(k):
-        if t == 0 and init.size == 0:
-            j = int(np.random.default_rng(seed).integers(n))
-        else:
-            cand = np.where(chosen, -np.inf, mind)
-            j = int(np.argmax(cand))
-        order.append(j)
-        chosen[j] = True
-        mind = np.minimum(mind, dist(np.asarray([j]))[0])
+
+    def add(picks: np.ndarray) -> None:
+        nonlocal mind
+        mind = np.minimum(mind, dist(picks).min(0))
+
+    first = [int(np.random.default_rng(seed).integers(n))] if init.size == 0 and k else []
+    excluded = np.zeros(n)
+    excluded[init] = -np.inf  # initial centers are never picked again
+    order = greedy(Oracle(n, lambda c: (mind + excluded)[c], add), k, forced=first).order.tolist()
     radius = float(mind.max()) if n and (k or init.size) else float("inf")
     return Subset.unweighted(np.sort(np.asarray(order, np.int64)), method="kcenter_greedy",
                              order=np.asarray(order, np.int64), radius=radius, seconds=time.perf_counter() - t0)

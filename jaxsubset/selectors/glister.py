@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from jaxsubset.kernels import finite_matrix, as_factors, last_layer_dot
+from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -87,20 +88,13 @@ def glister(e: Any, h: Any, budget: int, *, val_logits: Any, val_h: Any, val_lab
         return float(np.mean(np.log(np.exp(zs).sum(1)) - zs[np.arange(len(yv)), yv]))
 
     loss0 = val_loss(Z)
-    chosen = np.zeros(n, bool)
-    order: list[int] = []
-    gains: list[float] = []
-    while len(order) < k:
-        gval = validation_gradient(Z, Hv, yv)
-        score = lr * last_layer_dot(E, H, gval)
-        score[chosen] = -np.inf
-        r = min(int(refresh), k - len(order))
-        picks = np.argsort(-score, kind="stable")[:r]
-        order.extend(int(j) for j in picks)
-        gains.extend(float(score[j]) for j in picks)
-        chosen[picks] = True
-        # θ_S -= η Σ g_j  =>  z_v -= η Σ_j e_j (h_j·h_v + 1)
-        Z -= lr * ((Hv @ H[picks].T + 1.0).astype(np.float64) @ E[picks].astype(np.float64))
+
+    def add(picks: np.ndarray) -> None:  # θ_S -= η Σ g_j  =>  z_v -= η Σ_j e_j (h_j·h_v + 1)
+        Z[...] -= lr * ((Hv @ H[picks].T + 1.0).astype(np.float64) @ E[picks].astype(np.float64))
+
+    run = greedy(Oracle(n, lambda c: lr * last_layer_dot(E, H, validation_gradient(Z, Hv, yv))[c], add), k,
+                 refresh=int(refresh))
+    order, gains = run.order.tolist(), run.gains.tolist()
     idx = np.sort(np.asarray(order, np.int64))
     return Subset.unweighted(idx, method="glister", order=np.asarray(order, np.int64), gains=np.asarray(gains),
                              lr=lr, refresh=int(refresh), val_loss=(loss0, val_loss(Z)),
