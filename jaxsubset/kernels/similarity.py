@@ -15,14 +15,23 @@ import numpy as np
 
 from jaxsubset.kernels.blocks import GATHER_ITEMS, GATHER_SHARE, check_rows, default_chunk, finite_matrix, \
     weighted_row_sum
+from jaxsubset.kernels.features import Features, is_factored
 from jaxsubset.kernels.last_layer import as_factors, last_layer_mean_grad
 
-METRICS = ("euclidean", "cosine", "dot", "rbf")
+METRICS = {
+    "dot": "<a, b>",
+    "cosine": "<a, b> / (|a| |b|) in [-1, 1] (0 when either vector is zero)",
+    "shifted_cosine": "(1 + cosine) / 2 in [0, 1]: non-negative and positive semi-definite (SMI's default)",
+    "euclidean": "-|a - b|, a negated distance (CRAIG's default: facility location shifts it to max d - d)",
+    "rbf": "exp(-gamma |a - b|²)",
+}
+"""The one metric table: each name means this kernel in every selector (NumPy blocks here, JAX blocks in
+:mod:`jaxsubset.kernels.device`); ``<·,·>`` is the inner product of the (possibly factored) vectors."""
 
 
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS}.")
+        raise ValueError(f"Unknown metric {metric!r}; choose one of {list(METRICS)}.")
     return metric
 
 # ----------------------------------------------------------------------------- the operator
@@ -32,14 +41,7 @@ class Similarity:
     """A pairwise similarity between ``n1`` row items and ``n2`` column items, evaluated in blocks.
 
     Build it with :func:`similarity_op` (feature vectors), :func:`last_layer_similarity_op`
-    (factored last-layer gradients) or :func:`precomputed` (a given matrix). Metrics,
-    with ``<·,·>`` the inner product of the (possibly factored) vectors:
-
-    - ``"dot"``: ``<a, b>``;
-    - ``"cosine"``: ``<a, b> / (|a| |b|)`` (0 when either vector is zero);
-    - ``"euclidean"``: ``-|a - b|`` (a negated distance: larger is more similar;
-      facility location subtracts the minimum so that CRAIG's ``max d - d`` follows);
-    - ``"rbf"``: ``exp(-gamma |a - b|²)``.
+    (factored last-layer gradients) or :func:`precomputed` (a given matrix). Metrics: :data:`METRICS`.
 
     When the row and column items are the same set, self-pairs are exact
     (distance 0, cosine 1) despite float32 rounding.
@@ -73,7 +75,7 @@ class Similarity:
             return out
         sq1 = self._sq1 if r is None else self._sq1[r]
         sq2 = self._sq2 if c is None else self._sq2[c]
-        if self.metric == "cosine":
+        if self.metric in ("cosine", "shifted_cosine"):
             inv1 = _safe_inv_sqrt(sq1)
             inv2 = _safe_inv_sqrt(sq2)
             out *= inv1[:, None]
@@ -92,6 +94,9 @@ class Similarity:
                 np.exp(out, out=out)
         if self.symmetric:
             self._fix_self_pairs(out, r, c, sq1)
+        if self.metric == "shifted_cosine":
+            out += 1.0
+            out *= 0.5
         return out
 
     def _fix_self_pairs(self, out: np.ndarray, r: np.ndarray | None, c: np.ndarray | None,
@@ -166,8 +171,9 @@ def _take(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
     return a if idx is None else a[idx]
 
 
-def _rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
-    """Default RBF ``gamma``: one over the mean squared pairwise distance ``2·mean|a - ā|²``."""
+def rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
+    """RBF ``gamma`` validated (positive, finite), or if None one over ``2·mean|a - ā|²`` (``mean_sq_dev``: about
+    the mean squared pairwise distance)."""
     if gamma is None:
         return 1.0 / (2.0 * mean_sq_dev) if mean_sq_dev > 0 else 1.0
     g = float(gamma)
@@ -205,7 +211,7 @@ def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
 
     Args:
       a, b: finite feature matrices with the same number of columns.
-      metric: ``"euclidean"`` (negated distance), ``"cosine"``, ``"dot"`` or ``"rbf"``.
+      metric: a name of :data:`METRICS`.
       gamma: RBF ``exp(-gamma |a-b|²)`` scale; default ``1 / (2·mean_i |a_i - ā|²)``
         (about one over the mean squared pairwise distance of ``a``).
       names: how error messages call ``a`` and ``b``.
@@ -226,7 +232,7 @@ def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
         g = None
         if metric == "rbf":
             mean = weighted_row_sum(A, r, np.full(r.size, 1.0 / max(r.size, 1)))
-            g = _rbf_gamma(gamma, float(np.mean(sq) - np.sum(mean ** 2)) if r.size else 0.0)
+            g = rbf_gamma(gamma, float(np.mean(sq) - np.sum(mean ** 2)) if r.size else 0.0)
         return Similarity((r.size, r.size), metric, g, True, _subpool_inner(lambda i, j: A[i] @ A[j].T, r), sq, sq)
     A = finite_matrix(a, names[0])
     B = A if b is None else finite_matrix(b, names[1])
@@ -236,7 +242,7 @@ def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
     sq2 = sq1 if b is None else np.einsum("nd,nd->n", B, B)
     g = None
     if metric == "rbf":
-        g = _rbf_gamma(gamma, float(np.mean(sq1) - np.sum(A.mean(0, dtype=np.float64) ** 2)) if len(A) else 0.0)
+        g = rbf_gamma(gamma, float(np.mean(sq1) - np.sum(A.mean(0, dtype=np.float64) ** 2)) if len(A) else 0.0)
 
     def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
         return _take(A, r) @ _take(B, c).T
@@ -270,7 +276,7 @@ def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | No
         g = None
         if metric == "rbf":
             dev = float(np.mean(sq) - np.sum(last_layer_mean_grad(E, H, r) ** 2)) if r.size else 0.0
-            g = _rbf_gamma(gamma, dev)
+            g = rbf_gamma(gamma, dev)
 
         def pair(i: np.ndarray, j: np.ndarray) -> np.ndarray:
             out = E[i] @ E[j].T
@@ -291,7 +297,7 @@ def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | No
     g = None
     if metric == "rbf":
         dev = float(np.mean(sq1) - np.sum(last_layer_mean_grad(E1, H1) ** 2)) if len(E1) else 0.0
-        g = _rbf_gamma(gamma, dev)
+        g = rbf_gamma(gamma, dev)
 
     def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
         out = _take(E1, r) @ _take(E2, c).T
@@ -327,7 +333,7 @@ def similarity(a: Any, b: Any | None = None, *, metric: str = "euclidean", gamma
     (then the similarity is between the gradients ``e ⊗ [h, 1]``). Computed ``chunk``
     rows at a time (never an ``n × n × D`` tensor). See :class:`Similarity` for the metrics.
     """
-    if isinstance(a, (tuple, list)):
+    if is_factored(a):
         e2, h2 = (None, None) if b is None else as_factors(b, "b")
         op = last_layer_similarity_op(*as_factors(a, "a"), e2, h2, metric=metric, gamma=gamma)
     else:
@@ -335,16 +341,14 @@ def similarity(a: Any, b: Any | None = None, *, metric: str = "euclidean", gamma
     return op.dense(chunk)
 
 
-def as_operator(features: Any | None, factors: Any | None, *, metric: str, gamma: float | None = None,
-                name: str = "features", rows: Any = None) -> Similarity:
-    """A self-similarity operator from exactly one of ``features (n, D)`` or ``factors (e, h)``
-    (over the sub-pool ``rows`` when given)."""
-    if (features is None) == (factors is None):
-        raise ValueError(f"Pass exactly one of {name} (n, D) or factors=(e, h).")
-    if factors is not None:
-        if not isinstance(factors, (tuple, list)) or len(factors) != 2:
-            as_factors(factors)  # raises the standard message
-        return last_layer_similarity_op(factors[0], factors[1], metric=metric, gamma=gamma, rows=rows)
+def as_operator(features: Features, *, metric: str, gamma: float | None = None, name: str = "features",
+                rows: Any = None) -> Similarity:
+    """The self-similarity operator of :data:`~jaxsubset.kernels.features.Features` (an array ``(n, D)`` or
+    last-layer factors ``(e, h)``), over the sub-pool ``rows`` when given."""
+    if is_factored(features):
+        if len(features) != 2:
+            as_factors(features, name)  # raises the standard message
+        return last_layer_similarity_op(features[0], features[1], metric=metric, gamma=gamma, rows=rows)
     return similarity_op(features, metric=metric, gamma=gamma, names=(name, name), rows=rows)
 
 
