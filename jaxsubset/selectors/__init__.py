@@ -5,14 +5,14 @@ from jaxsubset.selectors.ccs import ccs
 from jaxsubset.selectors.d2 import d2
 from jaxsubset.selectors.moderate import moderate
 from jaxsubset.selectors.uncertainty import uncertainty
-from jaxsubset.selectors.coverage import herding, herding_last_layer, kcenter_greedy, kcenter_last_layer
-from jaxsubset.selectors.craig import craig, craig_last_layer
+from jaxsubset.selectors.coverage import herding, kcenter_greedy
+from jaxsubset.selectors.craig import craig
 from jaxsubset.selectors.facility import facility_location
 from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda, geda_smoothed, online_geda
 from jaxsubset.selectors.glister import glister
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_batches_last_layer, gradmatch_last_layer
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches
 from jaxsubset.selectors.learned import fit_selection_model, learned, learned_values
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
@@ -47,17 +47,17 @@ register("geda_w1", geda, needs=("grad_norm",),
 register("online_geda", online_geda, needs=("grad_norm", "grads"),
          description="GEDA subset weighted by regularized gradient matching (GEDA study, Alg. 6.1)")
 LAST_LAYER = ("last_layer_e", "last_layer_h")  # closed-form factors of the head's per-sample gradients
-register("craig", craig_last_layer, needs=LAST_LAYER,
+register("craig", craig, needs=LAST_LAYER, pack=True,
          description="CRAIG: facility location on last-layer gradients, cluster-size weights (Mirzasoleiman 2020)")
-register("gradmatch", gradmatch_last_layer, needs=LAST_LAYER,
+register("gradmatch", gradmatch, needs=LAST_LAYER, pack=True,
          description="GRAD-MATCH: OMP with non-negative weights matching the mean last-layer gradient")
-register("gradmatch_pb", gradmatch_batches_last_layer, needs=LAST_LAYER,
+register("gradmatch_pb", gradmatch_batches, needs=LAST_LAYER, pack=True, batch_size=32,
          description="per-batch GRAD-MATCH (CORDS's GRAD-MATCH-PB): OMP over mini-batches of 32 on last-layer gradients")
-register("glister", glister, needs=LAST_LAYER, per_class=False, validation=True,
+register("glister", glister, needs=LAST_LAYER, pack=True, per_class=False, validation=True,
          description="GLISTER: greedy one-step lookahead on a validation loss, last-layer Taylor (Killamsetty "
                      "2021); needs a validation set")
-register("herding", herding_last_layer, needs=LAST_LAYER, description="herding on last-layer gradients")
-register("kcenter", kcenter_last_layer, needs=LAST_LAYER, description="greedy k-center on last-layer gradients")
+register("herding", herding, needs=LAST_LAYER, pack=True, description="herding on last-layer gradients")
+register("kcenter", kcenter_greedy, needs=LAST_LAYER, pack=True, description="greedy k-center on last-layer gradients")
 register("craig_grads", craig, needs=("grads",),
          description="CRAIG on the 'grads' features (adaptive: last-layer, full or projected gradients)")
 register("craig_stochastic", craig, needs=("grads",), description="CRAIG with stochastic greedy",

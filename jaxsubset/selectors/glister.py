@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import finite_matrix, as_factors, last_layer_dot
+from jaxsubset.kernels import as_factors, finite_matrix, last_layer_dot
+from jaxsubset.kernels.features import is_factored
 from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
@@ -40,13 +41,14 @@ def validation_gradient(val_logits: np.ndarray, val_h: np.ndarray, val_labels: n
     return err.T @ h1 / m
 
 
-def glister(e: Any, h: Any, budget: int, *, val_logits: Any, val_h: Any, val_labels: Any, lr: float = 0.01,
+def glister(features: tuple, budget: int, *, val_logits: Any, val_h: Any, val_labels: Any, lr: float = 0.01,
             refresh: int = 1) -> Subset:
     """Greedy last-layer GLISTER selection of ``budget`` pool examples.
 
     Args:
-      e: ``(n, C)`` pool ``softmax(z) - onehot(y)`` at the current parameters.
-      h: ``(n, d)`` pool embeddings feeding the head.
+      features: last-layer factors ``(e, h)`` of the pool at the current parameters
+        (:data:`~jaxsubset.kernels.features.Features`): ``e (n, C) = softmax(z) - onehot(y)`` and the
+        embeddings ``h (n, d)`` feeding the head.
       budget: number of examples ``k``.
       val_logits: ``(m, C)`` validation logits at the current parameters.
       val_h: ``(m, d)`` validation embeddings.
@@ -59,7 +61,10 @@ def glister(e: Any, h: Any, budget: int, *, val_logits: Any, val_h: Any, val_lab
       order and ``info["gains"]`` each pick's ``η <g_i, ∇L_val(θ_S)>``; ``info["val_loss"]``
       the validation loss at ``θ`` and at ``θ_S``.
     """
-    E, H = as_factors((e, h), "(e, h)")
+    if not is_factored(features):
+        raise TypeError("glister needs last-layer factors (e, h) (GLISTER moves only the head); got "
+                        f"{type(features).__name__}.")
+    E, H = as_factors(features, "(e, h)")
     n, C = E.shape
     k = check_budget(budget, n)
     Z = finite_matrix(val_logits, "val_logits").astype(np.float64)

@@ -6,7 +6,9 @@ class-local selector ``fn``:
 
 - with ``needs=()`` it is called as ``fn(n, budget, seed=...)``;
 - otherwise as ``fn(*quantities_in_needs_order, budget, seed=...)`` where each
-  quantity has leading axis ``n`` (restricted to one class when run per class).
+  quantity has leading axis ``n`` (restricted to one class when run per class);
+  with ``pack=True`` the quantities come as one tuple, ``fn((q1, q2), budget, ...)``: e.g.
+  ``("last_layer_e", "last_layer_h")`` as one :data:`~jaxsubset.kernels.features.Features` pair.
 
 Methods are run per class by :func:`select` (keeping class proportions) unless
 registered with ``per_class=False``. A method registered with ``validation=True``
@@ -36,6 +38,7 @@ class Method:
     per_class: bool = True
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     validation: bool = False
+    pack: bool = False
 
     def __call__(self, *arrays: Any, budget: int, seed: int = 0, rows: Any = None,
                  options: Mapping[str, Any] | None = None) -> Subset:
@@ -50,7 +53,7 @@ class Method:
                     kw["rows"] = rows
                 else:
                     arrays = tuple(np.asarray(a)[rows] for a in arrays)
-            return self.fn(*arrays, budget, **kw)
+            return self.fn(*((tuple(arrays),) if self.pack else arrays), budget, **kw)
         return self.fn(arrays[0] if arrays else 0, budget, **kw)
 
 
@@ -60,11 +63,11 @@ DYNAMICS = frozenset({"forgetting", "aum", "loss_mean", "loss_var", "el2n_mean",
 
 
 def register(name: str, fn: Callable[..., Subset], *, needs: tuple[str, ...] = (), description: str = "",
-             per_class: bool = True, validation: bool = False, **kwargs: Any) -> Method:
+             per_class: bool = True, validation: bool = False, pack: bool = False, **kwargs: Any) -> Method:
     """Register ``fn`` under ``name`` (fixed keyword arguments in ``kwargs``) and return the Method."""
     if name in METHODS:
         raise ValueError(f"A method named {name!r} is already registered.")
-    m = Method(name, fn, tuple(needs), description, per_class, dict(kwargs), bool(validation))
+    m = Method(name, fn, tuple(needs), description, per_class, dict(kwargs), bool(validation), bool(pack))
     METHODS[name] = m
     return m
 
