@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxsubset import selectors
-from jaxsubset.kernels import last_layer_similarity_op, similarity_op
+from jaxsubset.kernels import similarity_op
 from jaxsubset.selectors.craig import craig
 from jaxsubset.selectors.gradmatch import gradmatch
 from jaxsubset.selectors.per_class import per_class
@@ -21,8 +21,8 @@ def test_subpool_operator_equals_operator_on_a_copy(metric):
     e, h, _ = _factors()
     rows = np.random.default_rng(1).choice(700, 530, replace=False)  # > 256: several gathered blocks
     a = np.concatenate([e, h], axis=1)
-    for op, ref in [(last_layer_similarity_op(e, h, metric=metric, rows=rows),
-                     last_layer_similarity_op(e[rows], h[rows], metric=metric)),
+    for op, ref in [(similarity_op((e, h), metric=metric, rows=rows),
+                     similarity_op((e[rows], h[rows]), metric=metric)),
                     (similarity_op(a, metric=metric, rows=rows), similarity_op(a[rows], metric=metric))]:
         assert op.shape == ref.shape == (530, 530)
         if metric == "rbf":

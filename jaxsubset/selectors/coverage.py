@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import as_operator, last_layer_dot, last_layer_mean_grad
+from jaxsubset.kernels import last_layer_dot, similarity_op, last_layer_mean_grad
 from jaxsubset.kernels.features import Features, check_features
 from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
@@ -97,7 +97,7 @@ def kcenter_greedy(features: Features, budget: int, *, metric: str = "euclidean"
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"Unknown metric {metric!r}; choose 'euclidean' or 'cosine'.")
     t0 = time.perf_counter()
-    op = as_operator(features, metric=metric)
+    op = similarity_op(features, metric=metric, names=("features", "features"))
     n = op.shape[0]
     init = np.zeros(0, np.int64) if initial is None else np.unique(np.asarray(initial).reshape(-1))
     if init.size and (not np.issubdtype(init.dtype, np.integer) or init.min() < 0 or init.max() >= n):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import METRICS, as_operator, precomputed
+from jaxsubset.kernels import METRICS, precomputed, similarity_op
 from jaxsubset.kernels.features import Features, is_factored
 from jaxsubset.selectors.facility import facility_location
 from jaxsubset.subset import Subset, check_budget
@@ -59,7 +59,7 @@ def craig(features: Features, budget: int, *, metric: str = "euclidean", optimiz
     if metric not in CRAIG_METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {CRAIG_METRICS}.")
     t0 = time.perf_counter()
-    op = as_operator(features, metric=metric, gamma=gamma, rows=rows)
+    op = similarity_op(features, metric=metric, gamma=gamma, names=("features", "features"), rows=rows)
     n = op.shape[0]
     k = check_budget(budget, n)
     dense = n <= int(dense_limit)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import as_factors, as_operator, check_rows, last_layer_dot, last_layer_mean_grad, \
+from jaxsubset.kernels import as_factors, check_rows, similarity_op, last_layer_dot, last_layer_mean_grad, \
     last_layer_weighted_sum, rows_dot, weighted_row_sum
 from jaxsubset.kernels.features import Features, is_factored
 from jaxsubset.selectors._checks import as_features
@@ -41,7 +41,7 @@ def _problem(grads: Features, target: Any | None, scale: float | None, rows: Any
     if is_factored(grads):
         r = None if rows is None or np.ndim(grads[0]) != 2 else check_rows(rows, np.shape(grads[0])[0])
         e, h = as_factors(grads, rows=r)
-        op = as_operator((e, h), metric="dot", rows=r)
+        op = similarity_op((e, h), metric="dot", rows=r)
         dim = e.shape[1] * (h.shape[1] + 1)
         t = last_layer_mean_grad(e, h, r) if target is None else \
             _as_target(target, dim, (e.shape[1], h.shape[1] + 1))
@@ -52,7 +52,7 @@ def _problem(grads: Features, target: Any | None, scale: float | None, rows: Any
     else:
         A = np.asarray(grads, np.float32)
         r = None if rows is None or A.ndim != 2 else check_rows(rows, A.shape[0])
-        op = as_operator(A, metric="dot", name="grads", rows=r)
+        op = similarity_op(A, metric="dot", names=("grads", "grads"), rows=r)
         m = op.shape[0]
         t = weighted_row_sum(A, _compose(r, np.arange(m)), np.full(m, 1.0 / max(m, 1))) if target is None \
             else _as_target(target, A.shape[1], None)
