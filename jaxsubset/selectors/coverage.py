@@ -40,26 +40,17 @@ def herding(features: Features, budget: int) -> Subset:
     t0 = time.perf_counter()
     X, H = check_features(features)
     n = X.shape[0]
-    if H is not None:
-        E = X
-        sq = (np.einsum("nc,nc->n", E, E) * (np.einsum("nd,nd->n", H, H) + 1.0)).astype(np.float64)
-        mu = last_layer_mean_grad(E, H)
+    if H is not None:  # factored: g_i = e_i ⊗ [h_i, 1] with e = X
+        sq = (np.einsum("nc,nc->n", X, X) * (np.einsum("nd,nd->n", H, H) + 1.0)).astype(np.float64)
+        mu = last_layer_mean_grad(X, H)
         h1 = np.concatenate([H, np.ones((n, 1), np.float32)], axis=1)
-
-        def dots(v: np.ndarray) -> np.ndarray:
-            return last_layer_dot(E, H, v)
-
-        def row(j: int) -> np.ndarray:
-            return np.outer(E[j], h1[j]).reshape(-1).astype(np.float64)
+        dots = lambda v: last_layer_dot(X, H, v)  # noqa: E731
+        row = lambda j: np.outer(X[j], h1[j]).reshape(-1).astype(np.float64)  # noqa: E731
     else:
         sq = np.einsum("nd,nd->n", X, X).astype(np.float64)
         mu = X.mean(0, dtype=np.float64)
-
-        def dots(v: np.ndarray) -> np.ndarray:
-            return (X @ v.astype(np.float32)).astype(np.float64)
-
-        def row(j: int) -> np.ndarray:
-            return X[j].astype(np.float64)
+        dots = lambda v: (X @ v.astype(np.float32)).astype(np.float64)  # noqa: E731
+        row = lambda j: X[j].astype(np.float64)  # noqa: E731
     k = check_budget(budget, n)
     total = np.zeros_like(mu)
 

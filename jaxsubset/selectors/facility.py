@@ -69,34 +69,21 @@ def facility_value(sim: Any, selected: Any, baseline: float | None = None) -> fl
 
 
 def _initial_pass(op: Similarity, baseline: float | None, need_gains: bool) -> tuple[float, np.ndarray | None]:
-    """One sweep over all rows: the baseline (min similarity) and the gains w.r.t. the empty set."""
-    m, n = op.shape
+    """One sweep over all rows: the baseline (default the min similarity) and the gains on the empty set."""
     if baseline is not None and not need_gains:
         return float(baseline), None
-    if op.matrix is not None and baseline is None:  # dense: no block copies
-        b = float(op.matrix.min())
-        if not need_gains:
-            return b, None
-        rowsum = op.matrix.sum(1, dtype=np.float64) - n * b
-        return b, np.maximum(rowsum, 0.0, out=rowsum)
-    rowsum = np.empty(m, np.float64) if need_gains else None
-    mn = np.inf
-    for s, blk in op.row_chunks():
+    m, n = op.shape
+    rowsum, mn = np.empty(m, np.float64), np.inf
+    for s, blk in ([(0, op.matrix)] if op.matrix is not None else op.row_chunks()):  # dense: no block copies
         if baseline is None:
             mn = min(mn, float(blk.min()))
-            if need_gains:
-                rowsum[s:s + blk.shape[0]] = blk.sum(1, dtype=np.float64)
-        else:
-            np.subtract(blk, np.float32(baseline), out=blk)
-            np.maximum(blk, 0.0, out=blk)
             rowsum[s:s + blk.shape[0]] = blk.sum(1, dtype=np.float64)
+        else:
+            rowsum[s:s + blk.shape[0]] = np.maximum(blk - np.float32(baseline), 0.0).sum(1, dtype=np.float64)
     if baseline is None:
-        b = float(mn)
-        if need_gains:
-            rowsum -= n * b
-            np.maximum(rowsum, 0.0, out=rowsum)
-        return b, rowsum
-    return float(baseline), rowsum
+        baseline = mn
+        rowsum = np.maximum(rowsum - n * mn, 0.0)
+    return float(baseline), rowsum if need_gains else None
 
 
 def _row_getter(op: Similarity):

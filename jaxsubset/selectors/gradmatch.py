@@ -38,29 +38,24 @@ _COLUMN_CACHE_BYTES = 2**24  # Gram columns cached up to this size (k × n float
 def _problem(grads: Features, target: Any | None, scale: float | None, rows: Any = None):
     """Operator (dot metric), correlations with ``b = scale·t``, ``‖b‖²``, squared atom norms, and the
     matrix-free ``(combine, dot)`` pair of :class:`MatrixFreeAtoms` — over the sub-pool ``rows``."""
-    if is_factored(grads):
-        r = None if rows is None or np.ndim(grads[0]) != 2 else check_rows(rows, np.shape(grads[0])[0])
-        e, h = as_factors(grads, rows=r)
-        op = similarity_op((e, h), metric="dot", rows=r)
-        dim = e.shape[1] * (h.shape[1] + 1)
-        t = last_layer_mean_grad(e, h, r) if target is None else \
-            _as_target(target, dim, (e.shape[1], h.shape[1] + 1))
-        b = (op.shape[0] if scale is None else scale) * t
-        corr = last_layer_dot(e, h, b, r)
-        combine = lambda S, w: last_layer_weighted_sum(e, h, _compose(r, S), w)  # noqa: E731
-        dot = lambda v: last_layer_dot(e, h, v, r)  # noqa: E731
+    first = grads[0] if is_factored(grads) else np.asarray(grads, np.float32)
+    r = None if rows is None or np.ndim(first) != 2 else check_rows(rows, np.shape(first)[0])
+    x, h = as_factors(grads, rows=r) if is_factored(grads) else (first, None)
+    op = similarity_op(x if h is None else (x, h), metric="dot", names=("grads", "grads"), rows=r)
+    m = op.shape[0]
+    if h is None:
+        mean = weighted_row_sum(x, _compose(r, np.arange(m)), np.full(m, 1.0 / max(m, 1)))
+        shape, dim = None, x.shape[1]
+        combine = lambda S, w: weighted_row_sum(x, _compose(r, S), w)  # noqa: E731
+        dot = lambda v: rows_dot(x, v, r)  # noqa: E731
     else:
-        A = np.asarray(grads, np.float32)
-        r = None if rows is None or A.ndim != 2 else check_rows(rows, A.shape[0])
-        op = similarity_op(A, metric="dot", names=("grads", "grads"), rows=r)
-        m = op.shape[0]
-        t = weighted_row_sum(A, _compose(r, np.arange(m)), np.full(m, 1.0 / max(m, 1))) if target is None \
-            else _as_target(target, A.shape[1], None)
-        b = (m if scale is None else scale) * t
-        corr = rows_dot(A, b, r)
-        combine = lambda S, w: weighted_row_sum(A, _compose(r, S), w)  # noqa: E731
-        dot = lambda v: rows_dot(A, v, r)  # noqa: E731
-    return op, corr, float(b @ b), op.row_sq_norms.astype(np.float64), (combine, dot)
+        mean = last_layer_mean_grad(x, h, r)
+        shape = (x.shape[1], h.shape[1] + 1)
+        dim = shape[0] * shape[1]
+        combine = lambda S, w: last_layer_weighted_sum(x, h, _compose(r, S), w)  # noqa: E731
+        dot = lambda v: last_layer_dot(x, h, v, r)  # noqa: E731
+    b = (m if scale is None else scale) * (mean if target is None else _as_target(target, dim, shape))
+    return op, dot(b), float(b @ b), op.row_sq_norms.astype(np.float64), (combine, dot)
 
 
 def _compose(rows: np.ndarray | None, idx: np.ndarray) -> np.ndarray:

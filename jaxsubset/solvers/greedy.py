@@ -1,22 +1,13 @@
 """One greedy engine over a gain oracle: naive, lazy, stochastic, sampling and jitted greedy.
 
-A selector states *what* it maximizes as a :class:`GainOracle` (the marginal gains of candidates
-given the picks so far, and how a pick changes them); :func:`greedy` decides *how* candidates are
-picked (the split of DeepCore's ``submodular_optimizer`` / ``submodular_function``):
-
-- ``"naive"``: every step evaluates every candidate and takes the best (``refresh`` best per
-  evaluation when larger than 1);
-- ``"lazy"`` (Minoux 1978): stale gains are upper bounds for a submodular function, so only the
-  candidates on top of a priority queue are re-evaluated (``batch`` at a time, doubling up to
-  ``max_batch`` while the top stays stale); the same picks as ``"naive"``;
-- ``"stochastic"`` (Mirzasoleiman et al. 2015): each step evaluates ``⌈(n/k)·ln(1/ε)⌉`` random
-  remaining candidates, ``E[F] ≥ (1 - 1/e - ε)·OPT``;
-- ``"sample"``: each step draws a candidate with probability proportional to its gain (``D²``
-  sampling of k-means++), uniformly among the remaining ones when every gain is zero.
-
-Ties go to the lowest index everywhere. :func:`fori_greedy` is the exact greedy as a
-``lax.fori_loop`` over pure ``gain(state)`` / ``update(state, j, t)`` functions, traced inside a
-jitted caller.
+A selector states *what* it maximizes as a :class:`GainOracle` (gains of candidates given the picks so
+far, and how a pick moves them); :func:`greedy` decides *how* to pick: ``"naive"`` (every candidate every
+step; ``refresh`` best per evaluation), ``"lazy"`` (Minoux 1978: stale gains of a submodular function
+are upper bounds, so only the top of a priority queue is re-evaluated; the same picks as naive),
+``"stochastic"`` (Mirzasoleiman et al. 2015: ``⌈(n/k)·ln(1/ε)⌉`` random candidates per step) or
+``"sample"`` (draw proportionally to the gains: k-means++'s ``D²`` sampling). Ties go to the lowest
+index. :func:`fori_greedy` is the exact greedy as a ``lax.fori_loop`` over pure functions, traced
+inside a jitted caller.
 """
 
 from __future__ import annotations
