@@ -228,7 +228,7 @@ def test_registry_errors_say_what_to_do_and_select_defaults_to_seed_0(pool):
     with pytest.raises(ValueError, match=r"Unknown selection method 'nope'; choose one of \[.*'random'.*\]"):
         selectors.get("nope")
     with pytest.raises(ValueError, match=r"needs quantities \['loss'\]; compute them with "
-                                         r"jaxsubset\.scoring\.compute\(\.\.\.\) first"):
+                                         r"jaxsubset\.workflows\.quantities\.compute\(\.\.\.\) first"):
         selectors.select("loss_hard", y, B, {})
     np.testing.assert_array_equal(selectors.select("random", y, B).indices,
                                   selectors.select("random", y, B, seed=0).indices)

@@ -497,7 +497,7 @@ def learned_value_quantity(model: PureModel, x: Any, y: Any, *, batch_size: int 
                            seed: int = 0, **kwargs: Any) -> np.ndarray:
     """Scoring-registry adapter: learned values ``(n,)`` starting from the surrogate ``model``.
 
-    ``fn(model, x, y, *, batch_size)`` as :func:`jaxsubset.scoring.register_quantity` expects;
+    ``fn(model, x, y, *, batch_size)`` as :func:`jaxsubset.workflows.quantities.register_quantity` expects;
     ``batch_size`` is the registry's evaluation chunk and is not the training mini-batch
     (pass ``fit_batch_size``). The registry passes no validation set, so by default 10 % of the
     rows are held out for validation, which trusts the training labels (with label noise call
