@@ -217,9 +217,9 @@ def _distances_broadcast(g: np.ndarray, batch: int) -> np.ndarray:
     return out
 
 
-def craig_dense(e: np.ndarray, h: np.ndarray, budget: int, *, distances: str, batch: int = 64) -> Subset:
+def craig_dense(factors: tuple, budget: int, *, distances: str, batch: int = 64) -> Subset:
     """CRAIG on materialized gradients with a dense distance matrix (then the same lazy greedy)."""
-    g = materialize_last_layer(e, h)
+    g = materialize_last_layer(*factors)
     D = _distances_gemm(g) if distances == "gemm" else _distances_broadcast(g, batch)
     del g
     S = D.max() - D
@@ -230,14 +230,14 @@ def craig_dense(e: np.ndarray, h: np.ndarray, budget: int, *, distances: str, ba
     return Subset(res.order[order], w[order], {"order": res.order})
 
 
-def gradmatch_dense(e: np.ndarray, h: np.ndarray, budget: int, max_seconds: float | None = None) -> Subset:
+def gradmatch_dense(factors: tuple, budget: int, max_seconds: float | None = None) -> Subset:
     """OMP on materialized gradients: projections A r and NNLS on the D x |S| matrix each step.
 
     ``max_seconds`` stops the pursuit early (``info["truncated"]``): its time and memory are
     then lower bounds of a full run's.
     """
     t0 = time.perf_counter()
-    A = materialize_last_layer(e, h).astype(np.float64)
+    A = materialize_last_layer(*factors).astype(np.float64)
     n, D = A.shape
     b = A.sum(0)
     sq = np.einsum("nd,nd->n", A, A)

@@ -23,9 +23,16 @@ def is_factored(features: Any) -> bool:
     return isinstance(features, tuple)
 
 
-def check_features(features: Features, name: str = "features") -> tuple[np.ndarray, np.ndarray | None]:
-    """Validated float32 ``(x, None)`` for a matrix, ``(e, h)`` for factors; raises naming ``name``."""
-    return as_factors(features, name) if is_factored(features) else (finite_matrix(features, name), None)
+def check_features(features: Features, name: str = "features",
+                   rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validated float32 ``(x, None)`` for a matrix, ``(e, h)`` for factors; raises naming ``name``.
+    With ``rows`` (checked indices) only those rows are checked for NaN/inf."""
+    if is_factored(features):
+        return as_factors(features, name, rows)
+    x = np.asarray(features)
+    if rows is not None and x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {x.shape}.")
+    return finite_matrix(x, name, rows), None
 
 
 def num_rows(features: Features) -> int:

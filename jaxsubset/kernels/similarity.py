@@ -15,8 +15,8 @@ import numpy as np
 
 from jaxsubset.kernels.blocks import GATHER_ITEMS, GATHER_SHARE, check_rows, default_chunk, finite_matrix, \
     weighted_row_sum
-from jaxsubset.kernels.features import Features, is_factored
-from jaxsubset.kernels.last_layer import as_factors, last_layer_mean_grad
+from jaxsubset.kernels.features import Features, check_features, is_factored
+from jaxsubset.kernels.last_layer import last_layer_mean_grad
 
 METRICS = {
     "dot": "<a, b>",
@@ -193,15 +193,6 @@ def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: n
     return inner
 
 
-def _features(f: Features, name: str, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    if is_factored(f):
-        return as_factors(f, name, rows)
-    a = np.asarray(f)
-    if rows is not None and a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}.")
-    return finite_matrix(a, name, rows), None
-
-
 def _sq_norms(x: np.ndarray, h: np.ndarray | None) -> np.ndarray:
     sq = np.einsum("nd,nd->n", x, x)
     return sq if h is None else sq * (np.einsum("nd,nd->n", h, h) + 1.0)
@@ -231,7 +222,7 @@ def similarity_op(a: Features, b: Features | None = None, *, metric: str = "eucl
             raise ValueError("rows restricts a self-similarity; pass b=None with rows.")
         first = a[0] if is_factored(a) else a
         r = check_rows(rows, np.shape(first)[0]) if np.ndim(first) == 2 else rows
-        x, h = _features(a, names[0], r)
+        x, h = check_features(a, names[0], r)
         sq = np.concatenate([_sq_norms(x[i], None if h is None else h[i]) for i in
                              (r[s:s + GATHER_ITEMS] for s in range(0, r.size, GATHER_ITEMS))] or [np.zeros(0, np.float32)])
         g = None
@@ -240,8 +231,8 @@ def similarity_op(a: Features, b: Features | None = None, *, metric: str = "eucl
                 last_layer_mean_grad(x, h, r)
             g = rbf_gamma(gamma, float(np.mean(sq) - np.sum(mean ** 2)) if r.size else 0.0)
         return Similarity((r.size, r.size), metric, g, True, _subpool_inner(_pair(x, h, x, h), r), sq, sq)
-    x1, h1 = _features(a, names[0], None)
-    x2, h2 = (x1, h1) if b is None else _features(b, names[1], None)
+    x1, h1 = check_features(a, names[0])
+    x2, h2 = (x1, h1) if b is None else check_features(b, names[1])
     d1, d2 = ((x.shape[1],) if h is None else (x.shape[1], h.shape[1]) for x, h in ((x1, h1), (x2, h2)))
     if d1 != d2:
         raise ValueError(f"{names[0]} has dimensions {d1} but {names[1]} has {d2} (columns of a matrix, (C, d) of "

@@ -23,31 +23,20 @@ from typing import Any
 import numpy as np
 
 from jaxsubset.kernels import Similarity, default_chunk, precomputed
-from jaxsubset.solvers.greedy import greedy
+from jaxsubset.solvers.greedy import GreedyRun, greedy
 from jaxsubset.subset import check_budget
 
 OPTIMIZERS = ("naive", "lazy", "stochastic")
 
 
 @dataclasses.dataclass(frozen=True)
-class GreedyResult:
-    """Outcome of a facility-location greedy run.
+class GreedyResult(GreedyRun):
+    """A :class:`~jaxsubset.solvers.greedy.GreedyRun` of facility location (``F`` of the first ``t`` picks
+    is ``gains[:t].sum()``), plus ``assignment`` (int64 ``(n,)``: for each point, the position in ``order``
+    of its most similar pick, ties to the earlier; ``-1`` when ``k = 0``) and the ``baseline`` used."""
 
-    Attributes:
-      order: int64 ``(k,)`` chosen candidates in the order they were picked.
-      gains: float64 ``(k,)`` marginal gain of each pick (``F`` of the first ``t``
-        picks is ``gains[:t].sum()``).
-      assignment: int64 ``(n,)``: for each point, the position in ``order`` of the pick
-        most similar to it (ties go to the earlier pick); ``-1`` when ``k = 0``.
-      baseline: the baseline ``b`` used.
-      evaluations: number of candidate gains evaluated (rows of similarities computed).
-    """
-
-    order: np.ndarray
-    gains: np.ndarray
     assignment: np.ndarray
     baseline: float
-    evaluations: int
 
     @property
     def value(self) -> float:
@@ -166,13 +155,13 @@ def facility_location(sim: Similarity | Any, budget: int, *, optimizer: str = "l
     if int(lazy_batch) < 1:
         raise ValueError(f"lazy_batch must be >= 1, got {lazy_batch!r}.")
     if k == 0 or n == 0:
-        return GreedyResult(np.zeros(0, np.int64), np.zeros(0), np.full(n, -1, np.int64),
-                            0.0 if baseline is None else float(baseline), 0)
+        return GreedyResult(np.zeros(0, np.int64), np.zeros(0), 0, np.full(n, -1, np.int64),
+                            0.0 if baseline is None else float(baseline))
     b, gains0 = _initial_pass(op, baseline, need_gains=optimizer == "lazy")
     oracle = FacilityOracle(op, b)
     run = greedy(oracle, k, optimizer=optimizer, epsilon=float(epsilon), seed=seed, batch=int(lazy_batch),
                  initial_gains=gains0)
-    return GreedyResult(run.order, run.gains, oracle.assignment, b, run.evaluations + (m if gains0 is not None else 0))
+    return GreedyResult(run.order, run.gains, run.evaluations + (m if gains0 is not None else 0), oracle.assignment, b)
 
 
 __all__ = ["facility_location", "facility_value", "FacilityOracle", "GreedyResult", "OPTIMIZERS"]

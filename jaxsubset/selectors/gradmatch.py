@@ -25,8 +25,7 @@ import numpy as np
 
 from jaxsubset.kernels import as_factors, check_rows, similarity_op, last_layer_dot, last_layer_mean_grad, \
     last_layer_weighted_sum, rows_dot, weighted_row_sum
-from jaxsubset.kernels.features import Features, is_factored
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.kernels.features import Features, check_features, is_factored
 from jaxsubset.selectors.fill import fill_to_budget
 from jaxsubset.solvers.omp import GramColumns, MatrixFreeAtoms, omp
 from jaxsubset.subset import Subset, check_budget
@@ -188,13 +187,8 @@ def gradmatch_batches(grads: Features, budget: int, *, batch_size: int, target: 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     t0 = time.perf_counter()
-    factored = is_factored(grads)
-    if factored:
-        e, h = as_factors(grads)
-        n = e.shape[0]
-    else:
-        A = as_features(grads, name="grads")
-        n = A.shape[0]
+    A, h = check_features(grads, "grads")
+    n, factored = A.shape[0], h is not None
     _check_fill_budget(budget, n, fill)
     batch_size = max(1, min(int(batch_size), int(budget))) if budget else int(batch_size)
     kb = int(budget) // batch_size
@@ -203,9 +197,9 @@ def gradmatch_batches(grads: Features, budget: int, *, batch_size: int, target: 
     batches = [perm[s:s + batch_size] for s in starts]
     if factored:
         h1 = np.concatenate([h, np.ones((n, 1), np.float32)], axis=1)
-        atoms = np.stack([(e[b].T @ h1[b]).reshape(-1) for b in batches]) if n else np.zeros((0, 0), np.float32)
-        t = last_layer_mean_grad(e, h) if target is None else _as_target(target, atoms.shape[1],
-                                                                         (e.shape[1], h.shape[1] + 1))
+        atoms = np.stack([(A[b].T @ h1[b]).reshape(-1) for b in batches]) if n else np.zeros((0, 0), np.float32)
+        t = last_layer_mean_grad(A, h) if target is None else _as_target(target, atoms.shape[1],
+                                                                         (A.shape[1], h.shape[1] + 1))
     else:
         atoms = np.add.reduceat(A[perm], starts, axis=0) if n else np.zeros((0, A.shape[1]), np.float32)
         t = A.mean(0, dtype=np.float64) if target is None else _as_target(target, A.shape[1], None)
