@@ -25,7 +25,7 @@ def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
     **kwargs)`` (e.g. ``random``). If the selector takes a ``seed`` keyword, class
     ``c`` receives ``seed + c`` so that classes draw independently yet deterministically.
 
-    A selector with a ``rows`` parameter (CRAIG, GRAD-MATCH and their last-layer forms)
+    A selector with a ``rows`` parameter (CRAIG, GRAD-MATCH; features or factor pairs)
     is instead called as ``selector(*arrays.values(), budget_c, rows=rows_c, **kwargs)``:
     it reads the class's rows from the whole arrays itself, so no class copy is made
     (for last-layer factors of ResNet-18 size, a 1 000-example class copy is 2 MiB).
