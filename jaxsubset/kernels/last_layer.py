@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxsubset.kernels.blocks import check_rows, finite_matrix, gather, gather_step, row_step
 
+
 def as_factors(factors: Any, name: str = "factors", rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate last-layer factors ``(e (n, C), h (n, d))`` and return them as float32 arrays.
 
@@ -54,6 +55,7 @@ def last_layer_mean_grad(e: Any, h: Any, rows: np.ndarray | None = None) -> np.n
         acc[:, :-1] += eb.T @ gather(h, rows, slice(s, s + step)).astype(np.float64)
         acc[:, -1] += eb.sum(0)
     return (acc / max(m, 1)).reshape(-1)
+
 
 def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """``<g_i, v>`` for every factored gradient ``g_i = e_i ⊗ [h_i, 1]``, as float64 ``(n,)``.
