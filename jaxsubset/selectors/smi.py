@@ -662,7 +662,7 @@ def smi(pool_features: Features, query_features: Features, budget: int, *, funct
         gains = np.asarray(gains, np.float32)
     else:
         run = greedy(_LazyOracle(base, pq, cap, tuple(kinds), tuple(ws), pool, cfg.metric, inv2s2, pool_mat),
-                     budget, optimizer="lazy", batch=16, max_batch=1024)
+                     budget, optimizer="lazy", batch=16, max_batch=1024, whole_batches=True)
         order, gains, evals = run.order, run.gains.astype(np.float32), run.evaluations
     t2 = time.perf_counter()
     if not np.all(np.isfinite(gains)):

@@ -57,7 +57,7 @@ class GreedyRun:
 
 def greedy(oracle: GainOracle, budget: int, *, optimizer: str = "naive", forced: Sequence[int] = (),
            refresh: int = 1, epsilon: float = 0.01, seed: int = 0, batch: int = 1, max_batch: int | None = None,
-           initial_gains: np.ndarray | None = None) -> GreedyRun:
+           whole_batches: bool = False, initial_gains: np.ndarray | None = None) -> GreedyRun:
     """Pick ``budget`` candidates of ``oracle`` greedily.
 
     Args:
@@ -69,11 +69,13 @@ def greedy(oracle: GainOracle, budget: int, *, optimizer: str = "naive", forced:
       epsilon, seed: ``"stochastic"``'s ``ε`` and the seed of ``"stochastic"`` / ``"sample"``.
       batch, max_batch: ``"lazy"`` re-evaluates up to ``batch`` stale candidates at a time, doubling
         up to ``max_batch`` (default ``batch``) while the top of the queue stays stale.
+      whole_batches: ``"lazy"`` re-evaluates the top ``batch`` entries even if some are fresh (fewer,
+        larger calls: for oracles with a per-call cost, e.g. a jitted device function).
       initial_gains: ``"lazy"``'s gains on the empty set ``(n,)``, if the caller has them.
     """
     k = int(budget)
     if optimizer == "lazy":
-        return _lazy(oracle, k, initial_gains, batch, max_batch or batch)
+        return _lazy(oracle, k, initial_gains, batch, max_batch or batch, whole_batches)
     if optimizer == "stochastic":
         return _stochastic(oracle, k, epsilon, seed)
     if optimizer not in ("naive", "sample"):
@@ -110,7 +112,7 @@ def greedy(oracle: GainOracle, budget: int, *, optimizer: str = "naive", forced:
     return GreedyRun(np.asarray(order, np.int64), np.asarray(gains, np.float64), evals)
 
 
-def _lazy(oracle: GainOracle, k: int, g0: np.ndarray | None, batch: int, max_batch: int) -> GreedyRun:
+def _lazy(oracle: GainOracle, k: int, g0: np.ndarray | None, batch: int, max_batch: int, whole: bool) -> GreedyRun:
     n = oracle.n
     evals = 0
     if g0 is None:
@@ -128,7 +130,7 @@ def _lazy(oracle: GainOracle, k: int, g0: np.ndarray | None, batch: int, max_bat
                 heapq.heappop(heap)
                 break
             popped = [heapq.heappop(heap)[1]]
-            while len(popped) < size and heap and stamp[heap[0][1]] != t:
+            while len(popped) < size and heap and (whole or stamp[heap[0][1]] != t):
                 popped.append(heapq.heappop(heap)[1])
             size = min(2 * size, max_batch)
             g = np.asarray(oracle.gains(np.asarray(popped, np.int64)), np.float64)
