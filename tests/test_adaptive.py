@@ -117,7 +117,7 @@ def test_glister_through_the_registry_and_adaptive_training(small):
     m = to_pure(create("mlp", small.input_shape, 10, seed=0))
     q = compute(["last_layer_e", "last_layer_h"], m, ds.x_train, ds.y_train)
     v = validation_quantities(m, xv, yv)
-    direct = selectors.glister(q["last_layer_e"], q["last_layer_h"], 30, **v)
+    direct = selectors.glister((q["last_layer_e"], q["last_layer_h"]), 30, **v)
     via = selectors.select("glister", ds.y_train, 30, q, validation=v)
     np.testing.assert_array_equal(via.indices, direct.indices)
     assert via.info["val_loss"][1] < via.info["val_loss"][0]  # the lookahead lowers the validation loss

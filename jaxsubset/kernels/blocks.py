@@ -61,6 +61,7 @@ def gather(a: np.ndarray, rows: np.ndarray | None, idx: Any = None) -> np.ndarra
         return a if idx is None else a[idx]
     return a[rows if idx is None else rows[idx]]
 
+
 def check_rows(rows: Any, n: int) -> np.ndarray | None:
     """``rows`` as unique in-range int64 indices into a pool of ``n`` (``None`` passes through)."""
     if rows is None:
@@ -75,6 +76,7 @@ def check_rows(rows: Any, n: int) -> np.ndarray | None:
         raise ValueError("rows must not repeat an index.")
     return r
 
+
 def row_step(width: int, itemsize: int = 8) -> int:
     """Rows per block so that a ``rows × width`` block of ``itemsize``-byte floats stays near ``BLOCK_BYTES``."""
     return max(1, BLOCK_BYTES // (itemsize * max(width, 1)))
@@ -84,6 +86,7 @@ def gather_step(width: int, itemsize: int = 8, pool: int = 0) -> int:
     """Rows per gathered (fancy-indexed) block: ``rows × width`` floats near 128 KiB, or 1/16 of a
     sub-pool of ``pool`` rows if that is more."""
     return max(1, GATHER_BYTES // (itemsize * max(width, 1)), pool // GATHER_SHARE)
+
 
 def rows_dot(a: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """``a[rows] @ v`` in float64 for a float32 ``a (n, D)``, converting small row blocks at a time
@@ -108,6 +111,7 @@ def weighted_row_sum(a: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarr
     for s in range(0, rows.size, step):
         out += w[s:s + step] @ a[rows[s:s + step]].astype(np.float64)
     return out
+
 
 def default_chunk(ncols: int) -> int:
     """Rows per block so that a ``rows x ncols`` float32 block stays around 256 KiB (at least 64 rows)."""

@@ -7,15 +7,15 @@ from jaxsubset.selectors.ccs import ccs
 from jaxsubset.selectors.d2 import d2
 from jaxsubset.selectors.moderate import moderate
 from jaxsubset.selectors.uncertainty import uncertainty
-from jaxsubset.selectors.coverage import herding, herding_last_layer, kcenter_greedy, kcenter_last_layer
-from jaxsubset.selectors.craig import craig, craig_last_layer
+from jaxsubset.selectors.coverage import herding, kcenter_greedy
+from jaxsubset.selectors.craig import craig
 from jaxsubset.selectors.facility import facility_location
 from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda, geda_smoothed, online_geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.kmeanspp import kmeanspp
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_batches_last_layer, gradmatch_last_layer
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.registry import METHODS, Method, get, register, select

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -48,23 +49,14 @@ def kmeanspp(features: Any, budget: int, *, seed: int = 0) -> Subset:
         dot = e @ e[j] if h is None else (e @ e[j]) * (h @ h[j] + 1.0)
         return np.maximum(sq + sq[j] - 2.0 * dot, 0.0)
 
-    rng = np.random.default_rng(seed)
-    chosen = np.zeros(n, bool)
-    order = [int(np.argmax(sq))]
-    chosen[order[0]] = True
-    d2 = dist2(order[0])
-    d2[chosen] = 0.0
-    for _ in range(budget - 1):
-        total = d2.sum()
-        if total > 0:
-            j = int(rng.choice(n, p=d2 / total))
-        else:
-            j = int(rng.choice(np.flatnonzero(~chosen)))
-        order.append(j)
-        chosen[j] = True
-        d2 = np.minimum(d2, dist2(j))
-        d2[chosen] = 0.0
-    order_arr = np.asarray(order, np.int64)
+    d2 = np.full(n, np.inf)  # squared distance to the nearest chosen row: the D² sampling weights
+
+    def add(picks: np.ndarray) -> None:
+        nonlocal d2
+        d2 = np.minimum(d2, dist2(int(picks[0])))
+
+    order_arr = greedy(Oracle(n, lambda c: d2[c], add), budget, optimizer="sample", forced=[int(np.argmax(sq))],
+                       seed=seed).order
     return Subset.unweighted(np.sort(order_arr), method="kmeans++", order=order_arr)
 
 

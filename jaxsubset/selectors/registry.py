@@ -9,7 +9,9 @@ class-local selector ``fn``:
 
 - with ``needs=()`` it is called as ``fn(n, budget, seed=...)``;
 - otherwise as ``fn(*quantities_in_needs_order, budget, seed=...)`` where each
-  quantity has leading axis ``n`` (restricted to one class when run per class).
+  quantity has leading axis ``n`` (restricted to one class when run per class);
+  with ``pack=True`` the quantities come as one tuple, ``fn((q1, q2), budget, ...)``: e.g.
+  ``("last_layer_e", "last_layer_h")`` as one :data:`~jaxsubset.kernels.features.Features` pair.
 
 Methods are run per class by :func:`select` (keeping class proportions) unless
 registered with ``per_class=False``. A method registered with ``validation=True``
@@ -27,12 +29,12 @@ import numpy as np
 from jaxsubset.checks import check_quantity
 from jaxsubset.selectors.basic import random, top_k
 from jaxsubset.selectors.ccs import ccs
-from jaxsubset.selectors.coverage import herding_last_layer, kcenter_last_layer
-from jaxsubset.selectors.craig import craig, craig_last_layer
+from jaxsubset.selectors.coverage import herding, kcenter_greedy
+from jaxsubset.selectors.craig import craig
 from jaxsubset.selectors.d2 import d2
 from jaxsubset.selectors.geda import geda, online_geda
 from jaxsubset.selectors.glister import glister
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches_last_layer, gradmatch_last_layer
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches
 from jaxsubset.selectors.moderate import moderate
 from jaxsubset.selectors.per_class import accepts_keyword, per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
@@ -52,6 +54,7 @@ class Method:
     per_class: bool = True
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     validation: bool = False
+    pack: bool = False
 
     def __call__(self, *arrays: Any, budget: int, seed: int = 0, rows: Any = None,
                  options: Mapping[str, Any] | None = None) -> Subset:
@@ -66,7 +69,7 @@ class Method:
                     kw["rows"] = rows
                 else:
                     arrays = tuple(np.asarray(a)[rows] for a in arrays)
-            return self.fn(*arrays, budget, **kw)
+            return self.fn(*((tuple(arrays),) if self.pack else arrays), budget, **kw)
         return self.fn(arrays[0] if arrays else 0, budget, **kw)
 
 
@@ -74,11 +77,11 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str, fn: Callable[..., Subset], *, needs: tuple[str, ...] = (), description: str = "",
-             per_class: bool = True, validation: bool = False, **kwargs: Any) -> Method:
+             per_class: bool = True, validation: bool = False, pack: bool = False, **kwargs: Any) -> Method:
     """Register ``fn`` under ``name`` (fixed keyword arguments in ``kwargs``) and return the Method."""
     if name in METHODS:
         raise ValueError(f"A method named {name!r} is already registered.")
-    m = Method(name, fn, tuple(needs), description, per_class, dict(kwargs), bool(validation))
+    m = Method(name, fn, tuple(needs), description, per_class, dict(kwargs), bool(validation), bool(pack))
     METHODS[name] = m
     return m
 
@@ -168,17 +171,17 @@ register("geda_w1", geda, needs=("grad_norm",),
 register("online_geda", online_geda, needs=("grad_norm", "grads"),
          description="GEDA subset weighted by regularized gradient matching (GEDA study, Alg. 6.1)")
 LAST_LAYER = ("last_layer_e", "last_layer_h")  # closed-form factors of the head's per-sample gradients
-register("craig", craig_last_layer, needs=LAST_LAYER,
+register("craig", craig, needs=LAST_LAYER, pack=True,
          description="CRAIG: facility location on last-layer gradients, cluster-size weights (Mirzasoleiman 2020)")
-register("gradmatch", gradmatch_last_layer, needs=LAST_LAYER,
+register("gradmatch", gradmatch, needs=LAST_LAYER, pack=True,
          description="GRAD-MATCH: OMP with non-negative weights matching the mean last-layer gradient")
-register("gradmatch_pb", gradmatch_batches_last_layer, needs=LAST_LAYER,
+register("gradmatch_pb", gradmatch_batches, needs=LAST_LAYER, pack=True, batch_size=32,
          description="per-batch GRAD-MATCH (CORDS's GRAD-MATCH-PB): OMP over mini-batches of 32 on last-layer gradients")
-register("glister", glister, needs=LAST_LAYER, per_class=False, validation=True,
+register("glister", glister, needs=LAST_LAYER, pack=True, per_class=False, validation=True,
          description="GLISTER: greedy one-step lookahead on a validation loss, last-layer Taylor (Killamsetty "
                      "2021); needs a validation set")
-register("herding", herding_last_layer, needs=LAST_LAYER, description="herding on last-layer gradients")
-register("kcenter", kcenter_last_layer, needs=LAST_LAYER, description="greedy k-center on last-layer gradients")
+register("herding", herding, needs=LAST_LAYER, pack=True, description="herding on last-layer gradients")
+register("kcenter", kcenter_greedy, needs=LAST_LAYER, pack=True, description="greedy k-center on last-layer gradients")
 register("craig_grads", craig, needs=("grads",),
          description="CRAIG on the 'grads' features (adaptive: last-layer, full or projected gradients)")
 register("craig_stochastic", craig, needs=("grads",), description="CRAIG with stochastic greedy",

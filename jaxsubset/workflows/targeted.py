@@ -100,14 +100,14 @@ def targeted_features(model: PureModel | Callable[..., Any], params: Any, x: Any
 
 def targeted_select(model: PureModel | Callable[..., Any], params: Any, pool_x: Any, query_x: Any,
                     query_y: Any | None, budget: int, *, function: str = "flqmi", eta: float = 1.0,
-                    gamma: float = 0.0, diversity: str = "facility_location",
-                    features: str = "last_layer_grads", metric: str = "cosine", batch_size: int = 1024,
+                    diversity_weight: float = 0.0, diversity: str = "facility_location",
+                    features: str = "last_layer_grads", metric: str = "shifted_cosine", batch_size: int = 1024,
                     apply_with_embedding: Callable[..., Any] | None = None, **smi_kwargs: Any) -> Subset:
     """Choose ``budget`` unlabeled pool points that share the most with a labeled query set.
 
     Pool points get hypothesized labels (the model's argmax); query points use their true
     labels ``query_y``. Both are mapped to features (see :func:`targeted_features`) and
-    :func:`jaxsubset.selectors.smi.smi` maximizes ``I_f(A; Q) + γ·g(A)``.
+    :func:`jaxsubset.selectors.smi.smi` maximizes ``I_f(A; Q) + w·g(A)``.
 
     Args:
       model: a :class:`PureModel` (``jaxsubset.models.to_pure``) or a bare
@@ -118,11 +118,11 @@ def targeted_select(model: PureModel | Callable[..., Any], params: Any, pool_x: 
       query_x: target-slice inputs ``(q, ...)``, same per-example shape.
       query_y: int labels ``(q,)`` of the query set (may be None for ``features="embeddings"``).
       budget: number of pool points to select, ``1 <= budget <= n``.
-      function, eta, gamma, diversity, metric: as in :func:`~jaxsubset.selectors.smi.smi`.
+      function, eta, diversity_weight, diversity, metric: as in :func:`~jaxsubset.selectors.smi.smi`.
       features: ``"last_layer_grads"``, ``"embeddings"`` or ``"logit_grads"``.
       batch_size: rows per jitted forward pass.
-      smi_kwargs: forwarded to :func:`~jaxsubset.selectors.smi.smi` (``lam``, ``ridge``,
-        ``bandwidth``, ``optimizer``, ``chunk``).
+      smi_kwargs: forwarded to :func:`~jaxsubset.selectors.smi.smi` (``graph_cut_weight``,
+        ``ridge``, ``gamma``, ``optimizer``, ``chunk``).
 
     Returns:
       The :class:`Subset` of pool rows; ``info`` adds ``features``, ``hypothesized_labels``
@@ -148,7 +148,7 @@ def targeted_select(model: PureModel | Callable[..., Any], params: Any, pool_x: 
     query_f, _ = targeted_features(model, params, query_x, query_y, features=features,
                                    batch_size=batch_size, apply_with_embedding=apply_with_embedding)
     t1 = time.perf_counter()
-    sub = smi(pool_f, query_f, budget, function=function, eta=eta, gamma=gamma, diversity=diversity,
+    sub = smi(pool_f, query_f, budget, function=function, eta=eta, diversity_weight=diversity_weight, diversity=diversity,
               metric=metric, **smi_kwargs)
     info = {**sub.info, "method": "targeted", "features": features,
             "hypothesized_labels": pool_yhat[sub.indices], "feature_seconds": t1 - t0}

@@ -41,8 +41,8 @@ STRATEGIES = tuple(FUNCTIONS) + BASELINES
 # ----------------------------------------------------------------------------- baselines
 
 def select_targeted(strategy: str, model: PureModel, pool_x: Any, query_x: Any, query_y: Any, budget: int, *,
-                    eta: float = 1.0, gamma: float = 0.0, features: str = "embeddings",
-                    metric: str = "cosine", seed: int = 0, batch_size: int = 1024,
+                    eta: float = 1.0, diversity_weight: float = 0.0, features: str = "embeddings",
+                    metric: str = "shifted_cosine", seed: int = 0, batch_size: int = 1024,
                     smi_kwargs: dict[str, Any] | None = None) -> Subset:
     """Choose ``budget`` pool rows with one strategy of :data:`STRATEGIES`.
 
@@ -54,7 +54,7 @@ def select_targeted(strategy: str, model: PureModel, pool_x: Any, query_x: Any, 
       pool_x: unlabeled pool inputs ``(n, ...)``.
       query_x, query_y: the target slice ``(q, ...)`` and its int labels ``(q,)``.
       budget: ``1 <= budget <= n``.
-      eta, gamma, features, metric, smi_kwargs: for the SMI strategies, see
+      eta, diversity_weight, features, metric, smi_kwargs: for the SMI strategies, see
         :func:`jaxsubset.workflows.targeted.targeted_select`.
       seed: for ``"random"`` and ``"badge"``.
       batch_size: rows per forward pass.
@@ -71,7 +71,7 @@ def select_targeted(strategy: str, model: PureModel, pool_x: Any, query_x: Any, 
     budget = check_budget(budget, n, minimum=1)
     if strategy in FUNCTIONS:
         sub = targeted_select(model, None, pool_x, query_x, query_y, budget, function=strategy, eta=eta,
-                              gamma=gamma, features=features, metric=metric, batch_size=batch_size,
+                              diversity_weight=diversity_weight, features=features, metric=metric, batch_size=batch_size,
                               **(smi_kwargs or {}))
     elif strategy == "random":
         sub = random_subset(n, budget, seed=seed)
@@ -95,8 +95,8 @@ def _accuracies(model: PureModel, ds: Dataset, targets: np.ndarray) -> tuple[flo
 
 
 def tss_round(model: Any, labeled: Dataset, pool_x: Any, pool_y: Any, query_x: Any, query_y: Any, budget: int, *,
-              strategy: str = "flqmi", eta: float = 1.0, gamma: float = 0.0, features: str = "embeddings",
-              metric: str = "cosine", epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
+              strategy: str = "flqmi", eta: float = 1.0, diversity_weight: float = 0.0, features: str = "embeddings",
+              metric: str = "shifted_cosine", epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
               optimizer: str = "adam", schedule: str = "cosine", seed: int = 0,
               target_classes: Sequence[int] | None = None, initial: Any = None, progress: bool = False,
               smi_kwargs: dict[str, Any] | None = None, fit_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def tss_round(model: Any, labeled: Dataset, pool_x: Any, pool_y: Any, query_x: A
       query_x, query_y: the labeled target slice ``T`` ``(q, ...)`` and ``(q,)``, ``q >= 1``.
       budget: ``|A|``, ``1 <= budget <= n``.
       strategy: one of :data:`STRATEGIES`.
-      eta, gamma, features, metric, smi_kwargs: SMI settings (see
+      eta, diversity_weight, features, metric, smi_kwargs: SMI settings (see
         :func:`jaxsubset.workflows.targeted.targeted_select`). ``features`` defaults to
         ``"embeddings"``: last-layer gradients use *hypothesized* labels for the pool, and
         when the model trained on ``E`` misclassifies the rare target classes (the usual
@@ -174,7 +174,7 @@ def tss_round(model: Any, labeled: Dataset, pool_x: Any, pool_y: Any, query_x: A
     overall0, target0, per0 = _accuracies(before, labeled, targets)
 
     t0 = time.perf_counter()
-    sub = select_targeted(strategy, before, pool_x, query_x, query_y, budget, eta=eta, gamma=gamma,
+    sub = select_targeted(strategy, before, pool_x, query_x, query_y, budget, eta=eta, diversity_weight=diversity_weight,
                           features=features, metric=metric, seed=seed, smi_kwargs=smi_kwargs)
     t_sel = time.perf_counter() - t0
     idx = sub.indices
