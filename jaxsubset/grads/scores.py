@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -66,28 +66,20 @@ def _el2n_entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, mesh: Mesh | None
     return Entry(data_parallel(one, mesh, 2), width=_width(apply_fn, params, x))
 
 
-def el2n(models: Sequence[tuple[ApplyFn, Any]] | tuple[ApplyFn, Any], x: Any, y: Any, *,
-         num_classes: int | None = None, batch_size: int = 1024, progress: bool = False,
-         mesh: Mesh | None = None) -> np.ndarray:
-    """EL2N score ``(n,)``: ``||softmax(f(x)) - onehot(y)||_2`` averaged over models.
+def el2n(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, num_classes: int | None = None,
+         batch_size: int = 1024, progress: bool = False, mesh: Mesh | None = None) -> np.ndarray:
+    """EL2N score ``(n,)``: ``||softmax(f(x)) - onehot(y)||_2`` of the model ``apply_fn(params, x) -> logits``.
 
     Paul et al. (2021) average it over several initializations or early-training
-    checkpoints; pass a list of ``(apply_fn, params)`` pairs for that, or one pair.
+    checkpoints: average this function's results over those parameters
+    (``surrogate.score(..., score_models=K)`` does).
     """
-    if len(models) == 2 and callable(models[0]):
-        models = [models]  # a single (apply_fn, params) pair
-    if len(models) == 0:
-        raise ValueError("el2n needs at least one (apply_fn, params) pair.")
     x, y = check_xy(x, y, num_classes)
     check_inputs(x)
-    total = np.zeros(x.shape[0], np.float64)
-    for apply_fn, params in models:
-        entry = compiled("el2n", apply_fn, params, (x, y), mesh, (),
-                         lambda f, params=params: _el2n_entry(f, params, x, mesh))
-        check_labels(y, entry.info["width"])
-        run = functools.partial(entry.run, replicate(params, mesh))
-        scores, logits = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="el2n",
-                                     mesh=mesh, rows_cache=entry.rows)
-        check_finite_rows(logits, "logits")
-        total += scores
-    return check_finite_rows((total / len(models)).astype(np.float32), "EL2N scores")
+    entry = compiled("el2n", apply_fn, params, (x, y), mesh, (), lambda f: _el2n_entry(f, params, x, mesh))
+    check_labels(y, entry.info["width"])
+    run = functools.partial(entry.run, replicate(params, mesh))
+    scores, logits = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="el2n",
+                                 mesh=mesh, rows_cache=entry.rows)
+    check_finite_rows(logits, "logits")
+    return check_finite_rows(np.asarray(scores, np.float32), "EL2N scores")
