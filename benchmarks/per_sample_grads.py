@@ -46,6 +46,7 @@ import numpy as np
 
 from jaxsubset import grads
 from jaxsubset.grads import cross_entropy
+from jaxsubset.grads._inputs import with_finite_rows
 from jaxsubset.grads._params import example_loss
 from jaxsubset.grads.ghost import ghost_chunk_fn, vmap_chunk_fn
 from jaxsubset.grads.chunking import fit_rows
@@ -162,8 +163,8 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
     # (b), (b'): what per_sample_grads does after compiling: chunks sized by fit_rows,
     # gradients copied into one (n, P) numpy array, finiteness checked.
     auto = prefers_probe(plan)  # what method="auto" picks for this model
-    psg = {"b": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=plan if auto else None)),
-           "b1": jax.jit(chunk_fn(m.apply_fn, m.params, chosen, plan=None if auto else plan))}
+    psg = {"b": jax.jit(with_finite_rows(chunk_fn(m.apply_fn, m.params, chosen, plan=plan if auto else None))),
+           "b1": jax.jit(with_finite_rows(chunk_fn(m.apply_fn, m.params, chosen, plan=None if auto else plan)))}
     rows = {k: fit_rows(functools.partial(f, leaves), (x_np, y_np), batch) for k, f in psg.items()}
     g1 = jax.jit(jax.grad(example_loss(m.apply_fn)))
     n = min(loop_n, batch)

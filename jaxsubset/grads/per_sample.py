@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import cached_fit_rows, check_labels, check_xy, iter_chunks, oom_hint
-from jaxsubset.grads._inputs import check_inputs
+from jaxsubset.grads._inputs import check_input_array, raise_nonfinite_rows, with_finite_rows
 from jaxsubset.grads._params import ApplyFn, Wrt, example_loss, num_outputs, select_leaves
 from jaxsubset.grads._trace import Plan, plan_sites, probe_backward, site_grad
 from jaxsubset.grads.projection import check_projection, project_with_key
@@ -59,13 +59,6 @@ def cached_plan(apply_fn: ApplyFn, params: Any, x: np.ndarray, y: np.ndarray, ch
     entry = compiled("plan", apply_fn, params, (x, y), None, (tuple(chosen),),
                      lambda f: Entry(None, plan=build_plan(f, params, x[0], y[0], chosen)))
     return entry.info["plan"]
-
-
-def cached_width(apply_fn: ApplyFn, params: Any, x: np.ndarray) -> int:
-    """``num_outputs`` (the number of logits ``C``), evaluated once per model function and shapes."""
-    entry = compiled("width", apply_fn, params, (x,), None, (),
-                     lambda f: Entry(None, width=num_outputs(f, params, x[0])))
-    return entry.info["width"]
 
 
 def _site_grads_fn(plan: Plan, chosen: list[int], leaf_shapes: list[tuple]):
@@ -186,47 +179,57 @@ def per_sample_grads(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, wrt: Wrt
       numpy ``(n, P)`` or ``(n, k)``.
     """
     x, y = check_xy(x, y)
-    check_inputs(x)
+    check_input_array(x)
     check_projection(project_dim, projection)
-    check_labels(y, cached_width(apply_fn, params, x))
     chosen = select_leaves(params, wrt)
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
-    plan = None if method == "vmap" else cached_plan(apply_fn, params, x, y, chosen)
-    if method == "auto" and not prefers_probe(plan):
-        plan = None
     out_dtype = None if dtype is None else np.dtype(dtype).name
-    options = (tuple(chosen), plan is not None, project_dim, projection, out_dtype)
-    entry = compiled("per_sample_grads", apply_fn, params, (x, y), mesh, options, lambda f: Entry(data_parallel(
-        keyed_chunk_fn(f, params, chosen, project_dim, projection, dtype, plan), mesh, 2)))
+    options = (tuple(chosen), method, project_dim, projection, out_dtype)
+    entry = compiled("per_sample_grads", apply_fn, params, (x, y), mesh, options,
+                     lambda f: _grads_entry(f, params, x, y, chosen, method, project_dim, projection, dtype, mesh))
+    check_labels(y, entry.info["width"])
     key = None if project_dim is None else jax.random.key(int(seed))
     run = functools.partial(entry.run, replicate((jax.tree_util.tree_leaves(params), key), mesh))
     rows = cached_fit_rows(entry.rows, run, (x, y), batch_size, mesh)
     return collect_rows(run, x, y, rows=rows, progress=progress, mesh=mesh)
 
 
+def _grads_entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, y: np.ndarray, chosen: list[int], method: str,
+                 project_dim: int | None, projection: str, dtype: Any, mesh: Mesh | None) -> Entry:
+    """The jitted ``((leaves, key), x (B, ...), y (B,)) -> ((blocks, sums), finite rows of x)``; ``width``: logits."""
+    plan = None if method == "vmap" else build_plan(apply_fn, params, x[0], y[0], chosen)
+    if method == "auto" and not prefers_probe(plan):
+        plan = None
+    fn = keyed_chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan)
+    return Entry(data_parallel(with_finite_rows(fn), mesh, 2), width=num_outputs(apply_fn, params, x[0]))
+
+
 def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress: bool = False,
                  mesh: Mesh | None = None) -> np.ndarray:
     """Evaluate a per-chunk gradient function over ``(x, y)`` into one ``(n, width)`` numpy array.
 
-    ``run(x_chunk, y_chunk)`` returns ``(blocks, sums)`` as ``chunk_fn``'s function
-    does. The next chunk is dispatched before the current one is copied to the host,
-    so the copy overlaps the device work. Raises ``FloatingPointError`` naming the
-    rows whose gradients are not finite (rows with a non-finite sum are re-checked
-    entry by entry, so an overflowing sum alone raises nothing).
+    ``run(x_chunk, y_chunk)`` returns ``((blocks, sums), x_ok)``: ``chunk_fn``'s result
+    and the finite-row flags of ``x`` (``with_finite_rows``). The next chunk is
+    dispatched before the current one is copied to the host, so the copy overlaps the
+    device work. Raises ``NonFiniteError`` naming the rows of ``x`` that hold NaN or inf,
+    then ``FloatingPointError`` naming the rows whose gradients are not finite (rows with
+    a non-finite sum are re-checked entry by entry, so an overflowing sum alone raises nothing).
     """
     n = x.shape[0]
     out = None
     finite = np.ones(n, bool)
+    x_ok = np.ones(n, bool)
     pending = None
 
     def store(s: int, e: int, result: Any) -> None:
         nonlocal out
-        blocks, ok = result
+        (blocks, ok), xok = result
         blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
         with oom_hint(rows):
             blocks = [to_numpy(b) for b in blocks]
             finite[s:e] = np.isfinite(to_numpy(ok)[:e - s])
+            x_ok[s:e] = to_numpy(xok)[:e - s]
         if out is None:  # one (n, P) array, filled chunk by chunk: no concatenation copies
             out = np.empty((n, sum(b.shape[1] for b in blocks)), blocks[0].dtype)
         col = 0
@@ -242,6 +245,7 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
             store(*pending)
         pending = current
     store(*pending)
+    raise_nonfinite_rows(x_ok)
     bad = np.asarray([i for i in np.flatnonzero(~finite) if not np.all(np.isfinite(out[i]))], np.int64)
     if bad.size:
         raise FloatingPointError(f"per-sample gradients are NaN or inf for rows {bad[:10].tolist()}"
