@@ -3,7 +3,7 @@
 For each model, on one batch:
   (a) batched mean-loss gradient            jit(grad(mean loss)), one call on the batch
   (b) per-sample gradients                  jaxsubset.grads.per_sample_grads (default method="auto":
-                                            the probe pass with convolutions, else vmap): one (n, P) array
+                                            the probe pass, dense layers as host outer products): (n, P)
   (b') the same with the other method
   (c) per-sample norms, ghost               jaxsubset.grads.grad_norms(method="auto"), one call
   (d) per-sample norms, vmap + norm         jaxsubset.grads.grad_norms(method="vmap"), one call

@@ -47,8 +47,8 @@ _stats = {"hits": 0, "misses": 0, "evictions": 0}
 _dead = [False]  # set when a referenced model function is collected: the next lookup purges
 
 
-def _mark_dead(_ref: Any) -> None:
-    _dead[0] = True
+def _mark_dead(_ref: Any, _flag: list = _dead) -> None:  # bound early: still callable at interpreter exit
+    _flag[0] = True
 
 
 class FnRef:

@@ -14,7 +14,7 @@ from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import cached_fit_rows, check_labels, check_xy, iter_chunks, oom_hint
 from jaxsubset.grads._inputs import check_input_array, raise_nonfinite_rows, with_finite_rows
 from jaxsubset.grads._params import ApplyFn, Wrt, example_loss, num_outputs, select_leaves
-from jaxsubset.grads._trace import Plan, plan_sites, probe_backward, site_grad
+from jaxsubset.grads._trace import Plan, plan_sites, probe_backward, site_factors, site_grad
 from jaxsubset.grads.projection import check_projection, project_with_key
 from jaxsubset.grads.sharding import data_parallel, replicate, to_numpy
 
@@ -39,14 +39,14 @@ METHODS = ("auto", "probe", "vmap")
 
 
 def prefers_probe(plan: Plan) -> bool:
-    """``method="auto"``: the probe pass when a convolution takes it, else plain ``vmap(grad)``.
+    """``method="auto"``: the probe pass when a dense layer or a convolution takes it, else ``vmap(grad)``.
 
-    On the benchmark's CPU runs the probe pass was as fast or up to 1.3× faster for
-    the CNN (per-offset kernel contractions against vmap's batched convolutions); for
-    the dense-only MLP both write the same outer products and ran equally fast within
-    noise, so the simpler path is kept there.
+    The probe pass hands dense weights' gradients to the host as two factors whose outer
+    product is written straight into the result (``assemble``): the device never
+    materializes them and no copy follows. Convolution kernels' gradients come from one
+    contraction per kernel offset.
     """
-    return any(site.kind == "conv" for site in plan.sites.values())
+    return any(site.kind in ("dot", "conv") for site in plan.sites.values())
 
 
 def build_plan(apply_fn: ApplyFn, params: Any, x1: Any, y1: Any, chosen: list[int]) -> Plan:
@@ -61,21 +61,26 @@ def cached_plan(apply_fn: ApplyFn, params: Any, x: np.ndarray, y: np.ndarray, ch
     return entry.info["plan"]
 
 
-def _site_grads_fn(plan: Plan, chosen: list[int], leaf_shapes: list[tuple]):
-    """``g(leaves, x1, y1) -> gradients of the chosen leaves`` from one probe backward pass."""
+def _site_grads_fn(plan: Plan, chosen: list[int], leaf_shapes: list[tuple], factors: bool = False):
+    """``g(leaves, x1, y1) -> one tuple per chosen leaf`` from one probe backward pass.
+
+    Each tuple is ``(gradient,)`` in the leaf's shape, or with ``factors`` and a dense
+    site ``(u, v)`` whose outer product is the flattened gradient (``site_factors``).
+    """
     site_of = {s.leaf: (p, s) for p, s in plan.sites.items()}
 
-    def g(leaves: list, x1: jax.Array, y1: jax.Array) -> list[jax.Array]:
+    def g(leaves: list, x1: jax.Array, y1: jax.Array) -> list[tuple]:
         acts, g_probes, g_fb = probe_backward(plan, leaves, x1, y1)
         out = []
         for i in chosen:
             if i in site_of:
                 p, site = site_of[i]
-                out.append(site_grad(site, acts[p], g_probes[p], leaf_shapes[i]))
+                uv = site_factors(site, acts[p], g_probes[p]) if factors else None
+                out.append(uv if uv is not None else (site_grad(site, acts[p], g_probes[p], leaf_shapes[i]),))
             elif i in g_fb:
-                out.append(g_fb[i])
+                out.append((g_fb[i],))
             else:  # the loss does not depend on this leaf
-                out.append(jnp.zeros(leaf_shapes[i], jnp.float32))
+                out.append((jnp.zeros(leaf_shapes[i], jnp.float32),))
         return out
 
     return g
@@ -85,15 +90,20 @@ def chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int
              projection: str = "rademacher", seed: int = 0, dtype: Any = None, plan: Plan | None = None):
     """The (unjitted) per-chunk function ``(leaves, x (B, ...), y (B,))``.
 
-    It returns ``(blocks, sums)``: ``blocks`` is the sketch ``(B, k)`` with
-    ``project_dim``, else one flattened ``(B, s_j)`` block per chosen leaf
-    (concatenating on the host saves a device copy); ``sums (B,)`` are the rows'
-    sums over all entries, non-finite wherever a gradient entry is (or the sum overflows).
+    It returns ``(blocks, sums)``: ``blocks`` is ``[(sketch (B, k),)]`` with
+    ``project_dim``, else one tuple per chosen leaf: ``(gradient (B, s_j),)`` flattened,
+    or ``(u (B, d_j), v (B, p_j))`` for a dense layer's weight, whose per-row outer
+    product is the flattened gradient (``site_factors``; ``assemble`` forms it on the
+    host, straight into the result: the device never writes those ``B·d_j·p_j`` numbers).
+    ``sums (B,)`` are non-finite wherever a gradient entry is: the rows' sums of the
+    gradients, plus ``max|u|·max|v|`` for factored leaves (a product overflows exactly
+    when that does); a sum may also overflow on its own.
 
     With a ``plan`` (``build_plan``), layer gradients are formed from the probe pass
-    (``a ⊗ g`` for dense layers, one contraction per kernel offset for convolutions);
-    without, by ``vmap(grad)``. The projection's seed is a constant here; ``keyed_chunk_fn``
-    takes its key as an argument instead.
+    (factors for dense layers, one contraction per kernel offset for convolutions);
+    without, by ``vmap(grad)``. Factors are used without ``project_dim`` and for float32
+    results only (``per_sample_grads`` uses them on the CPU backend). The projection's seed is a constant here; ``keyed_chunk_fn`` takes its
+    key as an argument instead.
     """
     keyed = keyed_chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan)
     key = jax.random.key(int(seed))
@@ -104,37 +114,51 @@ def chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int
     return chunk
 
 
+def _row_sum(f: jax.Array) -> jax.Array:
+    # a matrix-vector product: NaN and inf propagate into it, and XLA:CPU runs it far faster
+    # than an isfinite reduction (which re-computes the gradients)
+    f = f.reshape(f.shape[0], -1).astype(jnp.float32)
+    return f @ jnp.ones((f.shape[1],), jnp.float32)
+
+
+def _max_product(u: jax.Array, v: jax.Array) -> jax.Array:
+    return jnp.max(jnp.abs(u), axis=1) * jnp.max(jnp.abs(v), axis=1)
+
+
 def keyed_chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int | None = None,
-                   projection: str = "rademacher", dtype: Any = None, plan: Plan | None = None):
+                   projection: str = "rademacher", dtype: Any = None, plan: Plan | None = None,
+                   factors: bool = True):
     """``chunk_fn`` as ``((leaves, key), x (B, ...), y (B,)) -> (blocks, sums)``, the seed's key an argument.
 
     ``key`` is ``jax.random.key(seed)`` (used with ``project_dim`` only), so one
-    compiled function serves every seed.
+    compiled function serves every seed. ``factors=False`` materializes dense weights'
+    gradients on the device too (on an accelerator, copying them over is faster than
+    forming them on the host).
     """
+    factors = factors and project_dim is None and np.dtype(dtype or np.float32) == np.float32
     if plan is None:
         g1 = _grads_fn(apply_fn, params, chosen)
 
         def grads_of(leaves, xb, yb):
-            return jax.vmap(g1, in_axes=(None, None, 0, 0))([leaves[i] for i in chosen], leaves, xb, yb)
+            gs = jax.vmap(g1, in_axes=(None, None, 0, 0))([leaves[i] for i in chosen], leaves, xb, yb)
+            return [(g,) for g in gs]
     else:
         shapes = [tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)]
-        g1 = _site_grads_fn(plan, chosen, shapes)
+        g1 = _site_grads_fn(plan, chosen, shapes, factors)
 
         def grads_of(leaves, xb, yb):
             return jax.vmap(g1, in_axes=(None, 0, 0))(leaves, xb, yb)
 
     def chunk(replicated, xb, yb):
         leaves, key = replicated
-        gs = grads_of(leaves, xb, yb)
-        flat = [g.reshape(g.shape[0], -1) for g in gs]
-        # Row sums by matrix-vector products: NaN and inf propagate into them, and XLA:CPU
-        # runs them far faster than an isfinite reduction (which re-computes the gradients).
-        sums = functools.reduce(jnp.add, [f.astype(jnp.float32) @ jnp.ones((f.shape[1],), jnp.float32)
-                                          for f in flat])
+        parts = grads_of(leaves, xb, yb)
+        sums = functools.reduce(jnp.add, [_row_sum(p[0]) if len(p) == 1 else _max_product(*p) for p in parts])
         if project_dim is not None:
+            flat = [p[0].reshape(p[0].shape[0], -1) for p in parts]
             out = project_with_key(flat, chosen, project_dim, key, projection)
-            return out.astype(dtype or jnp.float32), sums
-        return [f.astype(dtype or jnp.float32) for f in flat], sums
+            return [(out.astype(dtype or jnp.float32),)], sums
+        return [(p[0].reshape(p[0].shape[0], -1).astype(dtype or jnp.float32),) if len(p) == 1 else p
+                for p in parts], sums
 
     return chunk
 
@@ -163,12 +187,14 @@ def per_sample_grads(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, wrt: Wrt
       seed: seed of the projection.
       dtype: dtype of the returned rows (default float32), e.g. ``jnp.bfloat16`` to halve memory.
       method: ``"probe"``: one batched backward pass to every layer's output (as
-        ``grad_norms``), then each layer's per-example gradient in closed form
-        (``a_i ⊗ g_i`` for dense layers, one contraction per kernel offset for
-        convolutions, sums for biases and scales; the leaves ``describe_grad_norms``
-        lists as ``vmap`` are differentiated with vmap in the same pass). ``"vmap"``:
-        plain ``jit(vmap(grad))``. Both give the same numbers. ``"auto"`` takes the
-        probe pass for models with convolutions and vmap otherwise (``prefers_probe``).
+        ``grad_norms``), then each layer's per-example gradient in closed form: a dense
+        weight's ``a_i ⊗ g_i`` is returned by the device as its two factors and
+        multiplied on the host straight into the result (``assemble``), convolution
+        kernels by one contraction per kernel offset, biases and scales by sums (the
+        leaves ``describe_grad_norms`` lists as ``vmap`` are differentiated with vmap in
+        the same pass). ``"vmap"``: plain ``jit(vmap(grad))``. Both give the same
+        numbers. ``"auto"`` takes the probe pass when a dense layer or convolution
+        allows it (``prefers_probe``).
       batch_size: at most this many examples per chunk, so at most ``batch_size × P``
         gradient entries exist at once; on CPU fewer where one chunk's buffers would
         exceed 16 MiB (``fit_rows``: large fresh allocations are slow there).
@@ -201,7 +227,8 @@ def _grads_entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, y: np.ndarray, c
     plan = None if method == "vmap" else build_plan(apply_fn, params, x[0], y[0], chosen)
     if method == "auto" and not prefers_probe(plan):
         plan = None
-    fn = keyed_chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan)
+    fn = keyed_chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan,
+                        factors=jax.default_backend() == "cpu")
     return Entry(data_parallel(with_finite_rows(fn), mesh, 2), width=num_outputs(apply_fn, params, x[0]))
 
 
@@ -225,17 +252,13 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
     def store(s: int, e: int, result: Any) -> None:
         nonlocal out
         (blocks, ok), xok = result
-        blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
         with oom_hint(rows):
-            blocks = [to_numpy(b) for b in blocks]
+            blocks = [tuple(to_numpy(b)[:e - s] for b in blk) for blk in blocks]
             finite[s:e] = np.isfinite(to_numpy(ok)[:e - s])
             x_ok[s:e] = to_numpy(xok)[:e - s]
         if out is None:  # one (n, P) array, filled chunk by chunk: no concatenation copies
-            out = np.empty((n, sum(b.shape[1] for b in blocks)), blocks[0].dtype)
-        col = 0
-        for blk in blocks:
-            out[s:e, col:col + blk.shape[1]] = blk[:e - s]
-            col += blk.shape[1]
+            out = np.empty((n, sum(_width(blk) for blk in blocks)), blocks[0][0].dtype)
+        assemble(blocks, out[s:e])
 
     for s, e, batch in iter_chunks((x, y), batch_size=rows, progress=progress, desc="per-sample grads",
                                    mesh=mesh):
@@ -251,3 +274,26 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
         raise FloatingPointError(f"per-sample gradients are NaN or inf for rows {bad[:10].tolist()}"
                                  f"{' ...' if bad.size > 10 else ''}; check the inputs and parameters.")
     return out
+
+
+def _width(block: tuple[np.ndarray, ...]) -> int:
+    return block[0].shape[1] if len(block) == 1 else block[0].shape[1] * block[1].shape[1]
+
+
+def assemble(blocks: list[tuple[np.ndarray, ...]], out: np.ndarray) -> None:
+    """Write a chunk's blocks side by side into the rows ``out (b, P)`` (a view of the result).
+
+    ``(g (b, s),)`` is copied; ``(u (b, d), v (b, p))`` becomes the per-row outer product
+    ``u_i ⊗ v_i`` flattened row-major, multiplied straight into ``out`` (no temporary).
+    """
+    col = 0
+    for blk in blocks:
+        w = _width(blk)
+        if len(blk) == 1:
+            out[:, col:col + w] = blk[0]
+        else:
+            u, v = blk
+            view = np.lib.stride_tricks.as_strided(out[:, col:], shape=(out.shape[0], u.shape[1], v.shape[1]),
+                                                   strides=(out.strides[0], v.shape[1] * out.itemsize, out.itemsize))
+            np.einsum("bd,bp->bdp", u, v, out=view)
+        col += w
