@@ -165,7 +165,7 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
     auto = prefers_probe(plan)  # what method="auto" picks for this model
     psg = {"b": jax.jit(with_finite_rows(chunk_fn(m.apply_fn, m.params, chosen, plan=plan if auto else None))),
            "b1": jax.jit(with_finite_rows(chunk_fn(m.apply_fn, m.params, chosen, plan=None if auto else plan)))}
-    rows = {k: fit_rows(functools.partial(f, leaves), (x_np, y_np), batch) for k, f in psg.items()}
+    rows = {k: fit_rows(functools.partial(f, (leaves, None)), (x_np, y_np), batch) for k, f in psg.items()}
     g1 = jax.jit(jax.grad(example_loss(m.apply_fn)))
     n = min(loop_n, batch)
 
@@ -177,7 +177,7 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
 
     calls = {k: (lambda f=f: f(leaves, x, y)) for k, f in fns.items()}
     for k, f in psg.items():
-        calls[k] = lambda f=f, k=k: collect_rows(functools.partial(f, leaves), x_np, y_np, rows=rows[k])
+        calls[k] = lambda f=f, k=k: collect_rows(functools.partial(f, (leaves, None)), x_np, y_np, rows=rows[k])
     calls["e"] = loop
     if use_torch:
         for key, flat in (("f", False), ("f1", True)):
@@ -200,7 +200,7 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
     times["e"] *= batch / n  # the loop's time scaled to the whole batch
     out = {k: (times[k], peak_bytes(f, leaves, x, y)) for k, f in fns.items()}
     for k, f in psg.items():  # one chunk's device buffers (the (n, P) host result comes on top)
-        out[k] = (times[k], peak_bytes(f, leaves, x[:rows[k]], y[:rows[k]]))
+        out[k] = (times[k], peak_bytes(f, (leaves, None), x[:rows[k]], y[:rows[k]]))
     out["e"] = (times["e"], peak_bytes(g1, m.params, x[0], y[0]))
     for k in ("f", "f1", "g", "h"):
         if k in times:

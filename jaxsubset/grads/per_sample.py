@@ -86,34 +86,6 @@ def _site_grads_fn(plan: Plan, chosen: list[int], leaf_shapes: list[tuple], fact
     return g
 
 
-def chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int | None = None,
-             projection: str = "rademacher", seed: int = 0, dtype: Any = None, plan: Plan | None = None):
-    """The (unjitted) per-chunk function ``(leaves, x (B, ...), y (B,))``.
-
-    It returns ``(blocks, sums)``: ``blocks`` is ``[(sketch (B, k),)]`` with
-    ``project_dim``, else one tuple per chosen leaf: ``(gradient (B, s_j),)`` flattened,
-    or ``(u (B, d_j), v (B, p_j))`` for a dense layer's weight, whose per-row outer
-    product is the flattened gradient (``site_factors``; ``assemble`` forms it on the
-    host, straight into the result: the device never writes those ``B·d_j·p_j`` numbers).
-    ``sums (B,)`` are non-finite wherever a gradient entry is: the rows' sums of the
-    gradients, plus ``max|u|·max|v|`` for factored leaves (a product overflows exactly
-    when that does); a sum may also overflow on its own.
-
-    With a ``plan`` (``build_plan``), layer gradients are formed from the probe pass
-    (factors for dense layers, one contraction per kernel offset for convolutions);
-    without, by ``vmap(grad)``. Factors are used without ``project_dim`` and for float32
-    results only (``per_sample_grads`` uses them on the CPU backend). The projection's seed is a constant here; ``keyed_chunk_fn`` takes its
-    key as an argument instead.
-    """
-    keyed = keyed_chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan)
-    key = jax.random.key(int(seed))
-
-    def chunk(leaves, xb, yb):
-        return keyed((leaves, key), xb, yb)
-
-    return chunk
-
-
 def _row_sum(f: jax.Array) -> jax.Array:
     # a matrix-vector product: NaN and inf propagate into it, and XLA:CPU runs it far faster
     # than an isfinite reduction (which re-computes the gradients)
@@ -125,15 +97,26 @@ def _max_product(u: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.max(jnp.abs(u), axis=1) * jnp.max(jnp.abs(v), axis=1)
 
 
-def keyed_chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int | None = None,
-                   projection: str = "rademacher", dtype: Any = None, plan: Plan | None = None,
-                   factors: bool = True):
-    """``chunk_fn`` as ``((leaves, key), x (B, ...), y (B,)) -> (blocks, sums)``, the seed's key an argument.
+def chunk_fn(apply_fn: ApplyFn, params: Any, chosen: list[int], project_dim: int | None = None,
+             projection: str = "rademacher", dtype: Any = None, plan: Plan | None = None, factors: bool = True):
+    """The (unjitted) per-chunk function ``((leaves, key), x (B, ...), y (B,)) -> (blocks, sums)``.
 
-    ``key`` is ``jax.random.key(seed)`` (used with ``project_dim`` only), so one
-    compiled function serves every seed. ``factors=False`` materializes dense weights'
-    gradients on the device too (on an accelerator, copying them over is faster than
-    forming them on the host).
+    ``blocks`` is ``[(sketch (B, k),)]`` with ``project_dim``, else one tuple per chosen
+    leaf: ``(gradient (B, s_j),)`` flattened, or ``(u (B, d_j), v (B, p_j))`` for a dense
+    layer's weight, whose per-row outer product is the flattened gradient
+    (``site_factors``; ``assemble`` forms it on the host, straight into the result: the
+    device never writes those ``B·d_j·p_j`` numbers). ``sums (B,)`` are non-finite
+    wherever a gradient entry is: the rows' sums of the gradients, plus ``max|u|·max|v|``
+    for factored leaves (a product overflows exactly when that does); a sum may also
+    overflow on its own.
+
+    With a ``plan`` (``build_plan``), layer gradients are formed from the probe pass
+    (factors for dense layers, one contraction per kernel offset for convolutions);
+    without, by ``vmap(grad)``. Factors are used with ``factors`` (``per_sample_grads``:
+    on the CPU backend; on an accelerator copying materialized gradients over is
+    faster), without ``project_dim`` and for float32 results only. ``key`` is
+    ``jax.random.key(seed)`` (used with ``project_dim`` only), so one compiled function
+    serves every seed.
     """
     factors = factors and project_dim is None and np.dtype(dtype or np.float32) == np.float32
     if plan is None:
@@ -227,8 +210,8 @@ def _grads_entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, y: np.ndarray, c
     plan = None if method == "vmap" else build_plan(apply_fn, params, x[0], y[0], chosen)
     if method == "auto" and not prefers_probe(plan):
         plan = None
-    fn = keyed_chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan,
-                        factors=jax.default_backend() == "cpu")
+    fn = chunk_fn(apply_fn, params, chosen, project_dim, projection, dtype, plan,
+                  factors=jax.default_backend() == "cpu")
     return Entry(data_parallel(with_finite_rows(fn), mesh, 2), width=num_outputs(apply_fn, params, x[0]))
 
 
