@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -263,12 +265,31 @@ def _width(block: tuple[np.ndarray, ...]) -> int:
     return block[0].shape[1] if len(block) == 1 else block[0].shape[1] * block[1].shape[1]
 
 
+HOST_THREADS = min(8, os.cpu_count() or 1)
+"""Threads that write a chunk's rows into the result (``np.einsum`` and copies release the GIL)."""
+
+_pool: list[ThreadPoolExecutor] = []
+
+
 def assemble(blocks: list[tuple[np.ndarray, ...]], out: np.ndarray) -> None:
     """Write a chunk's blocks side by side into the rows ``out (b, P)`` (a view of the result).
 
     ``(g (b, s),)`` is copied; ``(u (b, d), v (b, p))`` becomes the per-row outer product
-    ``u_i ⊗ v_i`` flattened row-major, multiplied straight into ``out`` (no temporary).
+    ``u_i ⊗ v_i`` flattened row-major, formed straight into ``out`` (no temporary). Rows
+    are split over ``HOST_THREADS`` threads when the chunk holds at least 2²⁰ numbers.
     """
+    parts = min(HOST_THREADS, out.shape[0])
+    if parts <= 1 or out.size < (1 << 20):
+        _assemble_rows(blocks, out)
+        return
+    if not _pool:
+        _pool.append(ThreadPoolExecutor(HOST_THREADS, thread_name_prefix="jaxsubset-assemble"))
+    cuts = np.linspace(0, out.shape[0], parts + 1).astype(int)
+    list(_pool[0].map(lambda se: _assemble_rows([tuple(a[se[0]:se[1]] for a in blk) for blk in blocks],
+                                                out[se[0]:se[1]]), zip(cuts[:-1], cuts[1:])))
+
+
+def _assemble_rows(blocks: list[tuple[np.ndarray, ...]], out: np.ndarray) -> None:
     col = 0
     for blk in blocks:
         w = _width(blk)
