@@ -89,7 +89,7 @@ m = sur.model
 t0 = time.perf_counter()
 scores = {
     "loss": np.asarray(grads.losses(m.apply_fn, m.params, ds.x_train, ds.y_train)),
-    "el2n": np.asarray(grads.el2n((m.apply_fn, m.params), ds.x_train, ds.y_train)),
+    "el2n": np.asarray(grads.el2n(m.apply_fn, m.params, ds.x_train, ds.y_train)),
     "grad_norm": np.asarray(grads.grad_norms(m.apply_fn, m.params, ds.x_train, ds.y_train)),
 }
 t_scores = time.perf_counter() - t0

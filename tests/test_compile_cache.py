@@ -106,7 +106,7 @@ def calls(x, y):
     bs = dict(batch_size=4)  # 10 rows: chunks of 4, 4 and a ragged 2 padded to 4
     return {
         "losses": lambda p: grads.losses(conv_apply, p, x, y, **bs),
-        "el2n": lambda p: grads.el2n((conv_apply, p), x, y, **bs),
+        "el2n": lambda p: grads.el2n(conv_apply, p, x, y, **bs),
         "grad_norms": lambda p: grads.grad_norms(conv_apply, p, x, y, **bs),
         "grad_norms_vmap": lambda p: grads.grad_norms(conv_apply, p, x, y, method="vmap", **bs),
         "per_sample_grads": lambda p: grads.per_sample_grads(conv_apply, p, x, y, **bs),

@@ -152,7 +152,7 @@ def test_losses_and_el2n_unchanged_api():
     p /= p.sum(1, keepdims=True)
     np.testing.assert_allclose(grads.losses(model.apply_fn, model.params, x, y, batch_size=2),
                                -np.log(p[np.arange(5), y]), rtol=1e-5)
-    np.testing.assert_allclose(grads.el2n((model.apply_fn, model.params), x, y),
+    np.testing.assert_allclose(grads.el2n(model.apply_fn, model.params, x, y),
                                np.linalg.norm(p - np.eye(c)[y], axis=1), rtol=1e-5)
 
 
@@ -217,7 +217,7 @@ def test_fit_rows_shrinks_cpu_chunks_to_the_budget(monkeypatch):
     calls = []
     monkeypatch.setattr(chunking, "CPU_CALL_BYTES", 2048)  # a few rows of this tiny CNN's gradients
     monkeypatch.setattr(per_sample, "iter_chunks", lambda *a, **k: calls.append(k["batch_size"]) or
-                        _chunk.iter_chunks(*a, **k))
+                        chunking.iter_chunks(*a, **k))
     small = grads.per_sample_grads(model.apply_fn, model.params, xs, ys, batch_size=20)
     assert 1 <= calls[-1] < 20
     np.testing.assert_allclose(small, whole, rtol=1e-5, atol=1e-7)

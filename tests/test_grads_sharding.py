@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
         "grad_norms": lambda **k: grads.grad_norms(f, p, x, y, method="ghost", **k),
         "last_layer_grads": lambda **k: grads.last_layer_grads(e, p, x, y, **k),
         "input_grad_norms": lambda **k: grads.input_grad_norms(f, p, x, y, **k),
-        "el2n": lambda **k: grads.el2n((f, p), x, y, **k),
+        "el2n": lambda **k: grads.el2n(f, p, x, y, **k),
         "gram_last_layer": lambda **k: grads.gram(e, p, x, y, x[:7], y[:7], **k),
         "gram_exact": lambda **k: grads.gram(f, p, x, y, method="exact", **k),
     }

@@ -78,7 +78,7 @@ def test_grads_reject_nan_inputs_naming_the_row(small_models, name):
     x[4, 3, 2, 0] = np.nan
     y = np.array([0, 1, 2, 0, 1, 2])
     calls = [lambda: grads.losses(m.apply_fn, m.params, x, y),
-             lambda: grads.el2n((m.apply_fn, m.params), x, y),
+             lambda: grads.el2n(m.apply_fn, m.params, x, y),
              lambda: grads.input_grad_norms(m.apply_fn, m.params, x, y),
              lambda: grads.grad_norms(m.apply_fn, m.params, x, y),
              lambda: grads.per_sample_grads(m.apply_fn, m.params, x, y),

@@ -33,7 +33,7 @@ def test_score_epochs_zero_scores_the_run_s_own_initial_model(small):
     assert _same_params(start.params, init.params)
     ref = grads.grad_norms(init.apply_fn, init.params, small.x_train, small.y_train)
     np.testing.assert_allclose(q["grad_norm"], ref, rtol=1e-5)
-    np.testing.assert_allclose(q["el2n"], grads.el2n((init.apply_fn, init.params), small.x_train, small.y_train),
+    np.testing.assert_allclose(q["el2n"], grads.el2n(init.apply_fn, init.params, small.x_train, small.y_train),
                                rtol=1e-5)
 
 
@@ -63,7 +63,7 @@ def test_score_models_averages_el2n_over_surrogates(small):
     assert start == "mlp"
     surs = [train.fit("mlp", small, epochs=1, seed=1000 + j, progress=False, eval_every=1, **kw).model
             for j in range(2)]
-    ref = grads.el2n([(m.apply_fn, m.params) for m in surs], small.x_train, small.y_train)
+    ref = np.mean([grads.el2n(m.apply_fn, m.params, small.x_train, small.y_train) for m in surs], axis=0)
     np.testing.assert_allclose(q["el2n"], ref, rtol=1e-4, atol=1e-6)
     one = quantities.compute(["el2n"], surs[0], small.x_train, small.y_train)["el2n"]
     assert not np.allclose(q["el2n"], one)                        # really averaged, not the first model

@@ -1,6 +1,8 @@
-"""Per-example quantities over a pure pair ``(apply_fn, params)``.
+"""Per-example quantities of a model given as ``apply_fn, params``.
 
-``apply_fn(params, x_batch) -> logits``; every function is chunked over the data set
+One calling convention: ``f(apply_fn, params, x, y, *, options)`` (``last_layer_*`` and
+``gram(method="last_layer")`` take ``apply_with_embedding`` in ``apply_fn``'s place),
+with ``apply_fn(params, x_batch) -> logits``. Every function is chunked over the data set
 (``batch_size`` rows at a time), jitted, optionally data-parallel over a ``mesh``, and
 returns numpy arrays in the data set's row order.
 

@@ -44,6 +44,11 @@ _entries: "OrderedDict[Hashable, Any]" = OrderedDict()
 _lock = threading.RLock()
 _max = DEFAULT_MAX_ENTRIES
 _stats = {"hits": 0, "misses": 0, "evictions": 0}
+_dead = [False]  # set when a referenced model function is collected: the next lookup purges
+
+
+def _mark_dead(_ref: Any, _flag: list = _dead) -> None:  # bound early: still callable at interpreter exit
+    _flag[0] = True
 
 
 class FnRef:
@@ -63,10 +68,10 @@ class FnRef:
         if not callable(fn):
             raise TypeError(f"expected a callable model function, got {type(fn).__name__}.")
         if inspect.ismethod(fn):
-            self._ref = weakref.WeakMethod(fn)
+            self._ref = weakref.WeakMethod(fn, _mark_dead)
         else:
             try:
-                self._ref = weakref.ref(fn)
+                self._ref = weakref.ref(fn, _mark_dead)
             except TypeError:
                 self._ref = lambda f=fn: f
         try:
@@ -115,6 +120,9 @@ def rows_signature(*arrays: np.ndarray) -> tuple:
 
 
 def _purge_dead() -> None:
+    if not _dead[0]:
+        return
+    _dead[0] = False
     dead = [k for k in _entries if any(isinstance(p, FnRef) and not p.alive for p in k)]
     for k in dead:
         del _entries[k]

@@ -1,7 +1,17 @@
-"""Cheap host-side checks of the inputs every public ``jaxsubset.grads`` function receives."""
+"""Checks of the inputs every public ``jaxsubset.grads`` function receives, on every call.
+
+The shape and dtype checks run on the host before anything is computed; the scan for
+NaN/inf runs on the device, fused into the cached jitted chunk function
+(``with_finite_rows``), and is raised right after the computation
+(``raise_nonfinite_rows``), before any check of the results.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 class NonFiniteError(FloatingPointError, ValueError):
@@ -16,17 +26,11 @@ _CHUNK_ELEMENTS = 1 << 22
 """Elements checked per step (a 4 MiB boolean temporary at most)."""
 
 
-def check_inputs(x: np.ndarray, *, name: str = "x") -> np.ndarray:
-    """Raise unless ``x (n, ...)`` has at least one row and only finite numbers; return ``x``.
-
-    A NaN or inf input would otherwise reach the model, where ReLU and max-pooling can drop
-    it (XLA returns a finite score for a corrupted row) or an input gradient can come out
-    as 0 (the "easiest" example). Integer and boolean inputs are always finite and are not scanned.
+def check_input_array(x: np.ndarray, *, name: str = "x") -> np.ndarray:
+    """Raise unless ``x (n, ...)`` is a numeric array with at least one row; return it as numpy.
 
     Raises:
       ValueError: ``x`` is empty.
-      NonFiniteError: (a ``ValueError`` and a ``FloatingPointError``) rows holding NaN/inf
-        (listed, at most 10).
       TypeError: ``x`` is not numeric (object, string, ... dtype).
     """
     x = np.asarray(x)
@@ -34,15 +38,52 @@ def check_inputs(x: np.ndarray, *, name: str = "x") -> np.ndarray:
         raise ValueError(f"{name} has no rows (shape {x.shape}); pass at least one example.")
     if x.dtype != np.bool_ and not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}; convert it to float32.")
+    return x
+
+
+def raise_nonfinite_rows(ok: np.ndarray, *, name: str = "x") -> None:
+    """Raise ``NonFiniteError`` naming the rows where the bool flags ``ok (n,)`` are False.
+
+    A NaN or inf input would otherwise reach the model, where ReLU and max-pooling can drop
+    it (XLA returns a finite score for a corrupted row) or an input gradient can come out
+    as 0 (the "easiest" example).
+    """
+    bad = np.flatnonzero(~np.asarray(ok, bool))
+    if bad.size:
+        raise NonFiniteError(f"{name} contains NaN or inf in rows {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}; "
+                             "clean or drop those rows before scoring (a model may silently map them to a finite "
+                             "score).")
+
+
+def finite_rows(xb: jax.Array) -> jax.Array:
+    """``(B,)`` bool: whether row ``i`` of ``xb (B, ...)`` holds only finite numbers (always for ints)."""
+    if not jnp.issubdtype(xb.dtype, jnp.inexact):
+        return jnp.ones(xb.shape[:1], bool)
+    return jnp.all(jnp.isfinite(xb.reshape(xb.shape[0], -1)), axis=1)
+
+
+def with_finite_rows(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(replicated, xb, *rest)`` returning ``(fn(...), finite_rows(xb))``: the input scan, fused."""
+    def checked(replicated: Any, xb: jax.Array, *rest: jax.Array) -> tuple[Any, jax.Array]:
+        return fn(replicated, xb, *rest), finite_rows(xb)
+    return checked
+
+
+def check_inputs(x: np.ndarray, *, name: str = "x") -> np.ndarray:
+    """``check_input_array`` and a host scan for NaN/inf (where no jitted computation runs); return ``x``.
+
+    Raises:
+      ValueError: ``x`` is empty.
+      NonFiniteError: (a ``ValueError`` and a ``FloatingPointError``) rows holding NaN/inf
+        (listed, at most 10).
+      TypeError: ``x`` is not numeric (object, string, ... dtype).
+    """
+    x = check_input_array(x, name=name)
     if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer):
         return x
     per_row = max(1, int(np.prod(x.shape[1:], dtype=np.int64)))
     step = max(1, _CHUNK_ELEMENTS // per_row)
     flat = x.reshape(x.shape[0], per_row)
-    bad = [np.flatnonzero(~np.isfinite(flat[s:s + step]).all(axis=1)) + s for s in range(0, x.shape[0], step)]
-    bad = np.concatenate(bad)
-    if bad.size:
-        raise NonFiniteError(f"{name} contains NaN or inf in rows {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}; "
-                         "clean or drop those rows before scoring (a model may silently map them to a finite "
-                         "score).")
+    ok = np.concatenate([np.isfinite(flat[s:s + step]).all(axis=1) for s in range(0, x.shape[0], step)])
+    raise_nonfinite_rows(ok, name=name)
     return x

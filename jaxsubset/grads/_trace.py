@@ -452,6 +452,31 @@ def site_grad(site: Site, act: Any, g: jax.Array, leaf_shape: Sequence[int]) -> 
     return grad.reshape(leaf_shape)
 
 
+def site_factors(site: Site, act: Any, g: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+    """One example's gradient of a dense site as two vectors ``(u, v)``, or ``None``.
+
+    For a weight used once in a ``dot_general`` with no batch or sequence axis, the
+    gradient is the outer product of the other operand and the output gradient, and its
+    row-major flattening equals ``outer(u, v).reshape(-1)``: ``(a, g)`` when the weight's
+    contracting axes come first, ``(g, a)`` when its free axes do. Other sites (and
+    leaves reached through a transpose) return ``None``: their gradient is materialized.
+    """
+    if site.kind != "dot" or any(kind == "transpose" for kind, _ in site.chain):
+        return None
+    a, gg, axes = _dot_operands(site, act, g)
+    if a.shape[0] != 1 or a.shape[1] != 1:
+        return None
+    (lc, rc), (lb, rb) = site.eqn.params["dimension_numbers"]
+    if len(lb):
+        return None
+    nc = len(rc if site.pos == 1 else lc)
+    if axes == sorted(axes):
+        return a.reshape(-1).astype(jnp.float32), gg.reshape(-1).astype(jnp.float32)
+    if axes[nc:] + axes[:nc] == sorted(axes):
+        return gg.reshape(-1).astype(jnp.float32), a.reshape(-1).astype(jnp.float32)
+    return None
+
+
 def probe_backward(plan: Plan, leaves: list, x1: Any, y1: Any) -> tuple[dict, dict, dict]:
     """One example's backward pass to the probes and the fallback leaves.
 

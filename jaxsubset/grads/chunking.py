@@ -11,8 +11,8 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxsubset.grads._inputs import NonFiniteError
-from jaxsubset.grads.sharding import batch_size_for, shard_batch, to_numpy
+from jaxsubset.grads._inputs import NonFiniteError, raise_nonfinite_rows
+from jaxsubset.grads.sharding import batch_size_for, replicate, shard_batch, to_numpy
 
 
 def gather_batches(batches: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -281,3 +281,18 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
     if len(outs) == 1:
         return outs[0]
     return jax.tree_util.tree_map(lambda *o: np.concatenate(o, axis=0), *outs)
+
+
+def map_entry(entry: Any, params: Any, arrays: tuple[np.ndarray, ...], *, batch_size: int,
+              progress: bool = False, desc: str = "", mesh: Mesh | None = None) -> Any:
+    """Run a cached entry's ``run(params, *chunk) -> (out, finite_rows)`` over ``arrays``; return ``out``.
+
+    ``entry.run`` is a ``with_finite_rows`` function (the NaN/inf scan of the first
+    array fused into it): rows of ``arrays[0]`` holding NaN or inf raise
+    ``NonFiniteError`` here, before the caller checks the results.
+    """
+    run = functools.partial(entry.run, replicate(params, mesh))
+    out, ok = chunked_map(run, arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
+                          rows_cache=entry.rows)
+    raise_nonfinite_rows(ok)
+    return out

@@ -32,7 +32,6 @@ The output gradients of all layers come from one batched backward pass to zero
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -41,15 +40,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._cache import Entry, compiled
-from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
-from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads._params import Wrt, leaf_names, select_leaves
+from jaxsubset.grads._inputs import check_input_array, check_inputs, with_finite_rows
+from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, map_entry
+from jaxsubset.grads._params import Wrt, leaf_names, num_outputs, select_leaves
 from jaxsubset.grads._trace import Plan, probe_backward, site_sq_norm
-from jaxsubset.grads.per_sample import _grads_fn, cached_plan, cached_width
-from jaxsubset.grads.sharding import data_parallel, replicate
+from jaxsubset.grads.per_sample import _grads_fn, build_plan, cached_plan
+from jaxsubset.grads.sharding import data_parallel
 from jaxsubset.types import ApplyFn
 
 METHODS = ("auto", "ghost", "vmap")
+_NO_PLAN = Plan(None, {}, frozenset(), {}, frozenset())  # method="vmap": no site, no fallback
 
 
 def describe_grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any | None = None, *,
@@ -135,21 +135,29 @@ def grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, method: str = 
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     x, y = check_xy(x, y)
-    check_inputs(x)
-    check_labels(y, cached_width(apply_fn, params, x))
+    check_input_array(x)
     chosen = select_leaves(params, wrt)
-    plan = None
-    if method != "vmap":
-        plan = cached_plan(apply_fn, params, x, y, chosen)
-        if method == "ghost" and plan.fallback:
-            names = leaf_names(params)
-            why = "; ".join(f"{names[i]}: {r}" for i, r in sorted(plan.fallback.items()))
-            raise ValueError(f"method='ghost' cannot handle these parameters ({why}); use method='auto' "
-                             "to compute them with vmap, or restrict wrt.")
-    entry = compiled("grad_norms", apply_fn, params, (x, y), mesh, (tuple(chosen), plan is None),
-                     lambda f: Entry(data_parallel(
-                         vmap_chunk_fn(f, params, chosen) if plan is None else ghost_chunk_fn(plan), mesh, 2)))
-    run = functools.partial(entry.run, replicate(jax.tree_util.tree_leaves(params), mesh))
-    out = chunked_map(run, (x, y), batch_size=batch_size, progress=progress,
-                      desc="gradient norms", mesh=mesh, rows_cache=entry.rows)
+    entry = compiled("grad_norms", apply_fn, params, (x, y), mesh, (tuple(chosen), method == "vmap"),
+                     lambda f: _norms_entry(f, params, x, y, chosen, method == "vmap", mesh))
+    check_labels(y, entry.info["width"])
+    plan = entry.info["plan"]
+    if method == "ghost" and plan.fallback:
+        names = leaf_names(params)
+        why = "; ".join(f"{names[i]}: {r}" for i, r in sorted(plan.fallback.items()))
+        raise ValueError(f"method='ghost' cannot handle these parameters ({why}); use method='auto' "
+                         "to compute them with vmap, or restrict wrt.")
+    out = map_entry(entry, jax.tree_util.tree_leaves(params), (x, y), batch_size=batch_size, progress=progress,
+                    desc="gradient norms", mesh=mesh)
     return check_finite_rows(out, "per-sample gradient norms")
+
+
+def _norms_entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, y: np.ndarray, chosen: list[int], vmap: bool,
+                 mesh: Mesh | None) -> Entry:
+    """The jitted chunk function ``(leaves, x (B, ...), y (B,)) -> (norms (B,), finite rows of x (B,))``.
+
+    ``info``: ``width`` (logits) and the ghost-norm ``plan`` (``None`` with ``vmap``).
+    """
+    plan = None if vmap else build_plan(apply_fn, params, x[0], y[0], chosen)
+    fn = vmap_chunk_fn(apply_fn, params, chosen) if vmap else ghost_chunk_fn(plan)
+    return Entry(data_parallel(with_finite_rows(fn), mesh, 2), width=num_outputs(apply_fn, params, x[0]),
+                 plan=plan if plan is not None else _NO_PLAN)

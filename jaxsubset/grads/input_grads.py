@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -11,11 +10,10 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._cache import Entry, compiled
-from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
-from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads._params import example_loss
-from jaxsubset.grads.per_sample import cached_width
-from jaxsubset.grads.sharding import data_parallel, replicate
+from jaxsubset.grads._inputs import check_input_array, with_finite_rows
+from jaxsubset.grads._params import example_loss, num_outputs
+from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, map_entry
+from jaxsubset.grads.sharding import data_parallel
 from jaxsubset.types import ApplyFn
 
 
@@ -32,23 +30,22 @@ def input_grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, batch_si
       batch_size, progress, mesh: chunking, progress bar and data-parallel mesh.
     """
     x, y = check_xy(x, y)
-    check_inputs(x)
+    check_input_array(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"input_grad_norms needs float inputs x, got dtype {x.dtype}; cast x to float32.")
-    check_labels(y, cached_width(apply_fn, params, x))
-    entry = compiled("input_grad_norms", apply_fn, params, (x, y), mesh, (), lambda f: _entry(f, mesh))
-    run = functools.partial(entry.run, replicate(params, mesh))
-    out = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="input-gradient norms",
-                      mesh=mesh, rows_cache=entry.rows)
+    entry = compiled("input_grad_norms", apply_fn, params, (x, y), mesh, (), lambda f: _entry(f, params, x, mesh))
+    check_labels(y, entry.info["width"])
+    out = map_entry(entry, params, (x, y), batch_size=batch_size, progress=progress, desc="input-gradient norms",
+                    mesh=mesh)
     return check_finite_rows(out, "input-gradient norms")
 
 
-def _entry(apply_fn: ApplyFn, mesh: Mesh | None) -> Entry:
-    """Jitted ``(params, x (B, ...), y (B,)) -> ||∂ℓ_i/∂x_i|| (B,)``."""
+def _entry(apply_fn: ApplyFn, params: Any, x: np.ndarray, mesh: Mesh | None) -> Entry:
+    """Jitted ``(params, x (B, ...), y (B,)) -> (||∂ℓ_i/∂x_i|| (B,), finite rows of x (B,))``; ``width``: logits."""
     loss1 = example_loss(apply_fn)
 
     def chunk(p, xb, yb):
         g = jax.vmap(jax.grad(loss1, argnums=1), in_axes=(None, 0, 0))(p, xb, yb)
         return jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32)).reshape(g.shape[0], -1), axis=1))
 
-    return Entry(data_parallel(chunk, mesh, 2))
+    return Entry(data_parallel(with_finite_rows(chunk), mesh, 2), width=num_outputs(apply_fn, params, x[0]))

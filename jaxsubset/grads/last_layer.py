@@ -7,7 +7,6 @@ onehot(y_i)``: the representation CORDS / GRAD-MATCH / CRAIG use.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -16,9 +15,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._cache import Entry, compiled
-from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
-from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads.sharding import data_parallel, replicate
+from jaxsubset.grads._inputs import check_input_array, with_finite_rows
+from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, map_entry
+from jaxsubset.grads.sharding import data_parallel
 from jaxsubset.types import EmbedFn
 
 
@@ -55,20 +54,19 @@ def last_layer_factors(apply_with_embedding: EmbedFn, params: Any, x: Any, y: An
       float32 ``e = softmax(z) − onehot(y)`` ``(n, C)`` and ``h`` ``(n, d)`` (and ``z``).
     """
     x, y = check_xy(x, y)
-    check_inputs(x)
+    check_input_array(x)
     entry = compiled("last_layer_factors", apply_with_embedding, params, (x, y), mesh, (),
                      lambda f: _factors_entry(f, params, x, mesh))
     check_labels(y, entry.info["width"])
-    run = functools.partial(entry.run, replicate(params, mesh))
-    e, h, z = chunked_map(run, (x, y), batch_size=batch_size, progress=progress, desc="last-layer factors",
-                          mesh=mesh, rows_cache=entry.rows)
+    e, h, z = map_entry(entry, params, (x, y), batch_size=batch_size, progress=progress,
+                        desc="last-layer factors", mesh=mesh)
     check_finite_rows(z, "logits")
     check_finite_rows(h, "embeddings")
     return (e, h, np.asarray(z, np.float32)) if return_logits else (e, h)
 
 
 def _factors_entry(apply_with_embedding: EmbedFn, params: Any, x: np.ndarray, mesh: Mesh | None) -> Entry:
-    """Jitted ``(params, x (B, ...), y (B,)) -> (e (B, C), h (B, d), z (B, C))``; ``width`` is ``C``."""
+    """Jitted ``(params, x (B, ...), y (B,)) -> ((e (B, C), h (B, d), z (B, C)), finite rows of x)``; ``width``: ``C``."""
     spec = jax.eval_shape(apply_with_embedding, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
     c, _ = _check_embed_out(spec)
 
@@ -76,7 +74,7 @@ def _factors_entry(apply_with_embedding: EmbedFn, params: Any, x: np.ndarray, me
         z, h = apply_with_embedding(p, xb)
         return softmax_minus_onehot(z, yb), h.astype(jnp.float32), z
 
-    return Entry(data_parallel(chunk, mesh, 2), width=c)
+    return Entry(data_parallel(with_finite_rows(chunk), mesh, 2), width=c)
 
 
 def last_layer_grads(apply_with_embedding: EmbedFn, params: Any, x: Any, y: Any, *, batch_size: int = 1024,

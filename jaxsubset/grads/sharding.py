@@ -64,9 +64,9 @@ def shard_batch(x: Any, mesh: Mesh) -> jax.Array:
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
-    """Put every leaf of ``tree`` on all devices of ``mesh`` (or the default device if ``None``)."""
+    """Put every leaf of ``tree`` on all devices of ``mesh``; without a mesh, ``tree`` as it is (``jit`` places it)."""
     if mesh is None:
-        return jax.device_put(tree)
+        return tree
     _check_mesh(mesh)
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 

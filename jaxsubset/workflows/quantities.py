@@ -51,7 +51,7 @@ def gradient_features(model: PureModel, x: Any, y: Any, *, kind: str = "last_lay
 
 QUANTITIES: dict[str, Quantity] = {
     "loss": lambda m, x, y, *, batch_size=1024: grads.losses(m.apply_fn, m.params, x, y, batch_size=batch_size),
-    "el2n": lambda m, x, y, *, batch_size=1024: grads.el2n((m.apply_fn, m.params), x, y, batch_size=batch_size),
+    "el2n": lambda m, x, y, *, batch_size=1024: grads.el2n(m.apply_fn, m.params, x, y, batch_size=batch_size),
     "grad_norm": lambda m, x, y, *, batch_size=1024: grads.grad_norms(m.apply_fn, m.params, x, y,
                                                                       batch_size=min(batch_size, 256)),
     "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
