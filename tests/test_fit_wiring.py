@@ -210,6 +210,9 @@ def test_as_pure_accepts_names_modules_and_pure_models(ds):
     assert train.as_pure(pure, ds, 0) is pure
     m = train.as_pure(MLP(D, C, hidden=(8,), rngs=nnx.Rngs(0)), ds, 0)
     np.testing.assert_array_equal(_flat(m.params), _flat(pure.params))
+    from jaxsubset.models import create
     named = train.as_pure("mlp", ds, 1)
+    np.testing.assert_array_equal(_flat(named.params), _flat(to_pure(create("mlp", (D,), C, seed=1)).params))
+    assert np.abs(_flat(named.params) - _flat(train.as_pure("mlp", ds, 0).params)).max() > 1e-3
     x = jnp.asarray(ds.x_test[:2])
     assert named.apply_fn(named.params, x).shape == (2, C)
