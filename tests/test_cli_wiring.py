@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxsubset import cli, data, selectors
-from jaxsubset.pipeline import RunConfig
+from jaxsubset.workflows.run import RunConfig
 
 ROWS = [{"method": m, "fraction": f, "seed": s, "test_accuracy": a, "selection_time_s": st, "train_time_s": tt,
          "num_examples": k}
