@@ -15,7 +15,7 @@ def test_pool_equals_flax_max_pool(shape):
     np.testing.assert_array_equal(_pool(x), nnx.max_pool(x, window_shape=win, strides=win, padding="VALID"))
 
 
-def _random_fill(abstract):
+def random_fill(abstract):
     """The module with NumPy normal draws for every variable: ResNet-18's initializers (a truncated normal
     per kernel shape) compile for ~15 s of CPU, and the checks below hold for any parameter values."""
     graphdef, state = nnx.split(abstract)
@@ -30,7 +30,7 @@ def _random_fill(abstract):
 def test_pure_pair_matches_module_and_examples_do_not_interact(name, shape, d):
     if name == "resnet18":  # the full architecture at 1/8 width keeps the test fast
         from jaxsubset.models import ResNet18
-        module = _random_fill(nnx.eval_shape(lambda: ResNet18(3, 7, width=8, rngs=nnx.Rngs(0))))
+        module = random_fill(nnx.eval_shape(lambda: ResNet18(3, 7, width=8, rngs=nnx.Rngs(0))))
     else:
         module = create(name, shape, 7, seed=0)
     pure = to_pure(module)
