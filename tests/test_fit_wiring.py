@@ -215,3 +215,14 @@ def test_as_pure_accepts_names_modules_and_pure_models(ds):
     assert np.abs(_flat(named.params) - _flat(train.as_pure("mlp", ds, 0).params)).max() > 1e-3
     x = jnp.asarray(ds.x_test[:2])
     assert named.apply_fn(named.params, x).shape == (2, C)
+
+
+def test_max_device_bytes_is_an_inclusive_limit(ds):
+    """Training data of exactly ``max_device_bytes`` stay on the device (the compiled step, not the host one)."""
+    from jaxsubset.train import engine
+
+    for limit, program in ((ds.x_train.nbytes, "step"), (ds.x_train.nbytes - 1, "host_step")):
+        train.clear_fit_cache()
+        train.fit(_model(), ds, SUB, epochs=1, epoch_mode="steps", max_device_bytes=limit, progress=False)
+        (progs,) = engine._CACHE.values()
+        assert {sig[0] for sig in progs.compiled} == {"plan", program}, limit
