@@ -51,6 +51,7 @@ def test_committed_notebook_has_outputs_of_a_real_run():
     assert "| random_online |" in text
 
 
+@pytest.mark.smoke  # ~15 s of CPU (a kernel, a surrogate and a grid of fits): `pytest -m smoke`, CI's second command
 def test_notebook_executes_on_a_small_slice(monkeypatch):
     for k, v in SLICE.items():
         monkeypatch.setenv(k, v)
