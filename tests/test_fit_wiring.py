@@ -226,3 +226,15 @@ def test_max_device_bytes_is_an_inclusive_limit(ds):
         train.fit(_model(), ds, SUB, epochs=1, epoch_mode="steps", max_device_bytes=limit, progress=False)
         (progs,) = engine._CACHE.values()
         assert {sig[0] for sig in progs.compiled} == {"plan", program}, limit
+    train.clear_fit_cache()
+    train.fit(_model(), ds, SUB, epochs=1, epoch_mode="steps", progress=False)  # default: a quarter of the
+    (progs,) = engine._CACHE.values()                                            # device's memory, 4 GiB on CPU
+    assert {sig[0] for sig in progs.compiled} == {"plan", "step"}
+
+
+def test_default_device_budget_on_cpu_is_4_gib():
+    from jaxsubset.train.loop import _device_fits
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the 4 GiB default applies to devices that report no memory limit")
+    assert _device_fits(4 << 30, None) and not _device_fits((4 << 30) + 1, None)
