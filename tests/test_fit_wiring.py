@@ -238,3 +238,18 @@ def test_default_device_budget_on_cpu_is_4_gib():
     if jax.default_backend() != "cpu":
         pytest.skip("the 4 GiB default applies to devices that report no memory limit")
     assert _device_fits(4 << 30, None) and not _device_fits((4 << 30) + 1, None)
+
+
+def test_nnx_modules_share_compiled_programs_by_architecture_only(ds):
+    """A module of the same architecture (new values) reuses the programs; another architecture gets its own."""
+    kw = dict(epochs=1, batch_size=32, optimizer="sgd", lr=LR, schedule="constant", progress=False)
+    train.clear_fit_cache()
+    train.fit(MLP(D, C, hidden=(8,), rngs=nnx.Rngs(0)), ds, SUB, **kw)
+    before = train.fit_cache_info()
+    train.fit(MLP(D, C, hidden=(8,), rngs=nnx.Rngs(1)), ds, SUB, **kw)
+    after = train.fit_cache_info()
+    assert after["compiles"] == before["compiles"] and after["hits"] == before["hits"] + 1
+    other = train.fit(MLP(D, C, hidden=(5,), rngs=nnx.Rngs(0)), ds, SUB, **kw)
+    assert train.fit_cache_info()["entries"] == 2
+    ref, _, _ = _reference(ds, to_pure(MLP(D, C, hidden=(5,), rngs=nnx.Rngs(0))), [SUB], momentum=True)
+    np.testing.assert_allclose(_flat(other.params), ref[-1], rtol=1e-4, atol=1e-5)
