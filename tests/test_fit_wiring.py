@@ -7,6 +7,7 @@ reference. Small shapes: a 6-feature, 3-class problem and a 6-8-3 MLP (a few sec
 """
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -172,8 +173,13 @@ def test_a_named_model_is_built_from_the_seed(ds):
     (dict(reselect=lambda m, e: SUB, select_every=1, warm_start_epochs=2), "warm_start_epochs"),
     (dict(reselect=lambda m, e: SUB, select_every=1, warm_start_epochs=-1), "warm_start_epochs"),
     (dict(epoch_mode="python"), "epoch_mode"),
-    (dict(dynamic=train.RandomOnline(0.5), optimizer=optax.sgd(0.1)), "optimizer given by name"),
-    (dict(dynamic=train.RS2(0.5), reselect=lambda m, e: SUB, select_every=1), "RS2"),
+    (dict(dynamic=train.RandomOnline(0.5), optimizer=optax.sgd(0.1)), re.escape(
+        "dynamic pruning shortens epochs, and fit keeps the learning-rate schedule over the steps actually taken "
+        "only for an optimizer given by name; pass optimizer='sgd'|'adam'|'adamw' with lr/schedule, or drop "
+        "dynamic=.")),
+    (dict(dynamic=train.RS2(0.5), reselect=lambda m, e: SUB, select_every=1), re.escape(
+        "RS2 cycles through a fixed subset without replacement, which adaptive re-selection changes; use "
+        "RandomOnline(fraction) or InfoBatch with reselect/selector.")),
     (dict(subset=Subset.unweighted(np.zeros(0, int))), "empty"),
     (dict(subset=Subset.unweighted([N])), "out of range"),
 ])
@@ -253,3 +259,13 @@ def test_nnx_modules_share_compiled_programs_by_architecture_only(ds):
     assert train.fit_cache_info()["entries"] == 2
     ref, _, _ = _reference(ds, to_pure(MLP(D, C, hidden=(5,), rngs=nnx.Rngs(0))), [SUB], momentum=True)
     np.testing.assert_allclose(_flat(other.params), ref[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_policies_run_where_they_can_serve(ds):
+    """RS2 without re-selection, and RandomOnline with it, train (each epoch on about half of its subset)."""
+    kw = dict(epochs=2, batch_size=8, optimizer="sgd", lr=0.01, progress=False)
+    used = train.fit(_model(), ds, SUB, dynamic=train.RS2(0.5), **kw).history["num_examples"]
+    assert sorted(used) == [7, 8]  # half of 15 rows per epoch, without replacement: one pass in two epochs
+    res = train.fit(_model(), ds, None, dynamic=train.RandomOnline(0.5), reselect=lambda m, e: SUB, select_every=1,
+                    **kw)
+    assert sorted(res.history["num_examples"]) in ([7, 7], [7, 8], [8, 8]) and len(res.history["selections"]) == 2
