@@ -269,3 +269,20 @@ def test_policies_run_where_they_can_serve(ds):
     res = train.fit(_model(), ds, None, dynamic=train.RandomOnline(0.5), reselect=lambda m, e: SUB, select_every=1,
                     **kw)
     assert sorted(res.history["num_examples"]) in ([7, 7], [7, 8], [8, 8]) and len(res.history["selections"]) == 2
+
+
+def test_warm_start_epochs_count_their_own_steps_in_the_schedule(ds):
+    """Batches of 16: 2 warm-start epochs of 30 rows (2 steps each), then 2 epochs on 10 rows (1 step each):
+    the string form's cosine runs over 6 steps, as optax's own cosine over 6 steps does. (With re-selection,
+    ``subset`` gives the size each re-selection is planned at.)"""
+    pick = Subset.unweighted(np.arange(10))
+    kw = dict(epochs=4, batch_size=16, seed=1, progress=False, reselect=lambda m, e: pick, select_every=1,
+              warm_start_epochs=2, warm_start_subset=Subset.unweighted(np.arange(N)))
+    a = train.fit(_model(), ds, pick, optimizer="sgd", lr=0.3, schedule="cosine", **kw)
+    b = train.fit(_model(), ds, pick, optimizer=optax.sgd(optax.cosine_decay_schedule(0.3, 6), momentum=0.9,
+                                                          nesterov=True), **kw)
+    c = train.fit(_model(), ds, pick, optimizer=optax.sgd(optax.cosine_decay_schedule(0.3, 4), momentum=0.9,
+                                                          nesterov=True), **kw)
+    np.testing.assert_allclose(_flat(a.params), _flat(b.params), rtol=1e-5, atol=1e-6)
+    assert np.abs(_flat(a.params) - _flat(c.params)).max() > 1e-4  # the step count shows
+    assert a.history["num_examples"] == [N, N, 10, 10]
