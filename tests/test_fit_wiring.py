@@ -179,7 +179,7 @@ def test_a_named_model_is_built_from_the_seed(ds):
         "dynamic=.")),
     (dict(dynamic=train.RS2(0.5), reselect=lambda m, e: SUB, select_every=1), re.escape(
         "RS2 cycles through a fixed subset without replacement, which adaptive re-selection changes; use "
-        "RandomOnline(fraction) or InfoBatch with reselect/selector.")),
+        "RandomOnline(fraction) or InfoBatch with reselect.")),
     (dict(subset=Subset.unweighted(np.zeros(0, int))), "empty"),
     (dict(subset=Subset.unweighted([N])), "out of range"),
 ])
