@@ -2,7 +2,8 @@
 
 A small selection network ``h_φ`` maps per-sample features of the current model ``θ``
 (loss, label probability and logit margin, the last-layer gradient's factor ``softmax - onehot``
-and norm, the label; optionally the embedding) to an opening cost ``c_j`` per point. On each
+and norm, the label, the agreement of the label with the nearest clean validation points in the
+embedding; optionally the embedding) to an opening cost ``c_j`` per point. On each
 training mini-batch of ``B`` points the costs parameterize the facility-location LP relaxation of
 :mod:`jaxsubset.convex_layer`
 (assignment costs: squared embedding distances scaled to mean 1, budget ``k = fraction·B``),
@@ -46,6 +47,7 @@ from jaxsubset.grads.scores import cross_entropy
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors._checks import as_features, as_scores
 from jaxsubset.subset import Subset, check_budget
+from jaxsubset.valuation.neighbours import label_agreement
 
 READOUTS = ("cost", "selection")
 TARGETS = ("sign", "first_order")
@@ -180,11 +182,11 @@ def _as_inputs(x: Any, y: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
 def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_fraction: float = 0.7,
                         epochs: int = 5, seed: int = 0, validation_fraction: float | None = None,
                         validation: tuple[Any, Any] | None = None, batch_size: int = 64,
-                        val_batch_size: int = 256, epsilon: float = 1.0, iterations: int = 30,
+                        val_batch_size: int = 256, epsilon: float = 1.0, iterations: int = 10,
                         lr: float = 1e-5, selector_lr: float = 3e-3, hidden: Sequence[int] = (32,),
                         warmup_epochs: int = 0, warmup_lr: float = 1e-3,
                         embedding_features: bool = False, target: str = "sign",
-                        steps_per_epoch: int | None = None, budget_spread: float = 0.0,
+                        steps_per_epoch: int | None = None, budget_spread: float = 0.0, neighbours: int = 10,
                         readout: str = "cost", readout_rounds: int = 4, progress: bool = False) -> LearnedSelection:
     """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
 
@@ -213,7 +215,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       batch_size: ``B`` of the training mini-batches (and the convex layer).
       val_batch_size: validation rows drawn per step.
       epsilon, iterations: smoothing (in units of the mean embedding distance) and Newton iterations of
-        the layer. A soft layer (default 1.0) keeps ``y`` away from 0 / 1 so every point of the
+        the layer (at ``epsilon=1`` the dual is smooth: 10 iterations give the same values as 30 at a
+        third of the solver's cost, see experiments/RESULTS.md). A soft layer (default 1.0) keeps ``y`` away from 0 / 1 so every point of the
         mini-batch passes gradient to its cost; at 0.1 the ``y`` of most points saturate once the
         costs grow and learning stalls away from the boundary.
       lr, selector_lr: Adam learning rates of ``θ`` and ``φ`` during the alternation. ``θ`` moves
@@ -234,6 +237,10 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       budget_spread: each step's layer budget is drawn uniformly from ``B·[f - s, f + s]`` (``f`` =
         ``budget_fraction``, clipped to ``[1, B - 1]``), so that the selection boundary, where the
         layer passes gradient to the costs, visits every quantile of the ranking; 0 keeps ``k`` fixed.
+      neighbours: ``k`` of the neighbour feature: the fraction of the ``k`` nearest validation points
+        (in ``θ``'s embedding at the start) that share a point's label
+        (:func:`jaxsubset.valuation.neighbours.label_agreement`), information the model's loss lacks;
+        0 leaves it out.
       readout: ``"cost"`` or ``"selection"`` (see the module docstring).
       readout_rounds: random partitions averaged by ``readout="selection"``.
 
@@ -266,6 +273,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         raise ValueError(f"Unknown readout {readout!r}; choose one of {list(READOUTS)}.")
     if not (np.isfinite(lr) and lr >= 0 and np.isfinite(selector_lr) and selector_lr > 0 and warmup_lr > 0):
         raise ValueError(f"need lr >= 0, selector_lr > 0 and warmup_lr > 0; got {lr}, {selector_lr}, {warmup_lr}.")
+    if isinstance(neighbours, (bool, np.bool_)) or int(neighbours) != neighbours or int(neighbours) < 0:
+        raise ValueError(f"neighbours must be an integer >= 0 (0: no neighbour feature), got {neighbours!r}.")
     if int(warmup_epochs) < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
     if int(epochs) < 1 or int(batch_size) < 2 or int(val_batch_size) < 1 or int(readout_rounds) < 1:
@@ -305,7 +314,16 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     logits0, h0 = embed(model.params, jnp.asarray(xt[:2]))
     if logits0.shape[-1] != num_classes:
         raise ValueError(f"The model has {logits0.shape[-1]} outputs but num_classes={num_classes}.")
-    feat_dim = 2 * num_classes + 4 + (int(h0.shape[-1]) if embedding_features else 0)
+    key = jax.random.PRNGKey(int(seed))
+    if int(warmup_epochs):
+        model = dataclasses.replace(model, params=_warmup(apply_fn, model.params, jnp.asarray(xt), jnp.asarray(yt),
+                                                          int(warmup_epochs), float(warmup_lr), b, key))
+    if int(neighbours):
+        pf = label_agreement(_embed_rows(embed, model.params, x), y, _embed_rows(embed, model.params, xv), yv,
+                             k=int(neighbours))[:, None]
+    else:
+        pf = np.zeros((n, 0), np.float32)
+    feat_dim = 2 * num_classes + 4 + pf.shape[1] + (int(h0.shape[-1]) if embedding_features else 0)
     selector = SelectionModel(feat_dim, hidden, rngs=nnx.Rngs(int(seed)))
     sgraph, phi = nnx.split(selector, nnx.Param)
     tx_theta, tx_phi = _adam(float(lr)), _adam(float(selector_lr))
@@ -318,18 +336,14 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     def costs_fn(p, f):
         return nnx.merge(sgraph, p)(f)
 
-    xs, ys, xvs, yvs = (jax.device_put(a) for a in (xt, yt, xv, yv))
-    key = jax.random.PRNGKey(int(seed))
-    if int(warmup_epochs):
-        theta = _warmup(apply_fn, theta, xs, ys, int(warmup_epochs), float(warmup_lr), b, key)
-        state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
+    xs, ys, ps, xvs, yvs = (jax.device_put(a) for a in (xt, yt, pf[tr_idx], xv, yv))
     history: dict[str, Any] = {"hyper_loss": [], "train_loss": [], "epoch_time_s": []}
     from tqdm.auto import tqdm
 
     for _ in tqdm(range(int(epochs)), desc="learned selection", disable=not progress, leave=False):
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        state, hl, loss = epoch(state, sub, xs, ys, xvs, yvs)
+        state, hl, loss = epoch(state, sub, xs, ys, ps, xvs, yvs)
         hl, loss = float(hl), float(loss)
         history["epoch_time_s"].append(time.perf_counter() - t0)
         if not (np.isfinite(hl) and np.isfinite(loss)):
@@ -339,11 +353,22 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         history["train_loss"].append(loss)
     theta, _, phi, _ = state
     trained = dataclasses.replace(model, params=theta)
-    values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, embedding_features=embedding_features,
+    values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, embedding_features=embedding_features,
                       readout=readout, batch=b, k=k, epsilon=epsilon, iterations=iterations,
                       rounds=int(readout_rounds), seed=int(seed))
     history["total_time_s"] = time.perf_counter() - t_start
     return LearnedSelection(values, trained, nnx.merge(sgraph, phi), val_idx.astype(np.int64), history)
+
+
+def _embed_rows(embed, theta, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Embeddings ``(n, d)`` of the rows of ``x`` under ``θ``, in chunks."""
+    fn = _jit_embed(embed)
+    return np.concatenate([np.asarray(fn(theta, jnp.asarray(x[s:s + chunk]))) for s in range(0, x.shape[0], chunk)])
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_embed(embed):
+    return jax.jit(lambda p, xb: embed(p, xb)[1])
 
 
 @functools.lru_cache(maxsize=8)
@@ -372,7 +397,7 @@ def _adam(lr: float) -> optax.GradientTransformation:
 @functools.lru_cache(maxsize=8)
 def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: int, steps: int, epsilon: float,
                 iterations: int, embedding_features: bool, target: str = "sign", budget_spread: float = 0.0):
-    """The jitted epoch ``(state, key, x, y, x_val, y_val) -> (state, hyper_loss, train_loss)``.
+    """The jitted epoch ``(state, key, x, y, point_features, x_val, y_val) -> (state, hyper_loss, train_loss)``.
 
     Cached on the model functions and settings, so repeated calls (seeds, data sets of equal
     shapes) reuse one compilation.
@@ -382,12 +407,13 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
         return nnx.merge(sgraph, p)(f)
 
     def step(carry, inputs):
-        theta, s_theta, phi, s_phi, xs, ys, xvs, yvs = carry
+        theta, s_theta, phi, s_phi, xs, ys, ps, xvs, yvs = carry
         rows, vrows, kt = inputs
         xb, yb = xs[rows], ys[rows]
         logits, h = embed(theta, xb)
         logits, h = jax.lax.stop_gradient(logits), jax.lax.stop_gradient(h)
-        feats = standardize(sample_features(logits, h, yb, embedding=embedding_features))
+        feats = standardize(jnp.concatenate([sample_features(logits, h, yb, embedding=embedding_features), ps[rows]],
+                                            axis=-1))
         dist = embedding_distances(h)
         g_val = jax.grad(lambda p: jnp.mean(cross_entropy(apply_fn(p, xvs[vrows]), yvs[vrows])))(theta)
         _, align = jax.jvp(lambda p: cross_entropy(apply_fn(p, xb), yb), (theta,), (g_val,))
@@ -408,10 +434,10 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
             lambda p: jnp.sum(w * cross_entropy(apply_fn(p, xb), yb)) / jnp.sum(w))(theta)
         upd, s_theta = tx_theta.update(g_theta, s_theta, theta)
         theta = optax.apply_updates(theta, upd)
-        return (theta, s_theta, phi, s_phi, xs, ys, xvs, yvs), (hl, loss)
+        return (theta, s_theta, phi, s_phi, xs, ys, ps, xvs, yvs), (hl, loss)
 
     @jax.jit
-    def epoch(state, key, xs, ys, xvs, yvs):
+    def epoch(state, key, xs, ys, ps, xvs, yvs):
         k1, k2, k3 = jax.random.split(key, 3)
         rows = jax.random.permutation(k1, ys.shape[0])[: steps * b].reshape(steps, b)
         # the budget of each step: k, or with a spread s uniform in b·[k/b - s, k/b + s] (clipped to [1, b-1]),
@@ -420,7 +446,7 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
                       1.0, b - 1.0)
         vkeys = jax.random.split(k2, steps)
         vrows = jax.vmap(lambda kk: jax.random.choice(kk, yvs.shape[0], (vb,), replace=False))(vkeys)
-        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, xvs, yvs), (rows, vrows, ks))
+        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, ps, xvs, yvs), (rows, vrows, ks))
         return carry[:4], jnp.mean(hl), jnp.mean(loss)
 
     return epoch
@@ -446,13 +472,14 @@ def _make_readout(embed, sgraph, k: int, epsilon: float, iterations: int, embedd
     return features, layer_open
 
 
-def _readout(embed, costs_fn, sgraph, theta, phi, x, y, *, embedding_features: bool, readout: str, batch: int,
+def _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, *, embedding_features: bool, readout: str, batch: int,
              k: int, epsilon: float, iterations: int, rounds: int, seed: int, chunk: int = 1024) -> np.ndarray:
-    """Values ``(n,)`` of every row from the trained ``θ, φ`` (see the module docstring)."""
+    """Values ``(n,)`` of every row from the trained ``θ, φ`` and the per-row features ``pf (n, E)``
+    (see the module docstring)."""
     n = y.size
     features, layer_open = _make_readout(embed, sgraph, k, float(epsilon), int(iterations), embedding_features)
     parts = [features(theta, jnp.asarray(x[s:s + chunk]), jnp.asarray(y[s:s + chunk])) for s in range(0, n, chunk)]
-    raw = np.concatenate([np.asarray(p[0]) for p in parts])
+    raw = np.concatenate([np.concatenate([np.asarray(p[0]) for p in parts]), pf], axis=1)
     h = np.concatenate([np.asarray(p[1]) for p in parts])
     as_features(raw, name="selection features")    # non-finite model outputs: a clear error
     if readout == "cost":

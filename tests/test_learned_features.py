@@ -1,0 +1,63 @@
+"""Inputs of the learned selection beyond the model's loss: neighbour-label agreement and noise rates."""
+
+import numpy as np
+import pytest
+
+from jaxsubset.valuation.neighbours import label_agreement
+from jaxsubset.valuation.noise import noise_rates
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 50])
+def test_label_agreement_equals_brute_force(k):
+    rng = np.random.default_rng(k)
+    h, y = rng.normal(size=(37, 5)), rng.integers(0, 3, 37)
+    ref, ry = rng.normal(size=(20, 5)), rng.integers(0, 3, 20)
+    want = np.empty(37)
+    kk = min(k, 20)
+    for i in range(37):                       # independent reference: full sort of exact distances
+        near = np.argsort(np.sum((ref - h[i]) ** 2, axis=1))[:kk]
+        want[i] = np.mean(ry[near] == y[i])
+    got = label_agreement(h, y, ref, ry, k=k, chunk=16)     # several chunks, a ragged last one
+    assert got.shape == (37,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_label_agreement_bad_input():
+    h, y = np.zeros((4, 2)), np.zeros(4, int)
+    with pytest.raises(ValueError, match="width"):
+        label_agreement(h, y, np.zeros((2, 3)), np.zeros(2, int))
+    with pytest.raises(ValueError, match="k"):
+        label_agreement(h, y, h, y, k=0)
+    with pytest.raises(TypeError, match="integers"):
+        label_agreement(h, y.astype(float), h, y)
+    with pytest.raises(ValueError, match="at least one reference"):
+        label_agreement(h, y, np.zeros((0, 2)), np.zeros(0, int))
+
+
+def test_noise_rates_recover_planted_rates():
+    """Rows labelled c: a fraction rho_c mislabelled (the model disagrees on all of them), the clean rows
+    disagree at the clean error e_c measured on validation: the estimate is exactly rho_c."""
+    rng = np.random.default_rng(0)
+    rho, err = np.array([0.1, 0.3, 0.0]), np.array([0.2, 0.05, 0.5])
+    tp, ty, vp, vy = [], [], [], []
+    for c in range(3):
+        n_c, m_c = 1000, 200
+        wrong = int(rho[c] * n_c)
+        clean_wrong = int(err[c] * (n_c - wrong))
+        ty += [c] * n_c
+        tp += [(c + 1) % 3] * wrong + [(c + 2) % 3] * clean_wrong + [c] * (n_c - wrong - clean_wrong)
+        vy += [c] * m_c
+        vp += [(c + 1) % 3] * int(err[c] * m_c) + [c] * (m_c - int(err[c] * m_c))
+    perm = rng.permutation(len(ty))
+    est = noise_rates(np.array(tp)[perm], np.array(ty)[perm], np.array(vp), np.array(vy), num_classes=3)
+    np.testing.assert_allclose(est, rho, atol=1e-3)     # int() rounding of the clean-error counts
+
+
+def test_noise_rates_bad_input():
+    y = np.array([0, 1, 2, 1])
+    with pytest.raises(ValueError, match=r"no examples of classes \[2\]"):
+        noise_rates(y, y, np.array([0, 1]), np.array([0, 1]), num_classes=3)
+    with pytest.raises(TypeError, match="integer"):
+        noise_rates(y.astype(float), y, y, y, num_classes=3)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        noise_rates(y + 1, y, y, y, num_classes=3)
