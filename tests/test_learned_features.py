@@ -61,3 +61,20 @@ def test_noise_rates_bad_input():
         noise_rates(y.astype(float), y, y, y, num_classes=3)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         noise_rates(y + 1, y, y, y, num_classes=3)
+
+
+def test_learned_neighbour_settings_bad_input():
+    from flax import nnx
+
+    from jaxsubset.models import to_pure
+    from jaxsubset.models.mlp import MLP
+    from jaxsubset.selectors.learned import fit_selection_model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40).astype(np.int32)
+    m = to_pure(MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(0)))
+    val = (x[:10], y[:10])
+    with pytest.raises(ValueError, match=r"neighbours must be an integer >= 0"):
+        fit_selection_model(m, x, y, num_classes=2, validation=val, neighbours=-1)
+    with pytest.raises(ValueError, match=r'target="local".*neighbours >= 1'):
+        fit_selection_model(m, x, y, num_classes=2, validation=val, neighbours=0, target="local")

@@ -25,12 +25,14 @@ from jaxsubset.selectors._checks import as_features
 def _agree_chunk(h: jax.Array, y: jax.Array, ref: jax.Array, ref_y: jax.Array, k: int) -> jax.Array:
     d = jnp.sum(ref * ref, axis=1)[None, :] - 2.0 * h @ ref.T          # + |h|², constant per row
     _, idx = jax.lax.top_k(-d, k)                                         # (m, k) nearest reference rows
-    return jnp.mean((ref_y[idx] == y[:, None]).astype(jnp.float32), axis=1)
+    return jnp.mean((ref_y[idx] == y[:, None]).astype(jnp.float32), axis=1), idx
 
 
 def label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: int = 10,
-                    chunk: int = 4096) -> np.ndarray:
+                    chunk: int = 4096, return_neighbours: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Fraction ``(n,)`` (float32, in [0, 1]) of the ``k`` nearest reference points sharing each point's label.
+
+    With ``return_neighbours`` also the int32 ``(n, k)`` rows of those reference points, nearest first.
 
     Args:
       emb: ``(n, d)`` embeddings of the points to score (e.g. a surrogate's penultimate layer).
@@ -57,9 +59,13 @@ def label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: 
         raise ValueError(f"k (the number of neighbours) must be an integer >= 1, got {k!r}.")
     k = min(int(k), r.shape[0])
     ref, ref_y = jnp.asarray(r, jnp.float32), jnp.asarray(ry, jnp.int32)
-    out = [np.asarray(_agree_chunk(jnp.asarray(h[s:s + chunk], jnp.float32), jnp.asarray(y[s:s + chunk], jnp.int32),
-                                   ref, ref_y, k)) for s in range(0, h.shape[0], int(chunk))]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    out = [_agree_chunk(jnp.asarray(h[s:s + chunk], jnp.float32), jnp.asarray(y[s:s + chunk], jnp.int32), ref, ref_y, k)
+           for s in range(0, h.shape[0], int(chunk))]
+    agree = np.concatenate([np.asarray(a) for a, _ in out]) if out else np.zeros(0, np.float32)
+    if not return_neighbours:
+        return agree
+    idx = np.concatenate([np.asarray(i) for _, i in out]) if out else np.zeros((0, k), np.int32)
+    return agree, idx.astype(np.int32)
 
 
 __all__ = ["label_agreement"]
