@@ -15,7 +15,9 @@ whose solution ``y (B,)`` (``Σ y = k``) is the soft selection. Online alternati
   alignments ``a_j = ⟨∇L_val, ∇ℓ_j⟩`` of all ``B`` points come from one Jacobian-vector product,
   and ``η`` drops out under Adam. With ``target="sign"`` (default) each point's reward is
   ``sign(a_j)`` — whether a step on it lowers or raises the validation loss — instead of
-  ``a_j`` itself (``target="first_order"``): the raw alignment scales with the gradient norm,
+  ``a_j`` itself (``target="first_order"``); with ``target="local"`` the sign of the alignment with
+  the last-layer gradients of the point's nearest validation points only. The raw alignment scales
+  with the gradient norm,
   so it rewards hard clean points most, values easy clean points near 0 and ranks them next
   to mislabelled ones (measured in experiments/RESULTS.md, "Learned selection: diagnosis").
   Points whose gradients oppose the validation gradient (e.g. mislabelled ones) get higher
@@ -51,7 +53,7 @@ from jaxsubset.subset import Subset, check_budget
 from jaxsubset.valuation.neighbours import label_agreement
 
 READOUTS = ("cost", "selection")
-TARGETS = ("sign", "first_order", "cosine", "local")
+TARGETS = ("sign", "first_order", "local")
 
 
 class SelectionModel(nnx.Module):
@@ -233,7 +235,10 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       embedding_features: also feed the raw embedding to ``h_φ`` (it always enters through the
         layer's distances). Off by default: the embedding drifts while ``θ`` trains, and a
         selection network that keys on raw embedding coordinates goes stale.
-      target: ``"sign"`` (reward ``sign(a_j)``) or ``"first_order"`` (reward ``a_j``); see the module docstring.
+      target: ``"sign"`` (reward ``sign(a_j)``), ``"first_order"`` (reward ``a_j``) or ``"local"`` (reward
+        the sign of the last-layer alignment of ``j`` with its ``neighbours`` nearest validation points,
+        ``Σ_v ⟨p_j - e_{y_j}, p_v - e_{y_v}⟩ (⟨h_j, h_v⟩ + 1)``: does a step on ``j`` lower the loss of
+        the clean points next to it); see the module docstring.
       steps_per_epoch: alternating mini-batches per epoch (random ones; default all ``n // B``). The
         selection network is shared by all points, so a few hundred mini-batches train it; fewer
         steps keep the cost near that of training the surrogate.
@@ -446,11 +451,6 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
             ej = jax.nn.softmax(logits, axis=-1) - jax.nn.one_hot(yb, logits.shape[-1], dtype=logits.dtype)
             local = jnp.einsum("bc,bkc->bk", ej, ev) * (jnp.einsum("bd,bkd->bk", h, hv) + 1.0)
             align = jnp.sign(jax.lax.stop_gradient(jnp.mean(local, axis=1)))
-        elif target == "cosine":                      # the alignment per unit of j's last-layer gradient norm
-            e = jax.nn.softmax(logits, axis=-1) - jax.nn.one_hot(yb, logits.shape[-1], dtype=logits.dtype)
-            gn = jnp.linalg.norm(e, axis=-1) * jnp.sqrt(jnp.sum(h * h, axis=-1) + 1.0)
-            align = align / (gn + 1e-6)
-            align = align / (jnp.sqrt(jnp.mean(align * align)) + 1e-12)   # unit scale per step
 
         def hyper(p):
             sol = _fl_layer(dist, costs_fn(p, feats), kt, jnp.asarray(epsilon, dist.dtype), iterations=iterations,
