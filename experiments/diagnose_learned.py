@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsubset import data, grads
-from jaxsubset.convex_layer import fl_relaxation
+from jaxsubset.solvers.convex_layer import fl_relaxation
 from jaxsubset.grads.scores import cross_entropy
 import importlib
-L = importlib.import_module("jaxsubset.selectors.learned")
+L = importlib.import_module("jaxsubset.valuation.learned")
 from jaxsubset.train.loop import as_pure
 
 DATA = "/usr/share/datasets/fashion-mnist"
@@ -148,7 +148,7 @@ def full(configs):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import _common as C
     import mislabel as M
-    from jaxsubset import scoring
+    from jaxsubset.workflows.quantities import compute
     from jaxsubset.data.offline import stratified_split
 
     fm = data.load("fashion_mnist", data_dir=DATA)
@@ -159,7 +159,7 @@ def full(configs):
     for noise, seed in ((0.1, 1), (0.3, 0)):
         ds, flipped = data.flip_labels(clean, noise, seed=seed)
         sur, _ = C.score_model(ds, "mlp", seed=seed, epochs=2, train_kw=train_kw, progress=False)
-        loss = scoring.compute(["loss"], sur, ds.x_train, ds.y_train)["loss"]
+        loss = compute(["loss"], sur, ds.x_train, ds.y_train)["loss"]
         rho = M.noise_rates(M.predict(sur, ds.x_train), ds.y_train, M.predict(sur, val[0]), val[1], num_classes=10)
         out(h="full", noise=noise, seed=seed, ranking="loss", auc=auc(loss, flipped), noise_estimate=float(rho.mean()))
         for spec in configs:

@@ -39,9 +39,10 @@ import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402
 
-from jaxsubset import budget_from_fraction, data, report, scoring, selectors, train  # noqa: E402
+from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
+from jaxsubset.workflows.quantities import compute  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
-from jaxsubset.selectors.learned import fit_selection_model  # noqa: E402
+from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
 from jaxsubset.subset import Subset  # noqa: E402
 from jaxsubset.valuation import knn_shapley_quantity  # noqa: E402
 from jaxsubset.valuation.noise import noise_rates  # noqa: E402
@@ -107,7 +108,7 @@ def detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw, progress, 
     values, secs = {}, {}
     for rname, q in DETECTORS.items():
         t0 = time.perf_counter()
-        values[rname] = scoring.compute([q], sur, ds.x_train, ds.y_train)[q]
+        values[rname] = compute([q], sur, ds.x_train, ds.y_train)[q]
         secs[rname] = time.perf_counter() - t0
     if with_knn:
         t0 = time.perf_counter()

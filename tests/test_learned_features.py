@@ -68,7 +68,7 @@ def test_learned_neighbour_settings_bad_input():
 
     from jaxsubset.models import to_pure
     from jaxsubset.models.mlp import MLP
-    from jaxsubset.selectors.learned import fit_selection_model
+    from jaxsubset.valuation.learned import fit_selection_model
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40).astype(np.int32)
