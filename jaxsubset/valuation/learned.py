@@ -329,9 +329,12 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     if target == "local" and not int(neighbours):
         raise ValueError('target="local" rewards agreement with the nearest validation points: set neighbours >= 1.')
     raw0, h_all = _all_features(embed, model.params, x, y, bool(embedding_features))
+    raw_v, hv_all = _all_features(embed, model.params, xv, yv, False)
+    # the validation points' last-layer gradient factors (p - onehot, h), fixed at the start: θ moves little
+    vfac = (jnp.asarray(raw_v[:, 4:4 + num_classes]), jnp.asarray(hv_all))
     nbr = np.zeros((n, 1), np.int32)
     if int(neighbours):
-        pf, nbr = label_agreement(h_all, y, _all_features(embed, model.params, xv, yv, False)[1], yv,
+        pf, nbr = label_agreement(h_all, y, hv_all, yv,
                                   k=int(neighbours), return_neighbours=True)
         pf = pf[:, None]
     else:
@@ -346,7 +349,7 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     theta = model.params
     state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
 
-    epoch = _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b, k, vb, steps, float(epsilon),
+    epoch = _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b, vb, steps, float(epsilon),
                         int(iterations), bool(embedding_features), target, float(budget_spread))
 
     def costs_fn(p, f):
@@ -359,7 +362,7 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     for _ in tqdm(range(int(epochs)), desc="learned selection", disable=not progress, leave=False):
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        state, hl, loss = epoch(state, sub, xs, ys, ps, nbs, xvs, yvs, scale)
+        state, hl, loss = epoch(state, sub, jnp.float32(k), xs, ys, ps, nbs, xvs, yvs, scale, vfac)
         hl, loss = float(hl), float(loss)
         history["epoch_time_s"].append(time.perf_counter() - t0)
         if not (np.isfinite(hl) and np.isfinite(loss)):
@@ -418,19 +421,20 @@ def _adam(lr: float) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=8)
-def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: int, steps: int, epsilon: float,
+def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, vb: int, steps: int, epsilon: float,
                 iterations: int, embedding_features: bool, target: str = "sign", budget_spread: float = 0.0):
-    """The jitted epoch ``(state, key, x, y, point_features, x_val, y_val) -> (state, hyper_loss, train_loss)``.
+    """The jitted epoch ``(state, key, k, x, y, point_features, neighbours, x_val, y_val, scale, val_factors)
+    -> (state, hyper_loss, train_loss)``.
 
     Cached on the model functions and settings, so repeated calls (seeds, data sets of equal
-    shapes) reuse one compilation.
+    shapes, any layer budget ``k``, a traced scalar) reuse one compilation.
     """
 
     def costs_fn(p, f):
         return nnx.merge(sgraph, p)(f)
 
     def step(carry, inputs):
-        theta, s_theta, phi, s_phi, xs, ys, ps, nbs, xvs, yvs, scale = carry
+        theta, s_theta, phi, s_phi, xs, ys, ps, nbs, xvs, yvs, scale, vfac = carry
         rows, vrows, kt = inputs
         xb, yb = xs[rows], ys[rows]
         logits, h = embed(theta, xb)
@@ -445,9 +449,7 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
             align = jnp.sign(align)                   # does a step on j lower (+1) or raise (-1) L_val
         elif target == "local":                       # last-layer alignment with j's nearest validation points
             vr = nbs[rows]                                                      # (B, K)
-            lv, hv = embed(theta, xvs[vr.reshape(-1)])
-            ev = jax.nn.softmax(lv, axis=-1) - jax.nn.one_hot(yvs[vr.reshape(-1)], lv.shape[-1], dtype=lv.dtype)
-            ev, hv = ev.reshape(*vr.shape, -1), hv.reshape(*vr.shape, -1)
+            ev, hv = vfac[0][vr], vfac[1][vr]                                   # (B, K, C), (B, K, d)
             ej = jax.nn.softmax(logits, axis=-1) - jax.nn.one_hot(yb, logits.shape[-1], dtype=logits.dtype)
             local = jnp.einsum("bc,bkc->bk", ej, ev) * (jnp.einsum("bd,bkd->bk", h, hv) + 1.0)
             align = jnp.sign(jax.lax.stop_gradient(jnp.mean(local, axis=1)))
@@ -465,10 +467,10 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
             lambda p: jnp.sum(w * cross_entropy(apply_fn(p, xb), yb)) / jnp.sum(w))(theta)
         upd, s_theta = tx_theta.update(g_theta, s_theta, theta)
         theta = optax.apply_updates(theta, upd)
-        return (theta, s_theta, phi, s_phi, xs, ys, ps, nbs, xvs, yvs, scale), (hl, loss)
+        return (theta, s_theta, phi, s_phi, xs, ys, ps, nbs, xvs, yvs, scale, vfac), (hl, loss)
 
     @jax.jit
-    def epoch(state, key, xs, ys, ps, nbs, xvs, yvs, scale):
+    def epoch(state, key, k, xs, ys, ps, nbs, xvs, yvs, scale, vfac):
         k1, k2, k3 = jax.random.split(key, 3)
         rows = jax.random.permutation(k1, ys.shape[0])[: steps * b].reshape(steps, b)
         # the budget of each step: k, or with a spread s uniform in b·[k/b - s, k/b + s] (clipped to [1, b-1]),
@@ -477,7 +479,7 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
                       1.0, b - 1.0)
         vkeys = jax.random.split(k2, steps)
         vrows = jax.vmap(lambda kk: jax.random.choice(kk, yvs.shape[0], (vb,), replace=False))(vkeys)
-        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, ps, nbs, xvs, yvs, scale), (rows, vrows, ks))
+        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, ps, nbs, xvs, yvs, scale, vfac), (rows, vrows, ks))
         return carry[:4], jnp.mean(hl), jnp.mean(loss)
 
     return epoch
