@@ -442,17 +442,18 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, vb: int, step
         feats = standardize(jnp.concatenate([sample_features(logits, h, yb, embedding=embedding_features), ps[rows]],
                                             axis=-1), scale)
         dist = embedding_distances(h)
-        g_val = jax.grad(lambda p: jnp.mean(cross_entropy(apply_fn(p, xvs[vrows]), yvs[vrows])))(theta)
-        _, align = jax.jvp(lambda p: cross_entropy(apply_fn(p, xb), yb), (theta,), (g_val,))
-        align = jax.lax.stop_gradient(align)          # ⟨∇ℓ_j, ∇L_val⟩ for the B points
-        if target == "sign":
-            align = jnp.sign(align)                   # does a step on j lower (+1) or raise (-1) L_val
-        elif target == "local":                       # last-layer alignment with j's nearest validation points
+        if target == "local":                         # last-layer alignment with j's nearest validation points
             vr = nbs[rows]                                                      # (B, K)
             ev, hv = vfac[0][vr], vfac[1][vr]                                   # (B, K, C), (B, K, d)
             ej = jax.nn.softmax(logits, axis=-1) - jax.nn.one_hot(yb, logits.shape[-1], dtype=logits.dtype)
             local = jnp.einsum("bc,bkc->bk", ej, ev) * (jnp.einsum("bd,bkd->bk", h, hv) + 1.0)
             align = jnp.sign(jax.lax.stop_gradient(jnp.mean(local, axis=1)))
+        else:
+            g_val = jax.grad(lambda p: jnp.mean(cross_entropy(apply_fn(p, xvs[vrows]), yvs[vrows])))(theta)
+            _, align = jax.jvp(lambda p: cross_entropy(apply_fn(p, xb), yb), (theta,), (g_val,))
+            align = jax.lax.stop_gradient(align)      # ⟨∇ℓ_j, ∇L_val⟩ for the B points
+            if target == "sign":
+                align = jnp.sign(align)               # does a step on j lower (+1) or raise (-1) L_val
 
         def hyper(p):
             sol = _fl_layer(dist, costs_fn(p, feats), kt, jnp.asarray(epsilon, dist.dtype), iterations=iterations,
