@@ -270,7 +270,9 @@ def _write(args, dname, n_val, n, sur_epochs, epochs, learned_kw, train_kw, rows
                                                                              "class_imbalance"])
     sd = (report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="random")
           + [d for d in report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="loss_easy")
-             if d["method"] != "random"])
+             if d["method"] != "random"]
+          + [d for d in report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="loss_filter")
+             if d["method"] == "learned_filter"])
     summary = [dict(x, part="b") for x in sb] + [dict(x, part="a") for x in sa] + [dict(x, part="d") for x in sd]
     rows = [dict(r, part="b") for r in rows_b] + [dict(r, part="a") for r in rows_a]
     config = dict(vars(args), surrogate_epochs=sur_epochs, epochs=epochs, learned=learned_kw, train=train_kw,
