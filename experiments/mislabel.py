@@ -266,8 +266,8 @@ def _imbalance(labels: np.ndarray, num_classes: int) -> float:
 def _write(args, dname, n_val, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b) -> None:
     """Write the outputs of the cells finished so far (rows, summary, table, plots)."""
     sb = report.summarize(rows_b, ["dataset", "noise", "ranking"], ["auc", "seconds", "time_ratio", "noise_estimate"])
-    sa = report.summarize(rows_a, ["dataset", "noise", "method", "fraction"], ["test_accuracy", "flipped_kept", "clean_hard_kept",
-                                                                             "class_imbalance"])
+    sa = report.summarize(rows_a, ["dataset", "noise", "method", "fraction"],
+                          ["test_accuracy", "flipped_kept", "clean_hard_kept", "class_imbalance"])
     sd = (report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="random")
           + [d for d in report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="loss_easy")
              if d["method"] != "random"]

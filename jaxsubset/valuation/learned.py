@@ -16,10 +16,9 @@ whose solution ``y (B,)`` (``Σ y = k``) is the soft selection. Online alternati
   and ``η`` drops out under Adam. With ``target="sign"`` (default) each point's reward is
   ``sign(a_j)`` — whether a step on it lowers or raises the validation loss — instead of
   ``a_j`` itself (``target="first_order"``); with ``target="local"`` the sign of the alignment with
-  the last-layer gradients of the point's nearest validation points only. The raw alignment scales
-  with the gradient norm,
-  so it rewards hard clean points most, values easy clean points near 0 and ranks them next
-  to mislabelled ones (measured in experiments/RESULTS.md, "Learned selection: diagnosis").
+  the last-layer gradients of the point's nearest validation points only. The raw alignment
+  scales with the gradient norm, so it rewards hard clean points most, values easy clean points
+  near 0 and ranks them next to mislabelled ones (measured in experiments/RESULTS.md, "Learned selection: diagnosis").
   Points whose gradients oppose the validation gradient (e.g. mislabelled ones) get higher
   costs, hence lower values.
 - **θ step**: Adam on the ``y``-weighted training loss ``Σ y_j ℓ_j / Σ y_j``, with a small
@@ -221,9 +220,9 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         gradient of all 2 000 validation rows ranked flipped labels at 0.956 instead of 0.987).
       epsilon, iterations: smoothing (in units of the mean embedding distance) and Newton iterations of
         the layer (at ``epsilon=1`` the dual is smooth: 10 iterations give the same values as 30 at a
-        third of the solver's cost, see experiments/RESULTS.md). A soft layer (default 1.0) keeps ``y`` away from 0 / 1 so every point of the
-        mini-batch passes gradient to its cost; at 0.1 the ``y`` of most points saturate once the
-        costs grow and learning stalls away from the boundary.
+        third of the solver's cost, see experiments/RESULTS.md). A soft layer (default 1.0) keeps ``y``
+        away from 0 / 1 so every point of the mini-batch passes gradient to its cost; at 0.1 the ``y``
+        of most points saturate once the costs grow and learning stalls away from the boundary.
       lr, selector_lr: Adam learning rates of ``θ`` and ``φ`` during the alternation. ``θ`` moves
         slowly by default: once ``θ`` fits the (clean) selection and grows confident, the
         first-order validation cross-entropy rewards gradients that lower confidence, which
