@@ -82,9 +82,9 @@ import numpy as np  # noqa: E402
 import scipy.optimize  # noqa: E402
 
 from jaxsubset.kernels import materialize_last_layer  # noqa: E402
-from jaxsubset.selectors.craig import craig_last_layer  # noqa: E402
+from jaxsubset.selectors.craig import craig  # noqa: E402
 from jaxsubset.selectors.facility import facility_location  # noqa: E402
-from jaxsubset.selectors.gradmatch import gradmatch_last_layer  # noqa: E402
+from jaxsubset.selectors.gradmatch import gradmatch  # noqa: E402
 from jaxsubset.selectors.per_class import per_class  # noqa: E402
 from jaxsubset.subset import Subset, per_class_budget  # noqa: E402
 
@@ -217,9 +217,9 @@ def _distances_broadcast(g: np.ndarray, batch: int) -> np.ndarray:
     return out
 
 
-def craig_dense(e: np.ndarray, h: np.ndarray, budget: int, *, distances: str, batch: int = 64) -> Subset:
+def craig_dense(factors: tuple, budget: int, *, distances: str, batch: int = 64) -> Subset:
     """CRAIG on materialized gradients with a dense distance matrix (then the same lazy greedy)."""
-    g = materialize_last_layer(e, h)
+    g = materialize_last_layer(*factors)
     D = _distances_gemm(g) if distances == "gemm" else _distances_broadcast(g, batch)
     del g
     S = D.max() - D
@@ -230,14 +230,14 @@ def craig_dense(e: np.ndarray, h: np.ndarray, budget: int, *, distances: str, ba
     return Subset(res.order[order], w[order], {"order": res.order})
 
 
-def gradmatch_dense(e: np.ndarray, h: np.ndarray, budget: int, max_seconds: float | None = None) -> Subset:
+def gradmatch_dense(factors: tuple, budget: int, max_seconds: float | None = None) -> Subset:
     """OMP on materialized gradients: projections A r and NNLS on the D x |S| matrix each step.
 
     ``max_seconds`` stops the pursuit early (``info["truncated"]``): its time and memory are
     then lower bounds of a full run's.
     """
     t0 = time.perf_counter()
-    A = materialize_last_layer(e, h).astype(np.float64)
+    A = materialize_last_layer(*factors).astype(np.float64)
     n, D = A.shape
     b = A.sum(0)
     sq = np.einsum("nd,nd->n", A, A)
@@ -269,8 +269,8 @@ WHOLE_POOL = False
 
 def run_per_class(fn, e, h, y, budget, **kw) -> Subset:
     if WHOLE_POOL:
-        return fn(e, h, budget, **kw)
-    return per_class(fn, y, budget, arrays={"e": e, "h": h}, **kw)
+        return fn((e, h), budget, **kw)
+    return per_class(fn, y, budget, arrays={"factors": (e, h)}, **kw)
 
 
 def apricot_vs_ours(e, h, y, budget, C):
@@ -315,11 +315,11 @@ def main(args: argparse.Namespace) -> None:
         e, h, y = make_factors(n, args.classes, args.dim, args.seed)
         budget = int(round(args.fraction * n))
         # ---- CRAIG
-        ours, t, m = measure(run_per_class, craig_last_layer, e, h, y, budget)
+        ours, t, m = measure(run_per_class, craig, e, h, y, budget)
         rows.append((n, "CRAIG", "jaxsubset (factors)", t, m, None))
         ref_t, ref_m = t, m
         # the similarity matrix would fit; also show the matrix-free mode (dense_limit=0)
-        free, t, m = measure(run_per_class, craig_last_layer, e, h, y, budget, dense_limit=0)
+        free, t, m = measure(run_per_class, craig, e, h, y, budget, dense_limit=0)
         rows.append((n, "CRAIG", "jaxsubset (factors, matrix-free)", t, m, overlap(ours, free), ref_t, ref_m))
         free_t, free_m = t, m
         if n <= args.baseline_max_n:
@@ -337,11 +337,11 @@ def main(args: argparse.Namespace) -> None:
                 rows.append((n, "CRAIG", "  the same vs jaxsubset matrix-free", t, m, None, free_t, free_m))
         print(f"n={n}: CRAIG done", flush=True)
         # ---- GRAD-MATCH
-        ours_g, t, m = measure(run_per_class, gradmatch_last_layer, e, h, y, budget, lam=LAM, tol=TOL)
+        ours_g, t, m = measure(run_per_class, gradmatch, e, h, y, budget, lam=LAM, tol=TOL)
         rows.append((n, "GRAD-MATCH", "jaxsubset (factors)", t, m, None))
         ref_t, ref_m = t, m
         if WHOLE_POOL:
-            free_g, t, m = measure(run_per_class, gradmatch_last_layer, e, h, y, budget, lam=LAM, tol=TOL,
+            free_g, t, m = measure(run_per_class, gradmatch, e, h, y, budget, lam=LAM, tol=TOL,
                                    matrix_free=not ours_g.info["matrix_free"])
             rows.append((n, "GRAD-MATCH", "jaxsubset (factors, "
                          f"{'matrix-free' if free_g.info['matrix_free'] else 'Gram columns'})", t, m,

@@ -55,7 +55,7 @@ def submodlib_run(function: str, pool: np.ndarray, query: np.ndarray, budget: in
     if function == "flqmi":
         f = FL2(n, q, query_sijs=pq, queryDiversityEta=eta)
     elif function == "gcmi":
-        f = GC(n, q, query_sijs=pq)           # submodlib's GCMI is our lam = 0.5
+        f = GC(n, q, query_sijs=pq)           # submodlib's GCMI is our graph_cut_weight = 0.5
     else:
         s = smi_similarity(pool).astype(np.float64)
         if function == "flvmi":

@@ -117,7 +117,8 @@ def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tu
                 features: str, grad_ablation: bool, data_dir: str | None, progress: bool, eta: float,
                 gamma: float, diversity: float = 0.0) -> list[dict[str, Any]]:
     from jaxsubset import data, train
-    from jaxsubset.workflows.tss import make_targeted_setting, tss_round
+    from jaxsubset.data import make_targeted_setting
+    from jaxsubset.workflows.tss import tss_round
 
     ds = data.load(spec.dataset, data_dir=data_dir)
     make = model_factory(spec, ds)
@@ -138,7 +139,7 @@ def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tu
             runs += [(b, s, feat, g) for b in budgets for s in strategies if s in SMI]
         for budget, strategy, feat, g in runs:
             r = tss_round(make(seed), st.labeled, st.pool_x, st.pool_y, st.query_x, st.query_y, budget,
-                          strategy=strategy, features=feat, eta=eta, gamma=g, seed=seed, initial=init,
+                          strategy=strategy, features=feat, eta=eta, diversity_weight=g, seed=seed, initial=init,
                           progress=False, **train_kw)
             rows.append(dict(
                 dataset=spec.dataset, model=LABEL.get(spec.model, spec.model), seed=seed, budget=budget,

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
+from jaxsubset import selectors
 from jaxsubset.kernels import materialize_last_layer
-from jaxsubset.selectors.craig import craig, craig_last_layer
+from jaxsubset.selectors.craig import craig
 from jaxsubset.selectors.per_class import per_class
 
 
@@ -49,14 +50,14 @@ def test_factored_last_layer_equals_materialized_and_operator_equals_dense():
     rng = np.random.default_rng(2)
     e, h = rng.normal(size=(80, 3)), rng.normal(size=(80, 8))
     g = materialize_last_layer(e, h)
-    a = craig(None, 10, factors=(e, h))
+    a = craig((e, h), 10)
     b = craig(g, 10)
-    c = craig(None, 10, factors=(e, h), dense_limit=0)  # rows recomputed on the fly, never n x n
+    c = craig((e, h), 10, dense_limit=0)  # rows recomputed on the fly, never n x n
     assert a.info["factored"] and a.info["dense"] and not c.info["dense"]
     for other in (b, c):
         np.testing.assert_array_equal(a.indices, other.indices)
         np.testing.assert_array_equal(a.weights, other.weights)
-    np.testing.assert_array_equal(craig_last_layer(e, h, 10).indices, a.indices)
+    np.testing.assert_array_equal(selectors.get("craig")(e, h, budget=10).indices, a.indices)  # the registered form
 
 
 def test_stochastic_craig_weights_and_seed():
@@ -89,7 +90,7 @@ def test_per_class_craig_keeps_class_counts():
     rng = np.random.default_rng(4)
     y = np.repeat([0, 1, 2], [30, 20, 10])
     e, h = rng.normal(size=(60, 3)), rng.normal(size=(60, 5))
-    sub = per_class(craig_last_layer, y, 12, arrays={"e": e, "h": h})
+    sub = per_class(craig, y, 12, arrays={"factors": (e, h)})
     assert np.bincount(y[sub.indices], minlength=3).tolist() == [6, 4, 2]
     for c, size in enumerate([30, 20, 10]):
         assert sub.weights[y[sub.indices] == c].sum() == size
@@ -99,16 +100,14 @@ def test_craig_bad_input():
     x = np.ones((5, 3))
     with pytest.raises(ValueError, match="larger than the pool"):
         craig(x, 6)
-    with pytest.raises(ValueError, match="exactly one"):
-        craig(None, 2)
-    with pytest.raises(ValueError, match="exactly one"):
-        craig(x, 2, factors=(np.ones((5, 2)), np.ones((5, 2))))
+    with pytest.raises(TypeError, match="pair"):
+        craig((x, x, x), 2)
     with pytest.raises(ValueError, match="metric"):
         craig(x, 2, metric="hamming")
     x[3, 0] = np.nan
     with pytest.raises(ValueError, match=r"features contain NaN or inf in rows \[3\]"):
         craig(x, 2)
-    with pytest.raises(TypeError, match="pair"):
-        craig(None, 2, factors=np.ones((5, 2)))
+    with pytest.raises(ValueError, match="e has 5 rows but h has 4"):
+        craig((np.ones((5, 2)), np.ones((4, 2))), 2)
     empty = craig(np.zeros((0, 3)), 0)
     assert len(empty) == 0

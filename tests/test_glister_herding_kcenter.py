@@ -48,7 +48,7 @@ def _ref_glister(e, h, W, hv, yv, k, lr):
 @pytest.mark.parametrize("lr", [0.05, 1.0])
 def test_glister_matches_explicit_lookahead(lr):
     e, h, W, hv, yv, zv = _glister_problem()
-    sub = glister(e, h, 8, val_logits=zv, val_h=hv, val_labels=yv, lr=lr)
+    sub = glister((e, h), 8, val_logits=zv, val_h=hv, val_labels=yv, lr=lr)
     ref, ref_loss = _ref_glister(e, h, W, hv, yv, 8, lr)
     assert sub.info["order"].tolist() == ref
     np.testing.assert_allclose(sub.info["val_loss"][1], ref_loss, rtol=1e-5)
@@ -59,8 +59,8 @@ def test_glister_matches_explicit_lookahead(lr):
 
 def test_glister_refresh_batches_picks():
     e, h, W, hv, yv, zv = _glister_problem(seed=1)
-    one = glister(e, h, 6, val_logits=zv, val_h=hv, val_labels=yv, lr=0.1, refresh=1)
-    all6 = glister(e, h, 6, val_logits=zv, val_h=hv, val_labels=yv, lr=0.1, refresh=6)
+    one = glister((e, h), 6, val_logits=zv, val_h=hv, val_labels=yv, lr=0.1, refresh=1)
+    all6 = glister((e, h), 6, val_logits=zv, val_h=hv, val_labels=yv, lr=0.1, refresh=6)
     # refresh = budget: the top-6 by alignment with the initial validation gradient
     first = np.asarray(e, np.float64)
     hv1 = np.concatenate([hv, np.ones((len(hv), 1))], 1)
@@ -75,17 +75,17 @@ def test_glister_bad_input():
     e, h, W, hv, yv, zv = _glister_problem()
     kw = dict(val_logits=zv, val_h=hv, val_labels=yv)
     with pytest.raises(ValueError, match="classes"):
-        glister(e, h, 3, **{**kw, "val_logits": zv[:, :2]})
+        glister((e, h), 3, **{**kw, "val_logits": zv[:, :2]})
     with pytest.raises(ValueError, match="dimension"):
-        glister(e, h, 3, **{**kw, "val_h": hv[:, :2]})
+        glister((e, h), 3, **{**kw, "val_h": hv[:, :2]})
     with pytest.raises(ValueError, match="val_labels"):
-        glister(e, h, 3, **{**kw, "val_labels": yv + 5})
+        glister((e, h), 3, **{**kw, "val_labels": yv + 5})
     with pytest.raises(ValueError, match="lr"):
-        glister(e, h, 3, lr=0.0, **kw)
+        glister((e, h), 3, lr=0.0, **kw)
     with pytest.raises(ValueError, match="refresh"):
-        glister(e, h, 3, refresh=0, **kw)
+        glister((e, h), 3, refresh=0, **kw)
     with pytest.raises(ValueError, match="larger than the pool"):
-        glister(e, h, 41, **kw)
+        glister((e, h), 41, **kw)
 
 
 # ----------------------------------------------------------------------------- herding
@@ -106,7 +106,7 @@ def test_herding_matches_reference_and_tracks_the_mean():
     rand = [np.linalg.norm(x[rng.choice(60, 10, replace=False)].mean(0) - mu) for _ in range(50)]
     assert err < np.min(rand)
     e, h = rng.normal(size=(50, 3)), rng.normal(size=(50, 4))
-    np.testing.assert_array_equal(herding(None, 7, factors=(e, h)).info["order"],
+    np.testing.assert_array_equal(herding((e, h), 7).info["order"],
                                   herding(materialize_last_layer(e, h), 7).info["order"])
 
 
@@ -138,7 +138,7 @@ def test_kcenter_initial_centers_factors_and_bad_input():
     d = cdist(x, x)
     assert sub.info["order"][0] == int(np.argmax(d[:, [2, 7]].min(1)))
     e, h = rng.normal(size=(40, 3)), rng.normal(size=(40, 4))
-    np.testing.assert_array_equal(kcenter_greedy(None, 6, factors=(e, h)).indices,
+    np.testing.assert_array_equal(kcenter_greedy((e, h), 6).indices,
                                   kcenter_greedy(materialize_last_layer(e, h), 6).indices)
     assert len(kcenter_greedy(x, 4, metric="cosine")) == 4
     with pytest.raises(ValueError, match="beyond the initial"):

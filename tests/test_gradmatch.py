@@ -7,7 +7,7 @@ import pytest
 import scipy.optimize
 
 from jaxsubset.kernels import materialize_last_layer
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_last_layer
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches
 from jaxsubset.solvers.omp import GramSolver, nnls_gram, omp
 from jaxsubset.selectors.per_class import per_class
 
@@ -48,7 +48,7 @@ def test_planted_recovery_with_last_layer_factors():
     support = np.array([3, 17, 40, 71])
     coef = np.array([1.0, 2.5, 0.7, 1.3])
     target = (coef @ g[support] / 90).reshape(4, 31)  # (C, d+1) matrix form is accepted
-    sub = gradmatch(None, 4, factors=(e, h), target=target, lam=0.0)
+    sub = gradmatch((e, h), 4, target=target, lam=0.0)
     np.testing.assert_array_equal(sub.indices, support)
     np.testing.assert_allclose(sub.weights, coef, rtol=1e-3)
 
@@ -69,7 +69,7 @@ def test_gradmatch_beats_random_subsets_and_factors_equal_materialized():
         w = scipy.optimize.nnls(g[idx].T, full)[0]
         assert err < np.linalg.norm(w @ g[idx] - full)
     e, h = rng.normal(size=(60, 3)), rng.normal(size=(60, 7))
-    a = gradmatch_last_layer(e, h, 10)
+    a = gradmatch((e, h), 10)
     b = gradmatch(materialize_last_layer(e, h), 10)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-4)
@@ -92,7 +92,7 @@ def test_per_batch_selects_whole_batches():
     rng = np.random.default_rng(3)
     e, h = rng.normal(size=(103, 3)), rng.normal(size=(103, 6))
     g = materialize_last_layer(e, h).astype(np.float64)
-    sub = gradmatch_batches(None, 40, batch_size=10, factors=(e, h), seed=4, lam=0.0)
+    sub = gradmatch_batches((e, h), 40, batch_size=10, seed=4, lam=0.0)
     batches = sub.info["batches"]
     assert len(batches) <= 4 and len(sub) <= 40
     perm = np.random.default_rng(4).permutation(103)
@@ -124,13 +124,14 @@ def test_gradmatch_bad_input():
     with pytest.raises(ValueError, match=r"target has shape \(3,\).*dimension 4"):
         gradmatch(g, 2, target=np.ones(3))
     with pytest.raises(ValueError, match=r"dimension 8"):
-        gradmatch(None, 2, factors=(np.ones((6, 2)), np.ones((6, 3))), target=np.ones((2, 3)))
+        gradmatch((np.ones((6, 2)), np.ones((6, 3))), 2, target=np.ones((2, 3)))
     with pytest.raises(ValueError, match="lam"):
         gradmatch(g, 2, lam=-1.0)
     with pytest.raises(ValueError, match="nonneg"):
         gradmatch(g, 2, nonneg=False)
-    with pytest.raises(ValueError, match="smaller than one batch"):
-        gradmatch_batches(g, 2, batch_size=3)
+    # a budget below one batch (a tiny class) uses batches of `budget` rows
+    np.testing.assert_array_equal(gradmatch_batches(g, 2, batch_size=3, fill=False).indices,
+                                  gradmatch_batches(g, 2, batch_size=2, fill=False).indices)
     with pytest.raises(ValueError, match="batch_size"):
         gradmatch_batches(g, 2, batch_size=0)
     bad = g.copy(); bad[1, 1] = np.nan
@@ -144,17 +145,17 @@ def test_matrix_free_pursuit_equals_gram_columns(monkeypatch):
     rng = np.random.default_rng(7)
     e, h = rng.normal(size=(300, 5)).astype(np.float32), rng.normal(size=(300, 40)).astype(np.float32)
     g = materialize_last_layer(e, h)
-    for args, kw in [((None, 40), dict(factors=(e, h))), ((g, 40), {})]:
-        cached = gradmatch(*args, matrix_free=False, **kw)
-        free = gradmatch(*args, matrix_free=True, **kw)
+    for feats in [(e, h), g]:
+        cached = gradmatch(feats, 40, matrix_free=False)
+        free = gradmatch(feats, 40, matrix_free=True)
         assert not cached.info["matrix_free"] and free.info["matrix_free"]
         np.testing.assert_array_equal(free.info["order"], cached.info["order"])
         np.testing.assert_allclose(free.weights, cached.weights, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(free.info["residual"], cached.info["residual"], rtol=1e-4)
     # The default switches to matrix-free once k × n float32 columns would pass 16 MiB.
-    assert gradmatch(None, 40, factors=(e, h)).info["matrix_free"] is False
+    assert gradmatch((e, h), 40).info["matrix_free"] is False
     monkeypatch.setattr(sys.modules["jaxsubset.selectors.gradmatch"], "_COLUMN_CACHE_BYTES", 4 * 300 * 40 - 1)
-    assert gradmatch(None, 40, factors=(e, h)).info["matrix_free"] is True
+    assert gradmatch((e, h), 40).info["matrix_free"] is True
 
 
 def test_gram_solver_reuses_prefixes_and_grows():

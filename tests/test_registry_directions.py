@@ -98,7 +98,7 @@ def _direct(name, pool):
         "gradmatch": lambda: per_class(selectors.gradmatch, y, B, arrays={"g": materialize_last_layer(e, h)}, **pc),
         "herding": lambda: per_class(selectors.herding, y, B, arrays={"g": materialize_last_layer(e, h)}, **pc),
         "kcenter": lambda: per_class(selectors.kcenter_greedy, y, B, arrays={"g": materialize_last_layer(e, h)}, **pc),
-        "glister": lambda: selectors.glister(e, h, B, **val),
+        "glister": lambda: selectors.glister((e, h), B, **val),
         "craig_grads": lambda: per_class(selectors.craig, y, B, arrays={"g": g}, **pc),
         "craig_stochastic": lambda: per_class(selectors.craig, y, B, arrays={"g": g}, optimizer="stochastic", **pc),
         "gradmatch_grads": lambda: per_class(selectors.gradmatch, y, B, arrays={"g": g}, **pc),

@@ -68,9 +68,9 @@ def _subsets(n, max_size=4):
 def test_similarity_matches_numpy_formulas():
     X, Q = _data(12, 5)
     cos = (X @ Q.T) / np.linalg.norm(X, axis=1)[:, None] / np.linalg.norm(Q, axis=1)[None, :]
-    np.testing.assert_allclose(smi_similarity(X, Q, metric="cosine"), (1 + cos) / 2, atol=1e-6)
+    np.testing.assert_allclose(smi_similarity(X, Q, metric="shifted_cosine"), (1 + cos) / 2, atol=1e-6)
     d2 = ((X[:, None, :] - Q[None, :, :]) ** 2).sum(-1)
-    np.testing.assert_allclose(smi_similarity(X, Q, metric="rbf", bandwidth=1.7), np.exp(-d2 / (2 * 1.7 ** 2)),
+    np.testing.assert_allclose(smi_similarity(X, Q, metric="rbf", gamma=1 / (2 * 1.7 ** 2)), np.exp(-d2 / (2 * 1.7 ** 2)),
                                atol=1e-5)
     # median heuristic: sigma^2 = median squared distance among (all, here) pool rows
     dxx = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)[~np.eye(12, dtype=bool)]
@@ -81,7 +81,7 @@ def test_factored_last_layer_features_equal_materialized_gradients():
     rng = np.random.default_rng(1)
     e, h = rng.normal(size=(10, 3)), rng.normal(size=(10, 5))
     g = np.einsum("nc,nd->ncd", e, np.hstack([h, np.ones((10, 1))])).reshape(10, -1)
-    for metric in ("cosine", "rbf"):
+    for metric in ("shifted_cosine", "rbf"):
         np.testing.assert_allclose(smi_similarity((e, h), metric=metric), smi_similarity(g, metric=metric), atol=1e-5)
 
 
@@ -116,10 +116,10 @@ def test_mi_of_query_like_point_exceeds_unrelated_point():
 
 # ---------------------------------------------------------------- greedy
 
-CASES = [(fn, 0.0, "facility_location", "cosine") for fn in smi_mod.FUNCTIONS] + [
-    ("flqmi", 0.5, "facility_location", "rbf"), ("flvmi", 0.5, "facility_location", "cosine"),
-    ("gcmi", 0.3, "logdet", "cosine"), ("logdetmi", 0.5, "logdet", "rbf"),
-    ("logdetmi", 0.5, "facility_location", "cosine"), ("flvmi", 0.0, "facility_location", "rbf")]
+CASES = [(fn, 0.0, "facility_location", "shifted_cosine") for fn in smi_mod.FUNCTIONS] + [
+    ("flqmi", 0.5, "facility_location", "rbf"), ("flvmi", 0.5, "facility_location", "shifted_cosine"),
+    ("gcmi", 0.3, "logdet", "shifted_cosine"), ("logdetmi", 0.5, "logdet", "rbf"),
+    ("logdetmi", 0.5, "facility_location", "shifted_cosine"), ("flvmi", 0.0, "facility_location", "rbf")]
 
 
 def _naive_greedy(f, n, k):
@@ -134,7 +134,7 @@ def _naive_greedy(f, n, k):
 @pytest.mark.parametrize("function,gamma,diversity,metric", CASES)
 def test_greedy_gains_are_value_differences_and_match_naive_greedy(function, gamma, diversity, metric):
     X, Q = _data(n=24, q=4, d=5, seed=3)
-    kw = dict(function=function, eta=0.8, gamma=gamma, diversity=diversity, metric=metric)
+    kw = dict(function=function, eta=0.8, diversity_weight=gamma, diversity=diversity, metric=metric)
     f = smi_objective(X, Q, **kw)
     k = 7
     expected = _naive_greedy(f, 24, k)
@@ -153,14 +153,14 @@ def test_greedy_gains_are_value_differences_and_match_naive_greedy(function, gam
 def test_gcmi_without_diversity_is_top_k_of_query_similarity():
     X, Q = _data(n=24, q=4, d=5, seed=4)                 # shapes shared with the cases above: no recompilation
     rowsum = smi_similarity(X, Q).sum(1)
-    sub = smi(X, Q, 7, function="gcmi", lam=0.25)
+    sub = smi(X, Q, 7, function="gcmi", graph_cut_weight=0.25)
     np.testing.assert_array_equal(sub.indices, np.sort(np.argsort(-rowsum)[:7]))
     np.testing.assert_allclose(sub.info["gains"], 0.5 * np.sort(rowsum)[::-1][:7], rtol=1e-5)
 
 
 def test_lazy_on_the_fly_kernel_equals_dense_greedy(monkeypatch):
     X, Q = _data(n=120, q=6, d=6, seed=5)
-    kw = dict(function="flvmi", eta=1.0, gamma=0.2, diversity="facility_location")
+    kw = dict(function="flvmi", eta=1.0, diversity_weight=0.2, diversity="facility_location")
     dense = smi(X, Q, 12, optimizer="greedy", **kw)
     lazy_dense = smi(X, Q, 12, optimizer="lazy", **kw)
     monkeypatch.setattr(smi_mod, "_DENSE_LIMIT", 50)       # force columns computed on the fly
@@ -193,7 +193,7 @@ def test_query_from_one_class_selects_that_class(function):
     y = rng.integers(0, k, 500)
     X = (centers[y] + rng.normal(size=(500, d))).astype(np.float32)
     Q = (centers[2] + rng.normal(size=(10, d))).astype(np.float32)
-    for metric in ("cosine", "rbf"):
+    for metric in ("shifted_cosine", "rbf"):
         sub = smi(X, Q, 50, function=function, metric=metric)
         hits = y[sub.info["order"]] == 2
         # Chance is ~1/5 and the target class holds ~100 points. The first 20 picks are on target for
@@ -228,9 +228,13 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="Unknown metric"):
         smi(X, Q, 2, metric="euclid")
     with pytest.raises(ValueError, match="Unknown diversity"):
-        smi(X, Q, 2, gamma=1.0, diversity="dpp")
-    with pytest.raises(ValueError, match="gamma must be"):
-        smi(X, Q, 2, gamma=-1.0)
+        smi(X, Q, 2, diversity_weight=1.0, diversity="dpp")
+    with pytest.raises(ValueError, match="diversity_weight must be"):
+        smi(X, Q, 2, diversity_weight=-1.0)
+    with pytest.raises(ValueError, match="gamma must be a positive"):
+        smi(X, Q, 2, metric="rbf", gamma=-1.0)
+    with pytest.raises(ValueError, match="need similarities >= 0; use metric='shifted_cosine'"):
+        smi(X, Q, 2, metric="cosine")
     with pytest.raises(ValueError, match="ridge must be > 0"):
         smi(X, Q, 2, function="logdetmi", ridge=0.0)
     with pytest.raises(ValueError, match="optimizer='lazy' supports"):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from jaxsubset import selectors
-from jaxsubset.kernels import last_layer_similarity_op, similarity_op
-from jaxsubset.selectors.craig import craig, craig_last_layer
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_last_layer
+from jaxsubset.kernels import similarity_op
+from jaxsubset.selectors.craig import craig
+from jaxsubset.selectors.gradmatch import gradmatch
 from jaxsubset.selectors.per_class import per_class
 
 
@@ -21,8 +21,8 @@ def test_subpool_operator_equals_operator_on_a_copy(metric):
     e, h, _ = _factors()
     rows = np.random.default_rng(1).choice(700, 530, replace=False)  # > 256: several gathered blocks
     a = np.concatenate([e, h], axis=1)
-    for op, ref in [(last_layer_similarity_op(e, h, metric=metric, rows=rows),
-                     last_layer_similarity_op(e[rows], h[rows], metric=metric)),
+    for op, ref in [(similarity_op((e, h), metric=metric, rows=rows),
+                     similarity_op((e[rows], h[rows]), metric=metric)),
                     (similarity_op(a, metric=metric, rows=rows), similarity_op(a[rows], metric=metric))]:
         assert op.shape == ref.shape == (530, 530)
         if metric == "rbf":
@@ -33,17 +33,17 @@ def test_subpool_operator_equals_operator_on_a_copy(metric):
         np.testing.assert_allclose(op.block(sub, None), ref.block(sub, None), rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("selector,kw", [(craig_last_layer, {}), (craig_last_layer, {"dense_limit": 0}),
-                                         (gradmatch_last_layer, {}), (gradmatch_last_layer, {"matrix_free": True})])
+@pytest.mark.parametrize("selector,kw", [(craig, {}), (craig, {"dense_limit": 0}),
+                                         (gradmatch, {}), (gradmatch, {"matrix_free": True})])
 def test_per_class_in_place_equals_per_class_on_copies(selector, kw):
     e, h, y = _factors()
 
     def copying(e_c, h_c, b):  # no rows parameter: per_class hands it copies of the class rows
-        return selector(e_c, h_c, b, **kw)
+        return selector((e_c, h_c), b, **kw)
 
     def in_place(e_all, h_all, b, *, rows=None):
         assert e_all.shape[0] == 700 and rows is not None  # the whole arrays and the class's rows
-        return selector(e_all, h_all, b, rows=rows, **kw)
+        return selector((e_all, h_all), b, rows=rows, **kw)
 
     a = per_class(copying, y, 140, arrays={"e": e, "h": h})
     b = per_class(in_place, y, 140, arrays={"e": e, "h": h})
@@ -57,7 +57,7 @@ def test_per_class_in_place_equals_per_class_on_copies(selector, kw):
         else:  # GRAD-MATCH: relative residual after the last pick
             assert ib["residual"][-1] == pytest.approx(ia["residual"][-1], rel=1e-4)
     # The registry routes rows through as well: exactly the in-place result.
-    name = "craig" if selector is craig_last_layer else "gradmatch"
+    name = "craig" if selector is craig else "gradmatch"
     if not kw:
         c = selectors.select(name, y, 140, {"last_layer_e": e, "last_layer_h": h})
         np.testing.assert_array_equal(c.indices, b.indices)

@@ -93,8 +93,8 @@ def test_targeted_select_equals_smi_on_the_same_features():
     model, params, pool_x, _, qx, qy = _setting()
     pf, _ = targeted_features(model, params, pool_x, features="last_layer_grads")
     qf, _ = targeted_features(model, params, qx, qy, features="last_layer_grads")
-    ref = smi(pf, qf, 10, function="flvmi", eta=0.5, gamma=0.1)
-    sub = targeted_select(model, params, pool_x, qx, qy, 10, function="flvmi", eta=0.5, gamma=0.1)
+    ref = smi(pf, qf, 10, function="flvmi", eta=0.5, diversity_weight=0.1)
+    sub = targeted_select(model, params, pool_x, qx, qy, 10, function="flvmi", eta=0.5, diversity_weight=0.1)
     np.testing.assert_array_equal(sub.info["order"], ref.info["order"])
 
 

@@ -10,7 +10,7 @@ from jax.sharding import Mesh
 from jaxsubset.grads._params import Wrt
 from jaxsubset.grads.last_layer import last_layer_factors
 from jaxsubset.grads.per_sample import per_sample_grads
-from jaxsubset.kernels import last_layer_gram
+from jaxsubset.kernels import similarity
 
 METHODS = ("last_layer", "exact")
 
@@ -46,10 +46,8 @@ def gram(fn: Callable, params: Any, x: Any, y: Any, x2: Any | None = None, y2: A
         if wrt is not None or project_dim is not None:
             raise ValueError("wrt and project_dim apply to method='exact' only; the last-layer Gram is exact.")
         e1, h1 = last_layer_factors(fn, params, x, y, **kw)
-        if x2 is None:
-            return last_layer_gram(e1, h1)
-        e2, h2 = last_layer_factors(fn, params, x2, y2, **kw)
-        return last_layer_gram(e1, h1, e2, h2)
+        f2 = None if x2 is None else tuple(last_layer_factors(fn, params, x2, y2, **kw))
+        return similarity((e1, h1), f2, metric="dot")
     pk = dict(wrt=wrt, project_dim=project_dim, projection=projection, seed=seed, **kw)
     g1 = per_sample_grads(fn, params, x, y, **pk).astype(np.float32, copy=False)
     g2 = g1 if x2 is None else per_sample_grads(fn, params, x2, y2, **pk).astype(np.float32, copy=False)

@@ -15,14 +15,23 @@ import numpy as np
 
 from jaxsubset.kernels.blocks import GATHER_ITEMS, GATHER_SHARE, check_rows, default_chunk, finite_matrix, \
     weighted_row_sum
-from jaxsubset.kernels.last_layer import as_factors, last_layer_mean_grad
+from jaxsubset.kernels.features import Features, check_features, is_factored
+from jaxsubset.kernels.last_layer import last_layer_mean_grad
 
-METRICS = ("euclidean", "cosine", "dot", "rbf")
+METRICS = {
+    "dot": "<a, b>",
+    "cosine": "<a, b> / (|a| |b|) in [-1, 1] (0 when either vector is zero)",
+    "shifted_cosine": "(1 + cosine) / 2 in [0, 1]: non-negative and positive semi-definite (SMI's default)",
+    "euclidean": "-|a - b|, a negated distance (CRAIG's default: facility location shifts it to max d - d)",
+    "rbf": "exp(-gamma |a - b|²)",
+}
+"""The one metric table: each name means this kernel in every selector (NumPy blocks here, JAX blocks in
+:mod:`jaxsubset.kernels.device`); ``<·,·>`` is the inner product of the (possibly factored) vectors."""
 
 
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS}.")
+        raise ValueError(f"Unknown metric {metric!r}; choose one of {list(METRICS)}.")
     return metric
 
 # ----------------------------------------------------------------------------- the operator
@@ -31,15 +40,8 @@ def _check_metric(metric: str) -> str:
 class Similarity:
     """A pairwise similarity between ``n1`` row items and ``n2`` column items, evaluated in blocks.
 
-    Build it with :func:`similarity_op` (feature vectors), :func:`last_layer_similarity_op`
-    (factored last-layer gradients) or :func:`precomputed` (a given matrix). Metrics,
-    with ``<·,·>`` the inner product of the (possibly factored) vectors:
-
-    - ``"dot"``: ``<a, b>``;
-    - ``"cosine"``: ``<a, b> / (|a| |b|)`` (0 when either vector is zero);
-    - ``"euclidean"``: ``-|a - b|`` (a negated distance: larger is more similar;
-      facility location subtracts the minimum so that CRAIG's ``max d - d`` follows);
-    - ``"rbf"``: ``exp(-gamma |a - b|²)``.
+    Build it with :func:`similarity_op` (features or last-layer factors) or :func:`precomputed` (a given
+    matrix). Metrics: :data:`METRICS`.
 
     When the row and column items are the same set, self-pairs are exact
     (distance 0, cosine 1) despite float32 rounding.
@@ -73,7 +75,7 @@ class Similarity:
             return out
         sq1 = self._sq1 if r is None else self._sq1[r]
         sq2 = self._sq2 if c is None else self._sq2[c]
-        if self.metric == "cosine":
+        if self.metric in ("cosine", "shifted_cosine"):
             inv1 = _safe_inv_sqrt(sq1)
             inv2 = _safe_inv_sqrt(sq2)
             out *= inv1[:, None]
@@ -92,6 +94,9 @@ class Similarity:
                 np.exp(out, out=out)
         if self.symmetric:
             self._fix_self_pairs(out, r, c, sq1)
+        if self.metric == "shifted_cosine":
+            out += 1.0
+            out *= 0.5
         return out
 
     def _fix_self_pairs(self, out: np.ndarray, r: np.ndarray | None, c: np.ndarray | None,
@@ -131,13 +136,6 @@ class Similarity:
             out[s:s + b.shape[0]] = b
         return out
 
-    def transpose(self) -> "Similarity":
-        """The operator with rows and columns swapped (every metric here is symmetric in its arguments)."""
-        inner = self._inner
-        return dataclasses.replace(self, shape=(self.shape[1], self.shape[0]), _sq1=self._sq2, _sq2=self._sq1,
-                                   _inner=lambda r, c: np.ascontiguousarray(inner(c, r).T),
-                                   matrix=None if self.matrix is None else self.matrix.T)
-
 
 def _as_index(idx: Any, n: int, name: str) -> np.ndarray | None:
     if idx is None:
@@ -162,12 +160,9 @@ def _safe_inv_sqrt(sq: np.ndarray) -> np.ndarray:
     return out
 
 
-def _take(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
-    return a if idx is None else a[idx]
-
-
-def _rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
-    """Default RBF ``gamma``: one over the mean squared pairwise distance ``2·mean|a - ā|²``."""
+def rbf_gamma(gamma: float | None, mean_sq_dev: float) -> float:
+    """RBF ``gamma`` validated (positive, finite), or if None one over ``2·mean|a - ā|²`` (``mean_sq_dev``: about
+    the mean squared pairwise distance)."""
     if gamma is None:
         return 1.0 / (2.0 * mean_sq_dev) if mean_sq_dev > 0 else 1.0
     g = float(gamma)
@@ -198,109 +193,72 @@ def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: n
     return inner
 
 
-def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
+def _sq_norms(x: np.ndarray, h: np.ndarray | None) -> np.ndarray:
+    sq = np.einsum("nd,nd->n", x, x)
+    return sq if h is None else sq * (np.einsum("nd,nd->n", h, h) + 1.0)
+
+
+def similarity_op(a: Features, b: Features | None = None, *, metric: str = "euclidean",
                   gamma: float | None = None, names: tuple[str, str] = ("a", "b"),
                   rows: Any = None) -> Similarity:
-    """A :class:`Similarity` between the rows of ``a (n1, D)`` and ``b (n2, D)`` (default ``a``).
+    """A :class:`Similarity` between the examples of ``a`` and ``b`` (default ``a``).
+
+    ``a``/``b`` are :data:`~jaxsubset.kernels.features.Features`: feature matrices ``(n, D)``, or
+    last-layer factors ``(e, h)`` whose inner products ``(e_i·e_j)(h_i·h_j + 1)`` and squared norms
+    ``|e_i|²(|h_i|² + 1)`` cost ``O(rows·cols·(C + d))`` per block, no gradient vector formed.
 
     Args:
-      a, b: finite feature matrices with the same number of columns.
-      metric: ``"euclidean"`` (negated distance), ``"cosine"``, ``"dot"`` or ``"rbf"``.
+      a, b: finite features of the same kind and dimensions.
+      metric: a name of :data:`METRICS`.
       gamma: RBF ``exp(-gamma |a-b|²)`` scale; default ``1 / (2·mean_i |a_i - ā|²)``
         (about one over the mean squared pairwise distance of ``a``).
       names: how error messages call ``a`` and ``b``.
       rows: int indices of a sub-pool of ``a`` (self-similarity only, ``b=None``): the
-        operator is over ``a[rows]`` without copying it (blocks gather what they need).
+        operator is over those examples without copying them (blocks gather what they need).
     """
     _check_metric(metric)
     if rows is not None:
         if b is not None:
             raise ValueError("rows restricts a self-similarity; pass b=None with rows.")
-        A = np.asarray(a)
-        if A.ndim != 2:
-            raise ValueError(f"{names[0]} must be a 2-D array, got shape {A.shape}.")
-        r = check_rows(rows, A.shape[0])
-        A = finite_matrix(A, names[0], r)
-        sq = np.concatenate([np.einsum("nd,nd->n", x, x) for x in
-                             (A[r[s:s + GATHER_ITEMS]] for s in range(0, r.size, GATHER_ITEMS))] or [np.zeros(0, np.float32)])
+        first = a[0] if is_factored(a) else a
+        r = check_rows(rows, np.shape(first)[0]) if np.ndim(first) == 2 else rows
+        x, h = check_features(a, names[0], r)
+        sq = np.concatenate([_sq_norms(x[i], None if h is None else h[i]) for i in
+                             (r[s:s + GATHER_ITEMS] for s in range(0, r.size, GATHER_ITEMS))] or [np.zeros(0, np.float32)])
         g = None
         if metric == "rbf":
-            mean = weighted_row_sum(A, r, np.full(r.size, 1.0 / max(r.size, 1)))
-            g = _rbf_gamma(gamma, float(np.mean(sq) - np.sum(mean ** 2)) if r.size else 0.0)
-        return Similarity((r.size, r.size), metric, g, True, _subpool_inner(lambda i, j: A[i] @ A[j].T, r), sq, sq)
-    A = finite_matrix(a, names[0])
-    B = A if b is None else finite_matrix(b, names[1])
-    if A.shape[1] != B.shape[1]:
-        raise ValueError(f"{names[0]} has {A.shape[1]} columns but {names[1]} has {B.shape[1]}; they must match.")
-    sq1 = np.einsum("nd,nd->n", A, A)
-    sq2 = sq1 if b is None else np.einsum("nd,nd->n", B, B)
+            mean = weighted_row_sum(x, r, np.full(r.size, 1.0 / max(r.size, 1))) if h is None else \
+                last_layer_mean_grad(x, h, r)
+            g = rbf_gamma(gamma, float(np.mean(sq) - np.sum(mean ** 2)) if r.size else 0.0)
+        return Similarity((r.size, r.size), metric, g, True, _subpool_inner(_pair(x, h, x, h), r), sq, sq)
+    x1, h1 = check_features(a, names[0])
+    x2, h2 = (x1, h1) if b is None else check_features(b, names[1])
+    d1, d2 = ((x.shape[1],) if h is None else (x.shape[1], h.shape[1]) for x, h in ((x1, h1), (x2, h2)))
+    if d1 != d2:
+        raise ValueError(f"{names[0]} has dimensions {d1} but {names[1]} has {d2} (columns of a matrix, (C, d) of "
+                         "factors); they must match.")
+    sq1 = _sq_norms(x1, h1)
+    sq2 = sq1 if b is None else _sq_norms(x2, h2)
     g = None
     if metric == "rbf":
-        g = _rbf_gamma(gamma, float(np.mean(sq1) - np.sum(A.mean(0, dtype=np.float64) ** 2)) if len(A) else 0.0)
+        mean = x1.mean(0, dtype=np.float64) if h1 is None else last_layer_mean_grad(x1, h1)
+        g = rbf_gamma(gamma, float(np.mean(sq1) - np.sum(mean ** 2)) if len(x1) else 0.0)
+    pair = _pair(x1, h1, x2, h2)
+    return Similarity((x1.shape[0], x2.shape[0]), metric, g, b is None,
+                      lambda r, c: pair(slice(None) if r is None else r, slice(None) if c is None else c), sq1, sq2)
 
-    def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
-        return _take(A, r) @ _take(B, c).T
 
-    return Similarity((A.shape[0], B.shape[0]), metric, g, b is None, inner, sq1, sq2)
-
-
-def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | None = None, *,
-                             metric: str = "euclidean", gamma: float | None = None,
-                             rows: Any = None) -> Similarity:
-    """A :class:`Similarity` between factored last-layer gradients ``e ⊗ [h, 1]``.
-
-    Inner products are ``(e_i·e_j)(h_i·h_j + 1)`` and squared norms
-    ``|e_i|²(|h_i|² + 1)``: each block costs ``O(rows·cols·(C + d))`` instead of
-    ``O(rows·cols·C·d)`` and no gradient vector is formed.
-
-    Args:
-      e, h: ``(n1, C)`` and ``(n1, d)``; e2, h2: ``(n2, C)``, ``(n2, d)`` (default ``e, h``).
-      metric, gamma: as in :func:`similarity_op` (gamma's default uses the mean gradient).
-      rows: int indices of a sub-pool (self-similarity only): the operator is over those
-        examples without copying their factors (blocks gather what they need).
-    """
-    _check_metric(metric)
-    if rows is not None:
-        if e2 is not None or h2 is not None:
-            raise ValueError("rows restricts a self-similarity; pass e2=h2=None with rows.")
-        r = check_rows(rows, np.shape(e)[0]) if np.ndim(e) == 2 else rows
-        E, H = as_factors((e, h), "(e, h)", rows=r)
-        sq = np.concatenate([np.einsum("nc,nc->n", E[i], E[i]) * (np.einsum("nd,nd->n", H[i], H[i]) + 1.0)
-                             for i in (r[s:s + GATHER_ITEMS] for s in range(0, r.size, GATHER_ITEMS))] or [np.zeros(0, np.float32)])
-        g = None
-        if metric == "rbf":
-            dev = float(np.mean(sq) - np.sum(last_layer_mean_grad(E, H, r) ** 2)) if r.size else 0.0
-            g = _rbf_gamma(gamma, dev)
-
-        def pair(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-            out = E[i] @ E[j].T
-            hh = H[i] @ H[j].T
+def _pair(x1: np.ndarray, h1: np.ndarray | None, x2: np.ndarray, h2: np.ndarray | None):
+    """``(i, j) -> `` float32 inner products between items ``i`` of set 1 and ``j`` of set 2."""
+    def pair(i: Any, j: Any) -> np.ndarray:
+        out = x1[i] @ x2[j].T
+        if h1 is not None:
+            hh = h1[i] @ h2[j].T
             hh += 1.0
             out *= hh
-            return out
-
-        return Similarity((r.size, r.size), metric, g, True, _subpool_inner(pair, r), sq, sq)
-    E1, H1 = as_factors((e, h), "(e, h)")
-    if (e2 is None) != (h2 is None):
-        raise ValueError("Pass both e2 and h2, or neither.")
-    E2, H2 = (E1, H1) if e2 is None else as_factors((e2, h2), "(e2, h2)")
-    if E1.shape[1] != E2.shape[1] or H1.shape[1] != H2.shape[1]:
-        raise ValueError(f"Dimension mismatch: e {E1.shape[1]} vs {E2.shape[1]}, h {H1.shape[1]} vs {H2.shape[1]}.")
-    sq1 = np.einsum("nc,nc->n", E1, E1) * (np.einsum("nd,nd->n", H1, H1) + 1.0)
-    sq2 = sq1 if e2 is None else np.einsum("nc,nc->n", E2, E2) * (np.einsum("nd,nd->n", H2, H2) + 1.0)
-    g = None
-    if metric == "rbf":
-        dev = float(np.mean(sq1) - np.sum(last_layer_mean_grad(E1, H1) ** 2)) if len(E1) else 0.0
-        g = _rbf_gamma(gamma, dev)
-
-    def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
-        out = _take(E1, r) @ _take(E2, c).T
-        hh = _take(H1, r) @ _take(H2, c).T
-        hh += 1.0
-        out *= hh
         return out
 
-    return Similarity((E1.shape[0], E2.shape[0]), metric, g, e2 is None, inner, sq1, sq2)
+    return pair
 
 
 def precomputed(matrix: Any) -> Similarity:
@@ -319,34 +277,11 @@ def precomputed(matrix: Any) -> Similarity:
     return Similarity(S.shape, "precomputed", None, False, inner, matrix=S)
 
 
-def similarity(a: Any, b: Any | None = None, *, metric: str = "euclidean", gamma: float | None = None,
+def similarity(a: Features, b: Features | None = None, *, metric: str = "euclidean", gamma: float | None = None,
                chunk: int | None = None) -> np.ndarray:
-    """Dense pairwise similarity ``(n1, n2)`` float32 between rows of ``a`` and ``b``.
-
-    ``a``/``b`` are feature matrices ``(n, D)`` or last-layer factor pairs ``(e, h)``
-    (then the similarity is between the gradients ``e ⊗ [h, 1]``). Computed ``chunk``
-    rows at a time (never an ``n × n × D`` tensor). See :class:`Similarity` for the metrics.
-    """
-    if isinstance(a, (tuple, list)):
-        e2, h2 = (None, None) if b is None else as_factors(b, "b")
-        op = last_layer_similarity_op(*as_factors(a, "a"), e2, h2, metric=metric, gamma=gamma)
-    else:
-        op = similarity_op(a, b, metric=metric, gamma=gamma)
-    return op.dense(chunk)
+    """Dense pairwise similarity ``(n1, n2)`` float32 between the examples of ``a`` and ``b`` (features or
+    factor pairs, see :func:`similarity_op`), computed ``chunk`` rows at a time."""
+    return similarity_op(a, b, metric=metric, gamma=gamma).dense(chunk)
 
 
-def as_operator(features: Any | None, factors: Any | None, *, metric: str, gamma: float | None = None,
-                name: str = "features", rows: Any = None) -> Similarity:
-    """A self-similarity operator from exactly one of ``features (n, D)`` or ``factors (e, h)``
-    (over the sub-pool ``rows`` when given)."""
-    if (features is None) == (factors is None):
-        raise ValueError(f"Pass exactly one of {name} (n, D) or factors=(e, h).")
-    if factors is not None:
-        if not isinstance(factors, (tuple, list)) or len(factors) != 2:
-            as_factors(factors)  # raises the standard message
-        return last_layer_similarity_op(factors[0], factors[1], metric=metric, gamma=gamma, rows=rows)
-    return similarity_op(features, metric=metric, gamma=gamma, names=(name, name), rows=rows)
-
-
-__all__ = ["METRICS", "Similarity", "similarity", "similarity_op", "last_layer_similarity_op", "precomputed",
-           "as_operator"]
+__all__ = ["METRICS", "Similarity", "similarity", "similarity_op", "precomputed", "rbf_gamma"]

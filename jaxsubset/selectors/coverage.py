@@ -5,8 +5,8 @@
 - :func:`kcenter_greedy` (Gonzalez 1985; Sener & Savarese 2018): repeatedly pick the
   point farthest from the current centers (a 2-approximation of the k-center radius).
 
-Both take a feature matrix ``(n, D)`` or last-layer gradient factors ``(e, h)``
-(see :mod:`jaxsubset.kernels`), need ``O(n)`` memory beyond the inputs, and one pass
+Both take :data:`~jaxsubset.kernels.features.Features` (a feature matrix ``(n, D)`` or last-layer
+gradient factors ``(e, h)``), pick through :func:`jaxsubset.solvers.greedy.greedy`, need ``O(n)`` memory beyond the inputs, and one pass
 over the pool (``O(n·D)``) per pick.
 """
 
@@ -17,79 +17,68 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import as_factors, as_operator, finite_matrix, last_layer_dot, last_layer_mean_grad
+from jaxsubset.kernels import last_layer_dot, similarity_op, last_layer_mean_grad
+from jaxsubset.kernels.features import Features, check_features
+from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
 
-def herding(features: Any | None, budget: int, *, factors: Any | None = None) -> Subset:
+def herding(features: Features, budget: int) -> Subset:
     """Kernel herding with a linear kernel: match the pool mean with the mean of the picks.
 
     Step ``t`` (0-based) picks the unpicked ``i`` minimizing
     ``‖(t + 1)·μ - Σ_{j∈S} x_j - x_i‖`` with ``μ`` the pool mean (ties: lowest index).
 
     Args:
-      features: ``(n, D)`` gradients or embeddings; ``None`` when ``factors`` is given.
+      features: ``(n, D)`` gradients or embeddings, or last-layer factors ``(e (n, C), h (n, d))``.
       budget: number of examples ``k``.
-      factors: last-layer factors ``(e (n, C), h (n, d))`` instead of ``features``.
 
     Returns:
       An unweighted :class:`Subset`; ``info["order"]`` is the pick order and
       ``info["mean_error"]`` the final ``‖μ - mean(x_S)‖``.
     """
-    if (features is None) == (factors is None):
-        raise ValueError("Pass exactly one of features (n, D) or factors=(e, h).")
     t0 = time.perf_counter()
-    if factors is not None:
-        E, H = as_factors(factors)
-        n = E.shape[0]
-        sq = (np.einsum("nc,nc->n", E, E) * (np.einsum("nd,nd->n", H, H) + 1.0)).astype(np.float64)
-        mu = last_layer_mean_grad(E, H)
+    X, H = check_features(features)
+    n = X.shape[0]
+    if H is not None:  # factored: g_i = e_i ⊗ [h_i, 1] with e = X
+        sq = (np.einsum("nc,nc->n", X, X) * (np.einsum("nd,nd->n", H, H) + 1.0)).astype(np.float64)
+        mu = last_layer_mean_grad(X, H)
         h1 = np.concatenate([H, np.ones((n, 1), np.float32)], axis=1)
-
-        def dots(v: np.ndarray) -> np.ndarray:
-            return last_layer_dot(E, H, v)
-
-        def row(j: int) -> np.ndarray:
-            return np.outer(E[j], h1[j]).reshape(-1).astype(np.float64)
+        dots = lambda v: last_layer_dot(X, H, v)  # noqa: E731
+        row = lambda j: np.outer(X[j], h1[j]).reshape(-1).astype(np.float64)  # noqa: E731
     else:
-        X = finite_matrix(features, "features")
-        n = X.shape[0]
         sq = np.einsum("nd,nd->n", X, X).astype(np.float64)
         mu = X.mean(0, dtype=np.float64)
-
-        def dots(v: np.ndarray) -> np.ndarray:
-            return (X @ v.astype(np.float32)).astype(np.float64)
-
-        def row(j: int) -> np.ndarray:
-            return X[j].astype(np.float64)
+        dots = lambda v: (X @ v.astype(np.float32)).astype(np.float64)  # noqa: E731
+        row = lambda j: X[j].astype(np.float64)  # noqa: E731
     k = check_budget(budget, n)
     total = np.zeros_like(mu)
-    chosen = np.zeros(n, bool)
-    order = []
-    for t in range(k):
-        v = (t + 1) * mu - total
-        cost = sq - 2.0 * dots(v)  # ‖v - x_i‖² - ‖v‖²
-        cost[chosen] = np.inf
-        j = int(np.argmin(cost))
-        order.append(j)
-        chosen[j] = True
-        total += row(j)
+
+    def gains(cand: np.ndarray) -> np.ndarray:  # -(‖v - x_i‖² - ‖v‖²), v = (t + 1)·μ - Σ_S x_j
+        return (2.0 * dots((len(order) + 1) * mu - total) - sq)[cand]
+
+    def add(picks: np.ndarray) -> None:
+        nonlocal total
+        order.extend(int(j) for j in picks)
+        total = total + sum(row(int(j)) for j in picks)
+
+    order: list[int] = []
+    greedy(Oracle(n, gains, add), k)
     err = float(np.linalg.norm(mu - total / k)) if k else float(np.linalg.norm(mu))
     return Subset.unweighted(np.sort(np.asarray(order, np.int64)), method="herding",
                              order=np.asarray(order, np.int64), mean_error=err, seconds=time.perf_counter() - t0)
 
 
-def kcenter_greedy(features: Any | None, budget: int, *, metric: str = "euclidean", seed: int = 0,
-                   initial: Any | None = None, factors: Any | None = None) -> Subset:
+def kcenter_greedy(features: Features, budget: int, *, metric: str = "euclidean", seed: int = 0,
+                   initial: Any | None = None) -> Subset:
     """Greedy k-center: repeatedly add the point farthest from the chosen centers.
 
     Args:
-      features: ``(n, D)`` gradients or embeddings; ``None`` when ``factors`` is given.
+      features: ``(n, D)`` gradients or embeddings, or last-layer factors ``(e (n, C), h (n, d))``.
       budget: number of *new* centers ``k`` (``initial`` ones are not counted or returned).
       metric: ``"euclidean"`` distance or ``"cosine"`` distance ``1 - cos``.
       seed: picks the first center uniformly at random when ``initial`` is empty.
       initial: int indices of already chosen centers (e.g. a labeled set).
-      factors: last-layer factors ``(e (n, C), h (n, d))`` instead of ``features``.
 
     Returns:
       An unweighted :class:`Subset` of the new centers; ``info["order"]`` is the pick
@@ -99,7 +88,7 @@ def kcenter_greedy(features: Any | None, budget: int, *, metric: str = "euclidea
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"Unknown metric {metric!r}; choose 'euclidean' or 'cosine'.")
     t0 = time.perf_counter()
-    op = as_operator(features, factors, metric=metric)
+    op = similarity_op(features, metric=metric, names=("features", "features"))
     n = op.shape[0]
     init = np.zeros(0, np.int64) if initial is None else np.unique(np.asarray(initial).reshape(-1))
     if init.size and (not np.issubdtype(init.dtype, np.integer) or init.min() < 0 or init.max() >= n):
@@ -114,31 +103,18 @@ def kcenter_greedy(features: Any | None, budget: int, *, metric: str = "euclidea
     mind = np.full(n, np.inf)
     for s in range(0, init.size, 256):
         mind = np.minimum(mind, dist(init[s:s + 256]).min(0))
-    chosen = np.zeros(n, bool)
-    chosen[init] = True
-    order = []
-    for t in range(k):
-        if t == 0 and init.size == 0:
-            j = int(np.random.default_rng(seed).integers(n))
-        else:
-            cand = np.where(chosen, -np.inf, mind)
-            j = int(np.argmax(cand))
-        order.append(j)
-        chosen[j] = True
-        mind = np.minimum(mind, dist(np.asarray([j]))[0])
+
+    def add(picks: np.ndarray) -> None:
+        nonlocal mind
+        mind = np.minimum(mind, dist(picks).min(0))
+
+    first = [int(np.random.default_rng(seed).integers(n))] if init.size == 0 and k else []
+    excluded = np.zeros(n)
+    excluded[init] = -np.inf  # initial centers are never picked again
+    order = greedy(Oracle(n, lambda c: (mind + excluded)[c], add), k, forced=first).order.tolist()
     radius = float(mind.max()) if n and (k or init.size) else float("inf")
     return Subset.unweighted(np.sort(np.asarray(order, np.int64)), method="kcenter_greedy",
                              order=np.asarray(order, np.int64), radius=radius, seconds=time.perf_counter() - t0)
 
 
-def herding_last_layer(e: Any, h: Any, budget: int) -> Subset:
-    """:func:`herding` on last-layer factors (registry-friendly positional form)."""
-    return herding(None, budget, factors=(e, h))
-
-
-def kcenter_last_layer(e: Any, h: Any, budget: int, *, seed: int = 0) -> Subset:
-    """:func:`kcenter_greedy` on last-layer factors (registry-friendly positional form)."""
-    return kcenter_greedy(None, budget, factors=(e, h), seed=seed)
-
-
-__all__ = ["herding", "kcenter_greedy", "herding_last_layer", "kcenter_last_layer"]
+__all__ = ["herding", "kcenter_greedy"]

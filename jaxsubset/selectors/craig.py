@@ -6,10 +6,10 @@ Euclidean distance ``d`` between per-example gradients — and weights each pick
 number of examples it is the closest pick to (the CRAIG step sizes), so the weights
 sum to ``n``.
 
-Similarities are evaluated in blocks (:mod:`jaxsubset.kernels`): on feature rows
-``(n, D)`` (any per-example gradients or embeddings), or, for last-layer gradients, on
-the factors ``(e, h)`` with the closed-form Gram ``(e_i·e_j)(h_i·h_j + 1)`` so the
-``n × C(d+1)`` gradient matrix is never formed. Pools up to ``dense_limit`` examples
+Similarities are evaluated in blocks (:mod:`jaxsubset.kernels`) on
+:data:`~jaxsubset.kernels.features.Features`: feature rows ``(n, D)`` (any per-example gradients or
+embeddings), or last-layer factors ``(e, h)`` with the closed-form Gram ``(e_i·e_j)(h_i·h_j + 1)``
+so the ``n × C(d+1)`` gradient matrix is never formed. Pools up to ``dense_limit`` examples
 keep the ``n × n`` similarity in memory for fast greedy steps; larger pools recompute
 rows on demand (``O(n)`` memory beyond the inputs).
 """
@@ -21,30 +21,28 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import as_operator, precomputed
+from jaxsubset.kernels import METRICS, precomputed, similarity_op
+from jaxsubset.kernels.features import Features, is_factored
 from jaxsubset.selectors.facility import facility_location
 from jaxsubset.subset import Subset, check_budget
 
-CRAIG_METRICS = ("euclidean", "cosine", "dot", "rbf")
+CRAIG_METRICS = tuple(METRICS)
 
 
-def craig(features: Any | None, budget: int, *, metric: str = "euclidean", optimizer: str = "lazy",
-          seed: int = 0, factors: Any | None = None, epsilon: float = 0.01, gamma: float | None = None,
-          dense_limit: int = 16384, rows: Any = None) -> Subset:
+def craig(features: Features, budget: int, *, metric: str = "euclidean", optimizer: str = "lazy",
+          seed: int = 0, epsilon: float = 0.01, gamma: float | None = None, dense_limit: int = 16384,
+          rows: Any = None) -> Subset:
     """Select a CRAIG coreset of ``budget`` examples with facility-location weights.
 
     Args:
-      features: ``(n, D)`` per-example gradients (or embeddings); ``None`` when
-        ``factors`` is given.
+      features: ``(n, D)`` per-example gradients (or embeddings), or last-layer factors
+        ``(e (n, C), h (n, d))`` standing for ``g_i = e_i ⊗ [h_i, 1]``.
       budget: number of examples ``k``, ``0 <= k <= n``.
-      metric: similarity between gradients, ``"euclidean"`` (CRAIG's ``max d - d``),
-        ``"cosine"``, ``"dot"`` or ``"rbf"``; facility location uses the similarity
-        minus its minimum.
+      metric: similarity between gradients, a name of :data:`jaxsubset.kernels.METRICS`
+        (``"euclidean"``: CRAIG's ``max d - d``); facility location uses the similarity minus its minimum.
       optimizer: ``"lazy"`` (exact greedy with a priority queue), ``"stochastic"``
         (stochastic greedy, ``(1 - 1/e - ε)`` in expectation) or ``"naive"``.
       seed: seed of the stochastic optimizer.
-      factors: last-layer gradient factors ``(e (n, C), h (n, d))`` standing for
-        ``g_i = e_i ⊗ [h_i, 1]``, instead of ``features``.
       epsilon: the stochastic optimizer's ``ε``.
       gamma: RBF scale (see :func:`jaxsubset.kernels.similarity_op`).
       dense_limit: largest ``n`` for which the ``n × n`` float32 similarity is held in memory.
@@ -61,7 +59,7 @@ def craig(features: Any | None, budget: int, *, metric: str = "euclidean", optim
     if metric not in CRAIG_METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {CRAIG_METRICS}.")
     t0 = time.perf_counter()
-    op = as_operator(features, factors, metric=metric, gamma=gamma, rows=rows)
+    op = similarity_op(features, metric=metric, gamma=gamma, names=("features", "features"), rows=rows)
     n = op.shape[0]
     k = check_budget(budget, n)
     dense = n <= int(dense_limit)
@@ -72,13 +70,8 @@ def craig(features: Any | None, budget: int, *, metric: str = "euclidean", optim
     sort = np.argsort(res.order, kind="stable")
     info = dict(method="craig", metric=metric, optimizer=optimizer, order=res.order, gains=res.gains,
                 objective=res.value, evaluations=res.evaluations, dense=dense,
-                factored=factors is not None, seconds=time.perf_counter() - t0)
+                factored=is_factored(features), seconds=time.perf_counter() - t0)
     return Subset(res.order[sort], counts[sort], info)
 
 
-def craig_last_layer(e: Any, h: Any, budget: int, *, rows: Any = None, **kwargs: Any) -> Subset:
-    """:func:`craig` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly positional form)."""
-    return craig(None, budget, factors=(e, h), rows=rows, **kwargs)
-
-
-__all__ = ["craig", "craig_last_layer", "CRAIG_METRICS"]
+__all__ = ["craig", "CRAIG_METRICS"]

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from jaxsubset.knn import check_k, knn
-from jaxsubset.selectors._checks import as_features, as_scores
+from jaxsubset.checks import as_features, as_scores
 from jaxsubset.selectors.ccs import hard_cutoff
+from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -56,14 +57,12 @@ def reverse_select(scores: np.ndarray, dist: np.ndarray, idx: np.ndarray, gamma:
     """Greedy selection with reverse message passing; returns the picks in selection order ``(budget,)``."""
     s = np.array(scores, np.float64)
     w = np.exp(-gamma * dist.astype(np.float64))
-    taken = np.zeros(s.size, bool)
-    picks = np.empty(budget, np.int64)
-    for t in range(budget):
-        i = int(np.argmax(np.where(taken, -np.inf, s)))
-        picks[t] = i
-        taken[i] = True
-        s[idx[i]] -= w[i] * s[i]
-    return picks
+
+    def add(picks: np.ndarray) -> None:
+        for i in picks:
+            s[idx[i]] -= w[i] * s[i]
+
+    return greedy(Oracle(s.size, lambda c: s[c], add), budget).order
 
 
 def d2(embeddings: Any, scores: Any, budget: int, *, k: int = 10, gamma_forward: float | None = None,

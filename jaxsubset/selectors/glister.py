@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import finite_matrix, as_factors, last_layer_dot
+from jaxsubset.kernels import as_factors, finite_matrix, last_layer_dot
+from jaxsubset.kernels.features import is_factored
+from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -39,13 +41,14 @@ def validation_gradient(val_logits: np.ndarray, val_h: np.ndarray, val_labels: n
     return err.T @ h1 / m
 
 
-def glister(e: Any, h: Any, budget: int, *, val_logits: Any, val_h: Any, val_labels: Any, lr: float = 0.01,
+def glister(features: tuple, budget: int, *, val_logits: Any, val_h: Any, val_labels: Any, lr: float = 0.01,
             refresh: int = 1) -> Subset:
     """Greedy last-layer GLISTER selection of ``budget`` pool examples.
 
     Args:
-      e: ``(n, C)`` pool ``softmax(z) - onehot(y)`` at the current parameters.
-      h: ``(n, d)`` pool embeddings feeding the head.
+      features: last-layer factors ``(e, h)`` of the pool at the current parameters
+        (:data:`~jaxsubset.kernels.features.Features`): ``e (n, C) = softmax(z) - onehot(y)`` and the
+        embeddings ``h (n, d)`` feeding the head.
       budget: number of examples ``k``.
       val_logits: ``(m, C)`` validation logits at the current parameters.
       val_h: ``(m, d)`` validation embeddings.
@@ -58,7 +61,10 @@ def glister(e: Any, h: Any, budget: int, *, val_logits: Any, val_h: Any, val_lab
       order and ``info["gains"]`` each pick's ``η <g_i, ∇L_val(θ_S)>``; ``info["val_loss"]``
       the validation loss at ``θ`` and at ``θ_S``.
     """
-    E, H = as_factors((e, h), "(e, h)")
+    if not is_factored(features):
+        raise TypeError("glister needs last-layer factors (e, h) (GLISTER moves only the head); got "
+                        f"{type(features).__name__}.")
+    E, H = as_factors(features, "(e, h)")
     n, C = E.shape
     k = check_budget(budget, n)
     Z = finite_matrix(val_logits, "val_logits").astype(np.float64)
@@ -87,20 +93,13 @@ def glister(e: Any, h: Any, budget: int, *, val_logits: Any, val_h: Any, val_lab
         return float(np.mean(np.log(np.exp(zs).sum(1)) - zs[np.arange(len(yv)), yv]))
 
     loss0 = val_loss(Z)
-    chosen = np.zeros(n, bool)
-    order: list[int] = []
-    gains: list[float] = []
-    while len(order) < k:
-        gval = validation_gradient(Z, Hv, yv)
-        score = lr * last_layer_dot(E, H, gval)
-        score[chosen] = -np.inf
-        r = min(int(refresh), k - len(order))
-        picks = np.argsort(-score, kind="stable")[:r]
-        order.extend(int(j) for j in picks)
-        gains.extend(float(score[j]) for j in picks)
-        chosen[picks] = True
-        # θ_S -= η Σ g_j  =>  z_v -= η Σ_j e_j (h_j·h_v + 1)
-        Z -= lr * ((Hv @ H[picks].T + 1.0).astype(np.float64) @ E[picks].astype(np.float64))
+
+    def add(picks: np.ndarray) -> None:  # θ_S -= η Σ g_j  =>  z_v -= η Σ_j e_j (h_j·h_v + 1)
+        Z[...] -= lr * ((Hv @ H[picks].T + 1.0).astype(np.float64) @ E[picks].astype(np.float64))
+
+    run = greedy(Oracle(n, lambda c: lr * last_layer_dot(E, H, validation_gradient(Z, Hv, yv))[c], add), k,
+                 refresh=int(refresh))
+    order, gains = run.order.tolist(), run.gains.tolist()
     idx = np.sort(np.asarray(order, np.int64))
     return Subset.unweighted(idx, method="glister", order=np.asarray(order, np.int64), gains=np.asarray(gains),
                              lr=lr, refresh=int(refresh), val_loss=(loss0, val_loss(Z)),

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.kernels import as_factors, as_operator, check_rows, last_layer_dot, last_layer_mean_grad, \
+from jaxsubset.kernels import as_factors, check_rows, similarity_op, last_layer_dot, last_layer_mean_grad, \
     last_layer_weighted_sum, rows_dot, weighted_row_sum
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.kernels.features import Features, check_features, is_factored
 from jaxsubset.selectors.fill import fill_to_budget
 from jaxsubset.solvers.omp import GramColumns, MatrixFreeAtoms, omp
 from jaxsubset.subset import Subset, check_budget
@@ -34,35 +34,27 @@ from jaxsubset.subset import Subset, check_budget
 _COLUMN_CACHE_BYTES = 2**24  # Gram columns cached up to this size (k × n float32), matrix-free beyond
 
 
-def _problem(grads: Any | None, factors: Any | None, target: Any | None, scale: float | None,
-             rows: Any = None):
+def _problem(grads: Features, target: Any | None, scale: float | None, rows: Any = None):
     """Operator (dot metric), correlations with ``b = scale·t``, ``‖b‖²``, squared atom norms, and the
     matrix-free ``(combine, dot)`` pair of :class:`MatrixFreeAtoms` — over the sub-pool ``rows``."""
-    if (grads is None) == (factors is None):
-        raise ValueError("Pass exactly one of grads (n, D) or factors=(e, h).")
-    if factors is not None:
-        r = None if rows is None or np.ndim(factors[0]) != 2 else check_rows(rows, np.shape(factors[0])[0])
-        e, h = as_factors(factors, rows=r)
-        op = as_operator(None, (e, h), metric="dot", rows=r)
-        dim = e.shape[1] * (h.shape[1] + 1)
-        t = last_layer_mean_grad(e, h, r) if target is None else \
-            _as_target(target, dim, (e.shape[1], h.shape[1] + 1))
-        b = (op.shape[0] if scale is None else scale) * t
-        corr = last_layer_dot(e, h, b, r)
-        combine = lambda S, w: last_layer_weighted_sum(e, h, _compose(r, S), w)  # noqa: E731
-        dot = lambda v: last_layer_dot(e, h, v, r)  # noqa: E731
+    first = grads[0] if is_factored(grads) else np.asarray(grads, np.float32)
+    r = None if rows is None or np.ndim(first) != 2 else check_rows(rows, np.shape(first)[0])
+    x, h = as_factors(grads, rows=r) if is_factored(grads) else (first, None)
+    op = similarity_op(x if h is None else (x, h), metric="dot", names=("grads", "grads"), rows=r)
+    m = op.shape[0]
+    if h is None:
+        mean = weighted_row_sum(x, _compose(r, np.arange(m)), np.full(m, 1.0 / max(m, 1)))
+        shape, dim = None, x.shape[1]
+        combine = lambda S, w: weighted_row_sum(x, _compose(r, S), w)  # noqa: E731
+        dot = lambda v: rows_dot(x, v, r)  # noqa: E731
     else:
-        A = np.asarray(grads, np.float32)
-        r = None if rows is None or A.ndim != 2 else check_rows(rows, A.shape[0])
-        op = as_operator(A, None, metric="dot", name="grads", rows=r)
-        m = op.shape[0]
-        t = weighted_row_sum(A, _compose(r, np.arange(m)), np.full(m, 1.0 / max(m, 1))) if target is None \
-            else _as_target(target, A.shape[1], None)
-        b = (m if scale is None else scale) * t
-        corr = rows_dot(A, b, r)
-        combine = lambda S, w: weighted_row_sum(A, _compose(r, S), w)  # noqa: E731
-        dot = lambda v: rows_dot(A, v, r)  # noqa: E731
-    return op, corr, float(b @ b), op.row_sq_norms.astype(np.float64), (combine, dot)
+        mean = last_layer_mean_grad(x, h, r)
+        shape = (x.shape[1], h.shape[1] + 1)
+        dim = shape[0] * shape[1]
+        combine = lambda S, w: last_layer_weighted_sum(x, h, _compose(r, S), w)  # noqa: E731
+        dot = lambda v: last_layer_dot(x, h, v, r)  # noqa: E731
+    b = (m if scale is None else scale) * (mean if target is None else _as_target(target, dim, shape))
+    return op, dot(b), float(b @ b), op.row_sq_norms.astype(np.float64), (combine, dot)
 
 
 def _compose(rows: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
@@ -100,21 +92,20 @@ def _check_lam(lam: float) -> float:
     return lam
 
 
-def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam: float = 1e-3,
-              nonneg: bool = True, factors: Any | None = None, tol: float = 1e-4,
+def gradmatch(grads: Features, budget: int, *, target: Any | None = None, lam: float = 1e-3,
+              nonneg: bool = True, tol: float = 1e-4,
               matrix_free: bool | None = None, rows: Any = None, fill: bool = True, seed: int = 0) -> Subset:
     """GRAD-MATCH: pick ``budget`` examples and weights matching ``n × target``.
 
     Args:
-      grads: ``(n, D)`` per-example gradients; ``None`` when ``factors`` is given.
+      grads: ``(n, D)`` per-example gradients, or last-layer factors ``(e (n, C), h (n, d))``.
       budget: largest number of examples ``k`` (``0 <= k <= n``).
       target: gradient ``(D,)`` to match on the mean scale (default: the mean of
-        ``grads``; e.g. a validation-set mean gradient). With ``factors`` it may also be
+        ``grads``; e.g. a validation-set mean gradient). With factors it may also be
         a ``(C, d + 1)`` matrix (head weights, bias last).
       lam: ridge on the weights, relative to the mean squared gradient norm.
       nonneg: must be True here (a :class:`Subset` holds non-negative weights); signed
         weights are available from :func:`omp` with ``nonneg=False``.
-      factors: last-layer factors ``(e (n, C), h (n, d))`` instead of ``grads``.
       tol: relative residual at which the pursuit stops early.
       matrix_free: recompute the correlations with the residual from the weighted sum of
         the picked gradients each step (``O(n·D)``, or ``O(n·C·d)`` from factors, and no
@@ -141,7 +132,7 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
                          "jaxsubset.solvers.omp.omp for signed weights.")
     lam = _check_lam(lam)
     t0 = time.perf_counter()
-    op, corr, bb, sq, pair = _problem(grads, factors, target, None, rows)
+    op, corr, bb, sq, pair = _problem(grads, target, None, rows)
     n = op.shape[0]
     k = _check_fill_budget(budget, n, fill)
     ridge = lam * float(sq.mean()) if n else 0.0
@@ -150,7 +141,7 @@ def gradmatch(grads: Any | None, budget: int, *, target: Any | None = None, lam:
     idx, w, filled = res["order"], np.maximum(res["weights"], 0.0), 0
     if fill:
         idx, w, filled = fill_to_budget(idx, w, n, k, seed=seed)
-    return _to_subset(res, idx, w, "gradmatch", lam, t0, factored=factors is not None,
+    return _to_subset(res, idx, w, "gradmatch", lam, t0, factored=is_factored(grads),
                       matrix_free=isinstance(atoms, MatrixFreeAtoms), filled=filled)
 
 
@@ -169,14 +160,8 @@ def _to_subset(res: dict, idx: np.ndarray, w: np.ndarray, method: str, lam: floa
     return Subset(idx[sort], w[sort].astype(np.float32), info)
 
 
-def gradmatch_last_layer(e: Any, h: Any, budget: int, *, rows: Any = None, **kwargs: Any) -> Subset:
-    """:func:`gradmatch` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly form)."""
-    return gradmatch(None, budget, factors=(e, h), rows=rows, **kwargs)
-
-
-def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target: Any | None = None,
-                      lam: float = 1e-3, factors: Any | None = None, seed: int = 0, tol: float = 1e-4,
-                      fill: bool = True) -> Subset:
+def gradmatch_batches(grads: Features, budget: int, *, batch_size: int, target: Any | None = None,
+                      lam: float = 1e-3, seed: int = 0, tol: float = 1e-4, fill: bool = True) -> Subset:
     """Per-batch GRAD-MATCH: choose whole mini-batches whose weighted gradient sums match the target.
 
     The pool is shuffled (``seed``) and cut into ``⌈n / batch_size⌉`` mini-batches; each
@@ -185,9 +170,10 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
     ``Σ_b w_b Σ_{i∈b} g_i ≈ n·t``; every example of batch ``b`` gets weight ``w_b``.
 
     Args:
-      grads / factors / target / lam / tol: as in :func:`gradmatch`.
-      budget: largest number of examples (must allow at least one batch).
-      batch_size: examples per mini-batch (the last batch may be smaller).
+      grads / target / lam / tol: as in :func:`gradmatch`.
+      budget: largest number of examples.
+      batch_size: examples per mini-batch (the last batch may be smaller); a budget smaller than one
+        batch (e.g. in a tiny class) uses batches of ``budget`` examples.
       seed: seed of the shuffle that forms the batches (and of the fill draw).
       fill: top the chosen batches up to exactly ``budget`` examples with unselected rows
         drawn uniformly at random, weight 1 (as :func:`gradmatch`); ``False``: batches only.
@@ -201,31 +187,23 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     t0 = time.perf_counter()
-    if (grads is None) == (factors is None):
-        raise ValueError("Pass exactly one of grads (n, D) or factors=(e, h).")
-    if factors is not None:
-        e, h = as_factors(factors)
-        n = e.shape[0]
-    else:
-        A = as_features(grads, name="grads")
-        n = A.shape[0]
+    A, h = check_features(grads, "grads")
+    n, factored = A.shape[0], h is not None
     _check_fill_budget(budget, n, fill)
-    kb = int(budget) // int(batch_size)
-    if kb == 0 and budget > 0:
-        raise ValueError(f"budget={budget} is smaller than one batch of {batch_size}; lower batch_size or "
-                         "raise the budget.")
+    batch_size = max(1, min(int(batch_size), int(budget))) if budget else int(batch_size)
+    kb = int(budget) // batch_size
     perm = np.random.default_rng(seed).permutation(n)
     starts = np.arange(0, n, batch_size)
     batches = [perm[s:s + batch_size] for s in starts]
-    if factors is not None:
+    if factored:
         h1 = np.concatenate([h, np.ones((n, 1), np.float32)], axis=1)
-        atoms = np.stack([(e[b].T @ h1[b]).reshape(-1) for b in batches]) if n else np.zeros((0, 0), np.float32)
-        t = last_layer_mean_grad(e, h) if target is None else _as_target(target, atoms.shape[1],
-                                                                         (e.shape[1], h.shape[1] + 1))
+        atoms = np.stack([(A[b].T @ h1[b]).reshape(-1) for b in batches]) if n else np.zeros((0, 0), np.float32)
+        t = last_layer_mean_grad(A, h) if target is None else _as_target(target, atoms.shape[1],
+                                                                         (A.shape[1], h.shape[1] + 1))
     else:
         atoms = np.add.reduceat(A[perm], starts, axis=0) if n else np.zeros((0, A.shape[1]), np.float32)
         t = A.mean(0, dtype=np.float64) if target is None else _as_target(target, A.shape[1], None)
-    op, corr, bb, sq, pair = _problem(atoms, None, t, float(n))
+    op, corr, bb, sq, pair = _problem(atoms, t, float(n))
     ridge = lam * float(sq.mean()) if sq.size else 0.0
     kb = min(kb, len(batches))
     res = omp(_atoms(op, pair, len(batches), kb, None), corr, bb, kb, ridge=ridge, nonneg=True, tol=tol,
@@ -237,18 +215,8 @@ def gradmatch_batches(grads: Any | None, budget: int, *, batch_size: int, target
     filled = 0
     if fill:
         idx, w, filled = fill_to_budget(idx, w, n, int(budget), seed=seed + 1)
-    return _to_subset(res, idx, w, "gradmatch_batches", lam, t0, factored=factors is not None,
+    return _to_subset(res, idx, w, "gradmatch_batches", lam, t0, factored=factored,
                       batch_size=int(batch_size), batches=chosen, filled=filled)
 
 
-def gradmatch_batches_last_layer(e: Any, h: Any, budget: int, *, batch_size: int = 32, seed: int = 0,
-                                 **kwargs: Any) -> Subset:
-    """:func:`gradmatch_batches` on last-layer factors ``e (n, C)``, ``h (n, d)`` (registry-friendly form).
-
-    A pool smaller than one batch (e.g. a tiny class) uses batches of ``budget`` rows instead.
-    """
-    size = max(1, min(int(batch_size), int(budget))) if budget else int(batch_size)
-    return gradmatch_batches(None, budget, batch_size=size, factors=(e, h), seed=seed, **kwargs)
-
-
-__all__ = ["gradmatch", "gradmatch_last_layer", "gradmatch_batches", "gradmatch_batches_last_layer"]
+__all__ = ["gradmatch", "gradmatch_batches"]

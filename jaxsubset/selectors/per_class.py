@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from jaxsubset.selectors._checks import accepts_keyword, accepts_seed
+from jaxsubset.kernels.features import num_rows, take_rows
 from jaxsubset.subset import Subset, per_class_budget
+
+
+def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """True if ``fn`` names a ``name`` parameter (a ``**kwargs`` catch-all does not count)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
 
 
 def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
@@ -19,12 +29,12 @@ def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
     largest remainder). For class ``c`` the selector is called as
     ``selector(*[a[rows_c] for a in arrays.values()], budget_c, **kwargs)`` where
     the positional arrays are the ``arrays`` mapping's values restricted to the
-    class rows (e.g. ``{"scores": s}`` for score selectors, ``{"features": g}`` for
-    CRAIG); with no ``arrays`` the selector is called as ``selector(n_c, budget_c,
+    class rows (e.g. ``{"scores": s}`` for score selectors, ``{"features": g}`` or
+    ``{"features": (e, h)}`` for CRAIG: a last-layer factor pair is restricted as a pair); with no ``arrays`` the selector is called as ``selector(n_c, budget_c,
     **kwargs)`` (e.g. ``random``). If the selector takes a ``seed`` keyword, class
     ``c`` receives ``seed + c`` so that classes draw independently yet deterministically.
 
-    A selector with a ``rows`` parameter (CRAIG, GRAD-MATCH and their last-layer forms)
+    A selector with a ``rows`` parameter (CRAIG, GRAD-MATCH; features or factor pairs)
     is instead called as ``selector(*arrays.values(), budget_c, rows=rows_c, **kwargs)``:
     it reads the class's rows from the whole arrays itself, so no class copy is made
     (for last-layer factors of ResNet-18 size, a 1 000-example class copy is 2 MiB).
@@ -44,10 +54,10 @@ def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
     y = np.asarray(labels)
     arrays = dict(arrays or {})
     for k, a in arrays.items():
-        if np.shape(a)[0] != y.shape[0]:
-            raise ValueError(f"arrays[{k!r}] has {np.shape(a)[0]} rows but labels has {y.shape[0]}.")
+        if num_rows(a) != y.shape[0]:
+            raise ValueError(f"arrays[{k!r}] has {num_rows(a)} rows but labels has {y.shape[0]}.")
     budgets = per_class_budget(y, budget, num_classes)
-    takes_seed = accepts_seed(selector)
+    takes_seed = accepts_keyword(selector, "seed")
     takes_rows = bool(arrays) and accepts_keyword(selector, "rows")
     idx_parts, w_parts, infos = [], [], {}
     for c, b in enumerate(budgets):
@@ -60,7 +70,7 @@ def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
         if takes_rows:
             sub = selector(*arrays.values(), int(b), rows=rows, **kw)
         elif arrays:
-            sub = selector(*[np.asarray(a)[rows] for a in arrays.values()], int(b), **kw)
+            sub = selector(*[take_rows(a, rows) for a in arrays.values()], int(b), **kw)
         else:
             sub = selector(rows.size, int(b), **kw)
         sub.check_pool(rows.size)

@@ -9,29 +9,26 @@ Given a pool ``V`` (``n`` points), a query set ``Q`` (``q`` points) and a simila
 - GCMI:     ``2λ·Σ_{i∈A} Σ_{j∈Q} s_ij``
 - LogDetMI: ``log det(S_A + rI) − log det(S_A + rI − η²·S_{A,Q} (S_Q + rI)⁻¹ S_{A,Q}ᵀ)``
 
-optionally plus ``γ·g(A)`` with a diversity term ``g``: facility location
-``Σ_{i∈V} max_{j∈A} s_ij`` or log-determinant ``log det(S_A + rI)`` (``r`` = ``ridge``).
-Every function is 0 on the empty set (``max`` over an empty set is 0).
+with ``λ = graph_cut_weight``, optionally plus ``w·g(A)`` (``w = diversity_weight``) with a
+diversity term ``g``: facility location ``Σ_{i∈V} max_{j∈A} s_ij`` or log-determinant
+``log det(S_A + rI)`` (``r`` = ``ridge``). Every function is 0 on the empty set.
 
-:func:`smi` maximizes ``I_f(A; Q) + γ·g(A)`` under ``|A| = budget`` with the greedy
-algorithm, updating gains incrementally (jitted), or with lazy greedy (no ``n × n``
-kernel in memory). The function objects (:class:`FLVMI`, :class:`FLQMI`, ...) evaluate
-the same formulas on any set in float64 and are built from kernels, e.g. by
-:func:`smi_objective`.
+:func:`smi` maximizes ``I_f(A; Q) + w·g(A)`` under ``|A| = budget`` through the greedy engine
+(:mod:`jaxsubset.solvers.greedy`): its jitted loop with incremental gains, or lazy greedy (no
+``n × n`` kernel in memory). The function objects (:class:`FLVMI`, :class:`FLQMI`, ...) evaluate
+the same formulas on any set in float64, e.g. built by :func:`smi_objective`.
 
-Similarities: ``"cosine"`` is ``(1 + cos)/2`` (so that every similarity lies in ``[0, 1]``
-and the kernel stays positive semi-definite; a zero vector has cosine 0 with
-everything), ``"rbf"`` is ``exp(-||a - b||² / (2σ²))`` with ``σ²`` the median squared
-pool distance unless ``bandwidth=σ`` is given. Features are an array ``(n, d)`` or a pair
-``(e (n, C), h (n, d))`` that stands for last-layer gradients ``e ⊗ [h, 1]`` without
-materializing them (their dot product is ``(e·e')(h·h' + 1)``).
+Similarities (:data:`jaxsubset.kernels.METRICS`, computed on the device by
+:mod:`jaxsubset.kernels.device`): ``"shifted_cosine"`` ``(1 + cos)/2`` (in ``[0, 1]``, positive
+semi-definite; a zero vector has cosine 0 with everything) or ``"rbf"`` ``exp(-gamma |a - b|²)``
+with ``gamma = 1/(2·median squared pool distance)`` unless given. Features are
+:data:`~jaxsubset.kernels.features.Features`: an array ``(n, d)`` or last-layer factors ``(e, h)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
 import time
 import warnings
 from typing import Any, Sequence
@@ -40,134 +37,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsubset.kernels.device import TINY as _TINY, FeatureRows, device_kernel, feature_rows, median_gamma, pair_block
+from jaxsubset.kernels.features import Features
+from jaxsubset.selectors.facility import facility_value
+from jaxsubset.solvers.greedy import fori_greedy, greedy
 from jaxsubset.subset import Subset
 
 FUNCTIONS = ("flvmi", "flqmi", "gcmi", "logdetmi")
 DIVERSITIES = ("facility_location", "logdet")
-METRICS = ("cosine", "rbf")
+METRICS = ("shifted_cosine", "rbf")  # the non-negative kernels of jaxsubset.kernels.METRICS
 OPTIMIZERS = ("auto", "greedy", "lazy")
 
-_TINY = 1e-30
 _DENSE_LIMIT = 16384          # largest pool for which the greedy optimizer holds an n x n kernel
 _QUERY_RCOND = 1e-6           # smallest allowed eig(S_Q + rI) / max eig before jitter is added
 
 
-# ----------------------------------------------------------------------------- features / kernels
-
-@dataclasses.dataclass(frozen=True)
-class _Features:
-    """Rows of a feature matrix ``x (n, d)``, or factored last-layer gradients ``(x=e, h)``."""
-
-    x: np.ndarray
-    h: np.ndarray | None
-    sq: np.ndarray  # (n,) squared norms
-
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
-
-    def dims(self) -> tuple[int, ...]:
-        return (self.x.shape[1],) if self.h is None else (self.x.shape[1], self.h.shape[1])
-
-    def rows(self, idx: Any) -> "_Features":
-        return _Features(self.x[idx], None if self.h is None else self.h[idx], self.sq[idx])
-
-    def arrays(self) -> tuple[jax.Array, jax.Array | None, jax.Array]:
-        return (jnp.asarray(self.x), None if self.h is None else jnp.asarray(self.h), jnp.asarray(self.sq))
-
-
-def _as_features(f: Any, name: str) -> _Features:
-    """Validate ``(n, d)`` features or an ``(e (n, C), h (n, d))`` pair."""
-    if isinstance(f, tuple):
-        if len(f) != 2:
-            raise ValueError(f"{name} given as a tuple must be the pair (e (n, C), h (n, d)); got {len(f)} items.")
-        e, h = (np.asarray(a, np.float32) for a in f)
-        if e.ndim != 2 or h.ndim != 2 or e.shape[0] != h.shape[0]:
-            raise ValueError(f"{name} pair must be e (n, C) and h (n, d) with the same n; got shapes "
-                             f"{e.shape} and {h.shape}.")
-        arrays = (e, h)
-    else:
-        x = np.asarray(f, np.float32)
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D array (n, d), got shape {x.shape}.")
-        e, h = x, None
-        arrays = (x,)
-    for a in arrays:
-        bad = np.flatnonzero(~np.all(np.isfinite(a), axis=1))
-        if bad.size:
-            raise ValueError(f"{name} contain NaN or inf in rows {bad[:10].tolist()}"
-                             f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
-    sq = np.sum(e.astype(np.float64) ** 2, axis=1)
-    if h is not None:
-        sq = sq * (np.sum(h.astype(np.float64) ** 2, axis=1) + 1.0)
-    return _Features(e, h, sq.astype(np.float32))
-
-
-def _sim(metric: str, inv2s2: Any, xa, ha, sqa, xb, hb, sqb) -> jax.Array:
-    """Similarity block ``(na, nb)`` between two sets of (possibly factored) feature rows."""
-    dot = xa @ xb.T
-    if ha is not None:
-        dot = dot * (ha @ hb.T + 1.0)
-    if metric == "cosine":
-        ra = jax.lax.rsqrt(jnp.maximum(sqa, _TINY))
-        rb = jax.lax.rsqrt(jnp.maximum(sqb, _TINY))
-        return 0.5 * (1.0 + jnp.clip(dot * ra[:, None] * rb[None, :], -1.0, 1.0))
-    d2 = jnp.maximum(sqa[:, None] + sqb[None, :] - 2.0 * dot, 0.0)
-    return jnp.exp(-d2 * inv2s2)
-
-
-@functools.partial(jax.jit, static_argnames=("metric",))
-def _sim_block(xa, ha, sqa, xb, hb, sqb, inv2s2, *, metric):
-    return _sim(metric, inv2s2, xa, ha, sqa, xb, hb, sqb)
-
-
-def _kernel(fa: _Features, fb: _Features, metric: str, inv2s2: float, chunk: int = 2048) -> jax.Array:
-    """Similarity matrix ``(na, nb)`` computed in row chunks of ``fa`` (a float32 JAX array)."""
-    xb, hb, sqb = fb.arrays()
-    parts = []
-    for s in range(0, fa.n, chunk):
-        xa, ha, sqa = fa.rows(slice(s, s + chunk)).arrays()
-        parts.append(_sim_block(xa, ha, sqa, xb, hb, sqb, jnp.float32(inv2s2), metric=metric))
-    return jnp.concatenate(parts, axis=0) if parts else jnp.zeros((0, fb.n), jnp.float32)
-
-
-def _rbf_inv2s2(pool: _Features, bandwidth: float | None, max_rows: int = 512) -> float:
-    """``1 / (2σ²)``: ``σ = bandwidth`` or, if None, ``σ²`` = median squared distance of pool rows."""
-    if bandwidth is not None:
-        b = float(bandwidth)
-        if not np.isfinite(b) or b <= 0:
-            raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}.")
-        return 1.0 / (2.0 * b * b)
-    rows = np.unique(np.linspace(0, pool.n - 1, min(pool.n, max_rows)).astype(np.int64))
-    sub = pool.rows(rows)
-    x, h, sq = sub.arrays()
-    dot = x @ x.T if h is None else (x @ x.T) * (h @ h.T + 1.0)
-    d2 = np.asarray(jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * dot, 0.0), np.float64)
-    off = d2[~np.eye(rows.size, dtype=bool)]
-    med = float(np.median(off)) if off.size else 0.0
-    if not med > 0:
-        med = 1.0  # all sampled points coincide: any bandwidth gives the same (constant) kernel
-    return 1.0 / (2.0 * med)
-
-
-def smi_similarity(a: Any, b: Any | None = None, *, metric: str = "cosine", bandwidth: float | None = None,
-               chunk: int = 2048) -> np.ndarray:
-    """The similarity used by the SMI selectors, as a float32 NumPy matrix ``(na, nb)``.
+def smi_similarity(a: Features, b: Features | None = None, *, metric: str = "shifted_cosine",
+                   gamma: float | None = None, chunk: int = 2048) -> np.ndarray:
+    """The similarity of the SMI selectors, as a float32 NumPy matrix ``(na, nb)``.
 
     Args:
       a: features ``(na, d)`` or a pair ``(e (na, C), h (na, d))`` of factored last-layer gradients.
       b: same kind of features ``(nb, ...)``; defaults to ``a``.
-      metric: ``"cosine"`` (``(1 + cos)/2``) or ``"rbf"``.
-      bandwidth: RBF ``σ``; None uses the median squared distance among rows of ``a``.
+      metric: ``"shifted_cosine"`` (``(1 + cos)/2``) or ``"rbf"`` (``exp(-gamma |a - b|²)``).
+      gamma: RBF scale; None uses ``1 / (2·median squared distance)`` among rows of ``a``.
       chunk: rows of ``a`` per jitted block.
     """
     _check_choice(metric, METRICS, "metric")
-    fa = _as_features(a, "a")
-    fb = fa if b is None else _as_features(b, "b")
+    fa = feature_rows(a, "a")
+    fb = fa if b is None else feature_rows(b, "b")
     if fa.dims() != fb.dims():
         raise ValueError(f"a and b have different feature dimensions {fa.dims()} and {fb.dims()}.")
-    inv = _rbf_inv2s2(fa, bandwidth) if metric == "rbf" else 0.0
-    return np.asarray(_kernel(fa, fb, metric, inv, chunk))
+    return np.asarray(device_kernel(fa, fb, metric, median_gamma(fa, gamma) if metric == "rbf" else 0.0, chunk))
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -194,7 +95,7 @@ def _check_kernel(k: Any, name: str, shape: tuple[int | None, int | None], nonne
         raise ValueError(f"{name} contains NaN or inf.")
     if nonneg and a.size and a.min() < 0:
         raise ValueError(f"{name} has negative similarities (min {a.min():.3g}); facility-location "
-                         "functions need s >= 0. Use metric='cosine' ((1+cos)/2) or 'rbf'.")
+                         "functions need s >= 0. Use metric='shifted_cosine' ((1+cos)/2) or 'rbf'.")
     return a
 
 
@@ -257,7 +158,7 @@ class FacilityLocation(_SetFunction):
 
     def __call__(self, A: Any) -> float:
         a = _as_set(A, self.n)
-        return float(self.kernel[:, a].max(axis=1).sum()) if a.size else 0.0
+        return facility_value(self.kernel.T, a, 0.0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -360,17 +261,17 @@ class FLQMI(_QueryFunction):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GCMI(_QueryFunction):
-    """``I(A; Q) = 2λ·Σ_{i∈A} Σ_{j∈Q} s_ij`` from ``pool_query (n, q)`` (modular in ``A``)."""
+    """``I(A; Q) = 2λ·Σ_{i∈A} Σ_{j∈Q} s_ij`` (``λ = graph_cut_weight``) from ``pool_query (n, q)`` (modular in ``A``)."""
 
     pool_query: np.ndarray
-    lam: float = 1.0
+    graph_cut_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        self._validate("lam", nonneg_kernel=False)
+        self._validate("graph_cut_weight", nonneg_kernel=False)
 
     def __call__(self, A: Any) -> float:
         a = _as_set(A, self.n)
-        return float(2.0 * self.lam * self.pool_query[a].sum())
+        return float(2.0 * self.graph_cut_weight * self.pool_query[a].sum())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -433,11 +334,11 @@ class LogDetMI(_SetFunction):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Objective(_SetFunction):
-    """``F(A) = mi(A) + gamma·diversity(A)``."""
+    """``F(A) = mi(A) + diversity_weight·diversity(A)``."""
 
     mi: _SetFunction
     diversity: _SetFunction | None = None
-    gamma: float = 0.0
+    diversity_weight: float = 0.0
 
     @property
     def n(self) -> int:
@@ -445,37 +346,37 @@ class Objective(_SetFunction):
 
     def __call__(self, A: Any) -> float:
         v = self.mi(A)
-        if self.diversity is not None and self.gamma:
-            v += self.gamma * self.diversity(A)
+        if self.diversity is not None and self.diversity_weight:
+            v += self.diversity_weight * self.diversity(A)
         return v
 
 
-def smi_objective(pool_features: Any, query_features: Any, *, function: str = "flqmi", eta: float = 1.0,
-                  gamma: float = 0.0, diversity: str = "facility_location", metric: str = "cosine",
-                  bandwidth: float | None = None, lam: float = 1.0, ridge: float = 1.0) -> Objective:
+def smi_objective(pool_features: Features, query_features: Features, *, function: str = "flqmi", eta: float = 1.0,
+                  diversity_weight: float = 0.0, diversity: str = "facility_location", metric: str = "shifted_cosine",
+                  gamma: float | None = None, graph_cut_weight: float = 1.0, ridge: float = 1.0) -> Objective:
     """The objective :func:`smi` maximizes, as a float64 function object on dense kernels.
 
     Meant for small pools (it stores ``n × n``). Arguments as in :func:`smi`.
     """
-    cfg = _Config.make(function, eta, gamma, diversity, metric, lam, ridge)
+    cfg = _Config.make(function, eta, diversity_weight, diversity, metric, graph_cut_weight, ridge)
     pool, query = _check_pool_query(pool_features, query_features)
-    inv = _rbf_inv2s2(pool, bandwidth) if metric == "rbf" else 0.0
-    pq = np.asarray(_kernel(pool, query, metric, inv), np.float64)
-    needs_pool = cfg.function in ("flvmi", "logdetmi") or cfg.gamma > 0
-    pk = np.asarray(_kernel(pool, pool, metric, inv), np.float64) if needs_pool else None
+    inv = median_gamma(pool, gamma) if metric == "rbf" else 0.0
+    pq = np.asarray(device_kernel(pool, query, metric, inv), np.float64)
+    needs_pool = cfg.function in ("flvmi", "logdetmi") or cfg.diversity_weight > 0
+    pk = np.asarray(device_kernel(pool, pool, metric, inv), np.float64) if needs_pool else None
     if cfg.function == "flvmi":
         mi: _SetFunction = FLVMI(pk, pq, cfg.eta)
     elif cfg.function == "flqmi":
         mi = FLQMI(pq, cfg.eta)
     elif cfg.function == "gcmi":
-        mi = GCMI(pq, cfg.lam)
+        mi = GCMI(pq, cfg.graph_cut_weight)
     else:
-        qk = np.asarray(_kernel(query, query, metric, inv), np.float64)
+        qk = np.asarray(device_kernel(query, query, metric, inv), np.float64)
         mi = LogDetMI(pk, pq, qk, cfg.eta, cfg.ridge)
     div = None
-    if cfg.gamma > 0:
+    if cfg.diversity_weight > 0:
         div = FacilityLocation(pk) if cfg.diversity == "facility_location" else LogDet(pk, cfg.ridge)
-    return Objective(mi, div, cfg.gamma)
+    return Objective(mi, div, cfg.diversity_weight)
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -484,44 +385,47 @@ def smi_objective(pool_features: Any, query_features: Any, *, function: str = "f
 class _Config:
     function: str
     eta: float
-    gamma: float
+    diversity_weight: float
     diversity: str
     metric: str
-    lam: float
+    graph_cut_weight: float
     ridge: float
 
     @classmethod
-    def make(cls, function: str, eta: float, gamma: float, diversity: str, metric: str, lam: float,
-             ridge: float) -> "_Config":
+    def make(cls, function: str, eta: float, diversity_weight: float, diversity: str, metric: str,
+             graph_cut_weight: float, ridge: float) -> "_Config":
         _check_choice(function, FUNCTIONS, "function")
         _check_choice(diversity, DIVERSITIES, "diversity")
+        if metric == "cosine":
+            raise ValueError("metric='cosine' is cos in [-1, 1], but the SMI functions need similarities >= 0; use "
+                             "metric='shifted_cosine' ((1 + cos)/2, the SMI default) or 'rbf'.")
         _check_choice(metric, METRICS, "metric")
         eta = _check_nonneg(eta, "eta")
-        gamma = _check_nonneg(gamma, "gamma")
-        lam = _check_nonneg(lam, "lam")
+        diversity_weight = _check_nonneg(diversity_weight, "diversity_weight")
+        graph_cut_weight = _check_nonneg(graph_cut_weight, "graph_cut_weight")
         ridge = _check_nonneg(ridge, "ridge")
         if function == "logdetmi" and eta > 1:
             raise ValueError(f"LogDetMI needs 0 <= eta <= 1 (larger values can make "
                              f"S_A - eta^2 S_AQ S_Q^-1 S_QA indefinite); got eta={eta}.")
-        uses_logdet = function == "logdetmi" or (gamma > 0 and diversity == "logdet")
+        uses_logdet = function == "logdetmi" or (diversity_weight > 0 and diversity == "logdet")
         if uses_logdet and not ridge > 0:
             raise ValueError("ridge must be > 0 for LogDetMI and the log-det diversity term "
                              "(it is the r in log det(S_A + rI)).")
-        return cls(function, eta, gamma, diversity, metric, lam, ridge)
+        return cls(function, eta, diversity_weight, diversity, metric, graph_cut_weight, ridge)
 
     @property
     def logdet(self) -> bool:
-        return self.function == "logdetmi" or (self.gamma > 0 and self.diversity == "logdet")
+        return self.function == "logdetmi" or (self.diversity_weight > 0 and self.diversity == "logdet")
 
     @property
     def pool_fl(self) -> bool:
         """Whether a facility-location term over the pool (``n × n``) is present."""
-        return self.function == "flvmi" or (self.gamma > 0 and self.diversity == "facility_location")
+        return self.function == "flvmi" or (self.diversity_weight > 0 and self.diversity == "facility_location")
 
 
-def _check_pool_query(pool_features: Any, query_features: Any) -> tuple[_Features, _Features]:
-    pool = _as_features(pool_features, "pool_features")
-    query = _as_features(query_features, "query_features")
+def _check_pool_query(pool_features: Features, query_features: Features) -> tuple[FeatureRows, FeatureRows]:
+    pool = feature_rows(pool_features, "pool_features")
+    query = feature_rows(query_features, "query_features")
     if pool.n == 0:
         raise ValueError("pool_features is empty; there is nothing to select from.")
     if query.n == 0:
@@ -532,12 +436,12 @@ def _check_pool_query(pool_features: Any, query_features: Any) -> tuple[_Feature
     return pool, query
 
 
-# ----------------------------------------------------------------------------- greedy (jitted)
+# ----------------------------------------------------------------------------- gain oracles
 
 @functools.partial(jax.jit, static_argnames=("budget", "metric", "n_fl", "logdet_mode"))
-def _greedy_jit(base, fl_mats, fl_ws, pool_x, pool_h, pool_sq, inv2s2, bq, eta2, ridge, w1, w2, *,
+def _greedy_jit(base, fl_mats, fl_ws, pool_x, pool_h, pool_sq, gamma, bq, eta2, ridge, w1, w2, *,
                 budget, metric, n_fl, logdet_mode):
-    """Exact greedy with incremental gains.
+    """Exact greedy with incremental gains (:func:`~jaxsubset.solvers.greedy.fori_greedy`).
 
     Facility-location terms ``t``: ``T_t (n, r_t)`` (candidate-major: row ``j`` holds the
     similarities of candidate ``j`` to the ``r_t`` points it can represent), state
@@ -549,24 +453,16 @@ def _greedy_jit(base, fl_mats, fl_ws, pool_x, pool_h, pool_sq, inv2s2, bq, eta2,
     ar = jnp.arange(n)
     use_ld = logdet_mode > 0
     use_m = logdet_mode == 2
-
-    def diag_sim():
-        # s_jj for every j (1 for rbf; (1+cos_jj)/2 = 1 unless the row is zero, then 1/2)
-        if metric == "rbf":
-            return jnp.ones((n,), jnp.float32)
-        return jnp.where(pool_sq > _TINY, 1.0, 0.5).astype(jnp.float32)
-
-    d1 = diag_sim() + ridge if use_ld else jnp.ones((n,), jnp.float32)
+    # s_jj: 1 for rbf; (1 + cos_jj)/2 = 1 unless the row is zero, then 1/2
+    diag = jnp.ones((n,), jnp.float32) if metric == "rbf" else jnp.where(pool_sq > _TINY, 1.0, 0.5).astype(jnp.float32)
+    d1 = diag + ridge if use_ld else jnp.ones((n,), jnp.float32)
     d2 = (d1 - eta2 * jnp.sum(bq * bq, axis=1)) if use_m else jnp.ones((n,), jnp.float32)
     c1 = jnp.zeros((n, budget if use_ld else 1), jnp.float32)
     c2 = jnp.zeros((n, budget if use_m else 1), jnp.float32)
     curs = tuple(jnp.zeros((m.shape[1],), jnp.float32) for m in fl_mats)
-    sel = jnp.zeros((n,), bool)
-    order = jnp.zeros((budget,), jnp.int32)
-    gains = jnp.zeros((budget,), jnp.float32)
 
-    def body(k, carry):
-        sel, curs, c1, d1, c2, d2, order, gains = carry
+    def gain(state):
+        curs, c1, d1, c2, d2 = state
         g = base
         for t in range(n_fl):
             g = g + fl_ws[t] * jnp.sum(jax.nn.relu(fl_mats[t] - curs[t][None, :]), axis=1)
@@ -574,15 +470,14 @@ def _greedy_jit(base, fl_mats, fl_ws, pool_x, pool_h, pool_sq, inv2s2, bq, eta2,
             g = g + w1 * jnp.log(jnp.maximum(d1, _TINY))
         if use_m:
             g = g + w2 * jnp.log(jnp.maximum(d2, _TINY))
-        g = jnp.where(sel, -jnp.inf, g)
-        a = jnp.argmax(g)
-        order = order.at[k].set(a)
-        gains = gains.at[k].set(g[a])
-        sel = sel.at[a].set(True)
+        return g
+
+    def update(state, a, k):
+        curs, c1, d1, c2, d2 = state
         curs = tuple(jnp.maximum(curs[t], fl_mats[t][a]) for t in range(n_fl))
         if use_ld:
             ha = None if pool_h is None else pool_h[a][None]
-            col = _sim(metric, inv2s2, pool_x, pool_h, pool_sq, pool_x[a][None], ha, pool_sq[a][None])[:, 0]
+            col = pair_block(metric, gamma, pool_x, pool_h, pool_sq, pool_x[a][None], ha, pool_sq[a][None])[:, 0]
             col = col + ridge * (ar == a)
             e1 = (col - c1 @ c1[a]) * jax.lax.rsqrt(jnp.maximum(d1[a], _TINY))
             c1 = c1.at[:, k].set(e1)
@@ -592,16 +487,13 @@ def _greedy_jit(base, fl_mats, fl_ws, pool_x, pool_h, pool_sq, inv2s2, bq, eta2,
                 e2 = (colm - c2 @ c2[a]) * jax.lax.rsqrt(jnp.maximum(d2[a], _TINY))
                 c2 = c2.at[:, k].set(e2)
                 d2 = d2 - e2 * e2
-        return sel, curs, c1, d1, c2, d2, order, gains
+        return curs, c1, d1, c2, d2
 
-    carry = jax.lax.fori_loop(0, budget, body, (sel, curs, c1, d1, c2, d2, order, gains))
-    return carry[-2], carry[-1]
+    return fori_greedy(gain, update, (curs, c1, d1, c2, d2), n, budget)
 
-
-# ----------------------------------------------------------------------------- lazy greedy
 
 @functools.partial(jax.jit, static_argnames=("metric", "kinds"))
-def _fl_gains_at(idx, base, pq, cap, curs, ws, pool_x, pool_h, pool_sq, inv2s2, pool_mat, *, metric, kinds):
+def _fl_gains_at(idx, base, pq, cap, curs, ws, pool_x, pool_h, pool_sq, gamma, pool_mat, *, metric, kinds):
     """Exact gains ``(b,)`` of candidates ``idx`` and their kernel rows, for FL-type terms.
 
     ``kinds[t]`` is ``"query"`` (row ``pq[j] (q,)``), ``"capped"`` (``min(s(j, V), cap)``,
@@ -616,7 +508,7 @@ def _fl_gains_at(idx, base, pq, cap, curs, ws, pool_x, pool_h, pool_sq, inv2s2, 
             pool_rows = pool_mat[idx]
         else:
             ha = None if pool_h is None else pool_h[idx]
-            pool_rows = _sim(metric, inv2s2, pool_x[idx], ha, pool_sq[idx], pool_x, pool_h, pool_sq)
+            pool_rows = pair_block(metric, gamma, pool_x[idx], ha, pool_sq[idx], pool_x, pool_h, pool_sq)
     for t, kind in enumerate(kinds):
         if kind == "query":
             row = pq[idx]
@@ -629,67 +521,48 @@ def _fl_gains_at(idx, base, pq, cap, curs, ws, pool_x, pool_h, pool_sq, inv2s2, 
     return g, tuple(rows)
 
 
-def _lazy(budget: int, base: jax.Array, pq: jax.Array, cap: jax.Array, kinds: tuple[str, ...],
-          ws: tuple[float, ...], pool: _Features, metric: str, inv2s2: float, pool_mat: jax.Array | None,
-          *, batch: int = 16, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, int]:
-    """Lazy greedy (Minoux) for sums of facility-location and modular terms.
+class _LazyOracle:
+    """Gains of sums of facility-location and modular terms, for the lazy greedy engine.
 
     Pool-kernel columns are read from ``pool_mat`` if given, else computed on the fly (no
-    ``n × n`` kernel in memory, ``O(n·d)`` per gain evaluation).
-
-    Stale gains are upper bounds (submodularity); the heap's top candidates are re-evaluated
-    (``batch`` at first, doubling up to ``chunk`` while the top stays stale) until the top is
-    fresh for the current step. Ties go to the lower index.
-    Returns ``(order, gains, evaluations)``.
+    ``n × n`` kernel in memory, ``O(n·d)`` per gain evaluation). Candidates are evaluated in
+    jitted blocks padded to a few sizes (a few compilations).
     """
-    n = pool.n
-    x, h, sq = pool.arrays()
-    curs = tuple(jnp.zeros((pq.shape[1] if k == "query" else n,), jnp.float32) for k in kinds)
-    ws_j = tuple(jnp.float32(w) for w in ws)
-    inv = jnp.float32(inv2s2)
 
-    def evaluate(idx: np.ndarray) -> tuple[np.ndarray, tuple]:
+    def __init__(self, base: jax.Array, pq: jax.Array, cap: jax.Array, kinds: tuple[str, ...],
+                 ws: tuple[float, ...], pool: FeatureRows, metric: str, gamma: float, pool_mat: jax.Array | None,
+                 batch: int = 16):
+        self.n = pool.n
+        self._args = (base, pq, cap)
+        self._pool = (*pool.arrays(), jnp.float32(gamma), pool_mat)
+        self._kinds, self._metric, self._batch = kinds, metric, batch
+        self._ws = tuple(jnp.float32(w) for w in ws)
+        self.curs = tuple(jnp.zeros((pq.shape[1] if k == "query" else self.n,), jnp.float32) for k in kinds)
+
+    def _evaluate(self, idx: np.ndarray) -> tuple[np.ndarray, tuple]:
         m = idx.size
-        size = max(batch, 1 << (m - 1).bit_length())     # a few padded sizes -> a few compilations
+        size = max(self._batch, 1 << (m - 1).bit_length())
         pad = np.concatenate([idx, np.full(size - m, idx[0], np.int64)]) if m < size else idx
-        g, rows = _fl_gains_at(jnp.asarray(pad), base, pq, cap, curs, ws_j, x, h, sq, inv, pool_mat,
-                               metric=metric, kinds=kinds)
+        g, rows = _fl_gains_at(jnp.asarray(pad), *self._args, self.curs, self._ws, *self._pool,
+                               metric=self._metric, kinds=self._kinds)
         return np.asarray(g, np.float64)[:m], rows
 
-    g0 = np.concatenate([evaluate(np.arange(s, min(s + chunk, n)))[0] for s in range(0, n, chunk)])
-    heap = [(-float(v), int(j)) for j, v in enumerate(g0)]
-    heapq.heapify(heap)
-    fresh = np.full(n, 0, np.int64)   # step at which each stored gain was computed
-    order, gains, evals = [], [], n
-    for k in range(budget):
-        size = batch
-        while True:
-            negg, j = heap[0]
-            if fresh[j] == k:
-                heapq.heappop(heap)
-                _, rows = evaluate(np.array([j]))
-                curs = tuple(jnp.maximum(c, row[0]) for c, row in zip(curs, rows))
-                order.append(j)
-                gains.append(-negg)
-                break
-            popped = [heapq.heappop(heap)[1] for _ in range(min(size, len(heap)))]
-            size = min(2 * size, chunk)      # the top keeps being stale: refresh more at once
-            idx = np.asarray(popped, np.int64)
-            g, _ = evaluate(idx)
-            evals += idx.size
-            for jj, v in zip(popped, g):
-                fresh[jj] = k
-                heapq.heappush(heap, (-float(v), jj))
-    return np.asarray(order, np.int64), np.asarray(gains, np.float32), evals
+    def gains(self, cand: np.ndarray) -> np.ndarray:
+        return np.concatenate([self._evaluate(cand[s:s + 1024])[0] for s in range(0, cand.size, 1024)])
+
+    def add(self, picks: np.ndarray) -> None:
+        for j in picks:
+            _, rows = self._evaluate(np.array([j]))
+            self.curs = tuple(jnp.maximum(c, row[0]) for c, row in zip(self.curs, rows))
 
 
 # ----------------------------------------------------------------------------- the selector
 
-def smi(pool_features: Any, query_features: Any, budget: int, *, function: str = "flqmi", eta: float = 1.0,
-        gamma: float = 0.0, diversity: str = "facility_location", metric: str = "cosine",
-        bandwidth: float | None = None, lam: float = 1.0, ridge: float = 1.0, optimizer: str = "auto",
+def smi(pool_features: Features, query_features: Features, budget: int, *, function: str = "flqmi", eta: float = 1.0,
+        diversity_weight: float = 0.0, diversity: str = "facility_location", metric: str = "shifted_cosine",
+        gamma: float | None = None, graph_cut_weight: float = 1.0, ridge: float = 1.0, optimizer: str = "auto",
         chunk: int = 2048) -> Subset:
-    """Greedily maximize ``I_f(A; Q) + γ·g(A)`` over ``A ⊆ pool``, ``|A| = budget``.
+    """Greedily maximize ``I_f(A; Q) + w·g(A)`` (``w = diversity_weight``) over ``A ⊆ pool``, ``|A| = budget``.
 
     Args:
       pool_features: ``(n, d)`` pool features, or a pair ``(e (n, C), h (n, d))`` of factored
@@ -698,11 +571,12 @@ def smi(pool_features: Any, query_features: Any, budget: int, *, function: str =
       budget: number of pool points to select, ``1 <= budget <= n``.
       function: ``"flqmi"``, ``"flvmi"``, ``"gcmi"`` or ``"logdetmi"``.
       eta: ``η >= 0``, trade-off between query relevance and pool coverage (``<= 1`` for LogDetMI).
-      gamma: weight ``γ >= 0`` of the diversity term (0 = none).
+      diversity_weight: weight ``w >= 0`` of the diversity term (0 = none).
       diversity: ``"facility_location"`` or ``"logdet"``.
-      metric: ``"cosine"`` or ``"rbf"``.
-      bandwidth: RBF ``σ`` (None: median heuristic on the pool).
-      lam: GCMI ``λ``.
+      metric: ``"shifted_cosine"`` (``(1 + cos)/2``) or ``"rbf"`` (``exp(-gamma |a - b|²)``); see
+        :data:`jaxsubset.kernels.METRICS`.
+      gamma: RBF scale (None: ``1 / (2·median squared pool distance)``).
+      graph_cut_weight: GCMI's ``λ``.
       ridge: ``r`` in the log-det terms (``> 0``).
       optimizer: ``"greedy"`` (jitted loop, all gains recomputed incrementally every step),
         ``"lazy"`` (lazy greedy: re-evaluates only candidates whose stale gain tops the heap;
@@ -718,7 +592,7 @@ def smi(pool_features: Any, query_features: Any, budget: int, *, function: str =
       ``objective`` (their sum = ``F(A)``), ``kernel_seconds``, ``select_seconds``,
       ``optimizer``, ``query_jitter`` (LogDetMI regularization added to ``S_Q``) and the settings.
     """
-    cfg = _Config.make(function, eta, gamma, diversity, metric, lam, ridge)
+    cfg = _Config.make(function, eta, diversity_weight, diversity, metric, graph_cut_weight, ridge)
     _check_choice(optimizer, OPTIMIZERS, "optimizer")
     pool, query = _check_pool_query(pool_features, query_features)
     n = pool.n
@@ -738,8 +612,8 @@ def smi(pool_features: Any, query_features: Any, budget: int, *, function: str =
                          "or the log-det diversity term.")
 
     t0 = time.perf_counter()
-    inv2s2 = _rbf_inv2s2(pool, bandwidth) if cfg.metric == "rbf" else 0.0
-    pq = _kernel(pool, query, cfg.metric, inv2s2, chunk)                     # (n, q)
+    inv2s2 = median_gamma(pool, gamma) if cfg.metric == "rbf" else 0.0
+    pq = device_kernel(pool, query, cfg.metric, inv2s2, chunk)                     # (n, q)
     qmax = jnp.max(pq, axis=1)                                               # (n,)
     base = jnp.zeros((n,), jnp.float32)
     kinds: list[str] = []
@@ -749,23 +623,23 @@ def smi(pool_features: Any, query_features: Any, budget: int, *, function: str =
         base = base + cfg.eta * qmax
         kinds.append("query"); ws.append(1.0)
     elif cfg.function == "gcmi":
-        base = base + 2.0 * cfg.lam * jnp.sum(pq, axis=1)
+        base = base + 2.0 * cfg.graph_cut_weight * jnp.sum(pq, axis=1)
     elif cfg.function == "flvmi":
         cap = cfg.eta * qmax
         kinds.append("capped"); ws.append(1.0)
-    if cfg.gamma > 0 and cfg.diversity == "facility_location":
-        kinds.append("pool"); ws.append(cfg.gamma)
+    if cfg.diversity_weight > 0 and cfg.diversity == "facility_location":
+        kinds.append("pool"); ws.append(cfg.diversity_weight)
     jitter = 0.0
     bq = jnp.zeros((n, 1), jnp.float32)
     if cfg.function == "logdetmi":
-        qk = np.asarray(_kernel(query, query, cfg.metric, inv2s2, chunk), np.float64)
+        qk = np.asarray(device_kernel(query, query, cfg.metric, inv2s2, chunk), np.float64)
         chol, jitter = _query_factor(qk, cfg.ridge)
         bq = jnp.asarray(np.linalg.solve(chol, np.asarray(pq, np.float64).T).T.astype(np.float32))
     x, h, sq = pool.arrays()
     fl_mats: list[jax.Array] = []
     pool_mat = None
     if cfg.pool_fl and n <= _DENSE_LIMIT:
-        pool_mat = _kernel(pool, pool, cfg.metric, inv2s2, chunk)           # (n, n), symmetric
+        pool_mat = device_kernel(pool, pool, cfg.metric, inv2s2, chunk)           # (n, n), symmetric
     if optimizer == "greedy":
         for kind in kinds:
             if kind == "query":
@@ -779,7 +653,7 @@ def smi(pool_features: Any, query_features: Any, budget: int, *, function: str =
     evals = None
     if optimizer == "greedy":
         mode = 0 if not cfg.logdet else (2 if cfg.function == "logdetmi" else 1)
-        w1 = (1.0 if cfg.function == "logdetmi" else 0.0) + (cfg.gamma if cfg.diversity == "logdet" else 0.0)
+        w1 = (1.0 if cfg.function == "logdetmi" else 0.0) + (cfg.diversity_weight if cfg.diversity == "logdet" else 0.0)
         order, gains = _greedy_jit(base, tuple(fl_mats), tuple(jnp.float32(w) for w in ws), x, h, sq,
                                    jnp.float32(inv2s2), bq, jnp.float32(cfg.eta ** 2), jnp.float32(cfg.ridge),
                                    jnp.float32(w1), jnp.float32(-1.0), budget=budget, metric=cfg.metric,
@@ -787,18 +661,20 @@ def smi(pool_features: Any, query_features: Any, budget: int, *, function: str =
         order = np.asarray(order, np.int64)
         gains = np.asarray(gains, np.float32)
     else:
-        order, gains, evals = _lazy(budget, base, pq, cap, tuple(kinds), tuple(ws), pool, cfg.metric,
-                                    inv2s2, pool_mat)
+        run = greedy(_LazyOracle(base, pq, cap, tuple(kinds), tuple(ws), pool, cfg.metric, inv2s2, pool_mat),
+                     budget, optimizer="lazy", batch=16, max_batch=1024, whole_batches=True)
+        order, gains, evals = run.order, run.gains.astype(np.float32), run.evaluations
     t2 = time.perf_counter()
     if not np.all(np.isfinite(gains)):
         raise FloatingPointError("SMI greedy produced non-finite gains; increase ridge or check the features.")
-    info = dict(method="smi", function=cfg.function, eta=cfg.eta, gamma=cfg.gamma,
-                diversity=cfg.diversity if cfg.gamma > 0 else None, metric=cfg.metric, lam=cfg.lam,
+    info = dict(method="smi", function=cfg.function, eta=cfg.eta, diversity_weight=cfg.diversity_weight,
+                diversity=cfg.diversity if cfg.diversity_weight > 0 else None, metric=cfg.metric,
+                graph_cut_weight=cfg.graph_cut_weight,
                 ridge=cfg.ridge, optimizer=optimizer, order=order, gains=gains,
                 objective=float(np.sum(gains, dtype=np.float64)), query_jitter=jitter,
                 kernel_seconds=t1 - t0, select_seconds=t2 - t1)
     if cfg.metric == "rbf":
-        info["bandwidth"] = float(np.sqrt(1.0 / (2.0 * inv2s2)))
+        info["gamma"] = float(inv2s2)
     if evals is not None:
         info["gain_evaluations"] = evals
     return Subset.unweighted(np.sort(order), **info)

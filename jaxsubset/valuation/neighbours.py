@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.checks import as_features
 
 
 @functools.partial(jax.jit, static_argnames="k")

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsubset.checks import check_labels
 from jaxsubset.grads.chunking import chunked_map
+from jaxsubset.grads.last_layer import softmax_minus_onehot
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors.smi import smi
 from jaxsubset.subset import Subset
@@ -55,12 +57,6 @@ def _outputs(apply_fn: Callable, embed_fn: Callable | None, params: Any, x: np.n
     return logits, h
 
 
-def _softmax_minus_onehot(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    p = np.array(jax.nn.softmax(jnp.asarray(logits), axis=-1), np.float32)  # a writable copy
-    p[np.arange(y.size), y] -= 1.0
-    return p
-
-
 def targeted_features(model: PureModel | Callable[..., Any], params: Any, x: Any, y: Any | None = None, *,
                       features: str = "last_layer_grads", batch_size: int = 1024,
                       apply_with_embedding: Callable[..., Any] | None = None) -> tuple[Any, np.ndarray]:
@@ -95,31 +91,23 @@ def targeted_features(model: PureModel | Callable[..., Any], params: Any, x: Any
     if y is None:
         labels = np.argmax(logits, axis=1).astype(np.int64)
     else:
-        labels = np.asarray(y)
-        if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}.")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}.")
-        if labels.size and (labels.min() < 0 or labels.max() >= c):
-            raise ValueError(f"labels must lie in [0, {c}) for a model with {c} outputs; found "
-                             f"[{int(labels.min())}, {int(labels.max())}].")
-        labels = labels.astype(np.int64)
+        labels = check_labels(y, x.shape[0], c)
     if features == "embeddings":
         return h, labels
-    e = _softmax_minus_onehot(logits, labels)
+    e = np.asarray(softmax_minus_onehot(jnp.asarray(logits), jnp.asarray(labels)), np.float32)
     return ((e, h) if features == "last_layer_grads" else e), labels
 
 
 def targeted_select(model: PureModel | Callable[..., Any], params: Any, pool_x: Any, query_x: Any,
                     query_y: Any | None, budget: int, *, function: str = "flqmi", eta: float = 1.0,
-                    gamma: float = 0.0, diversity: str = "facility_location",
-                    features: str = "last_layer_grads", metric: str = "cosine", batch_size: int = 1024,
+                    diversity_weight: float = 0.0, diversity: str = "facility_location",
+                    features: str = "last_layer_grads", metric: str = "shifted_cosine", batch_size: int = 1024,
                     apply_with_embedding: Callable[..., Any] | None = None, **smi_kwargs: Any) -> Subset:
     """Choose ``budget`` unlabeled pool points that share the most with a labeled query set.
 
     Pool points get hypothesized labels (the model's argmax); query points use their true
     labels ``query_y``. Both are mapped to features (see :func:`targeted_features`) and
-    :func:`jaxsubset.selectors.smi.smi` maximizes ``I_f(A; Q) + γ·g(A)``.
+    :func:`jaxsubset.selectors.smi.smi` maximizes ``I_f(A; Q) + w·g(A)``.
 
     Args:
       model: a :class:`PureModel` (``jaxsubset.models.to_pure``) or a bare
@@ -130,11 +118,11 @@ def targeted_select(model: PureModel | Callable[..., Any], params: Any, pool_x: 
       query_x: target-slice inputs ``(q, ...)``, same per-example shape.
       query_y: int labels ``(q,)`` of the query set (may be None for ``features="embeddings"``).
       budget: number of pool points to select, ``1 <= budget <= n``.
-      function, eta, gamma, diversity, metric: as in :func:`~jaxsubset.selectors.smi.smi`.
+      function, eta, diversity_weight, diversity, metric: as in :func:`~jaxsubset.selectors.smi.smi`.
       features: ``"last_layer_grads"``, ``"embeddings"`` or ``"logit_grads"``.
       batch_size: rows per jitted forward pass.
-      smi_kwargs: forwarded to :func:`~jaxsubset.selectors.smi.smi` (``lam``, ``ridge``,
-        ``bandwidth``, ``optimizer``, ``chunk``).
+      smi_kwargs: forwarded to :func:`~jaxsubset.selectors.smi.smi` (``graph_cut_weight``,
+        ``ridge``, ``gamma``, ``optimizer``, ``chunk``).
 
     Returns:
       The :class:`Subset` of pool rows; ``info`` adds ``features``, ``hypothesized_labels``
@@ -160,7 +148,7 @@ def targeted_select(model: PureModel | Callable[..., Any], params: Any, pool_x: 
     query_f, _ = targeted_features(model, params, query_x, query_y, features=features,
                                    batch_size=batch_size, apply_with_embedding=apply_with_embedding)
     t1 = time.perf_counter()
-    sub = smi(pool_f, query_f, budget, function=function, eta=eta, gamma=gamma, diversity=diversity,
+    sub = smi(pool_f, query_f, budget, function=function, eta=eta, diversity_weight=diversity_weight, diversity=diversity,
               metric=metric, **smi_kwargs)
     info = {**sub.info, "method": "targeted", "features": features,
             "hypothesized_labels": pool_yhat[sub.indices], "feature_seconds": t1 - t0}
