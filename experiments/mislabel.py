@@ -11,24 +11,32 @@ same number of training epochs:
   validation split (lowest = most suspicious);
 - learned values: `fit_selection_model` from the surrogate, one short alternating pass (selection
   network trained through the layer on mini-batches while the model takes small steps), read out
-  for every point (lowest = most suspicious). `learned` rewards the sign of the first-order
-  validation-loss change (budget 0.7); `learned_first_order` (accuracy part only) rewards the
-  first-order change itself, with the layer's budget at the kept fraction.
+  for every point (lowest = most suspicious). `learned` rewards the sign of the first-order change
+  of the loss of each point's 10 nearest validation points (last layer, `target="local"`); the
+  selection network also sees the agreement of each label with those neighbours; the layer's budget is 1 - the estimated
+  noise rate (`valuation.noise.noise_rates`, clipped to [0.5, 0.9]). `learned_first_order` (optional
+  subset) rewards the first-order change itself, with the layer's budget at the kept fraction.
 
 Reported: (b) the area under the ROC curve of each ranking for the flipped labels and the seconds
 each method took (surrogate + its own quantities); (a) test accuracy after training a fresh model on
-the top 50 % (per class) by learned value, by KNN-Shapley, on the 50 % with the lowest loss and on a
-random 50 %, with paired differences over seeds (95 % Student-t interval).
+the top 50 % (per class) by learned value, on the 50 % with the lowest loss, on a random 50 %, and
+on the coverage-keeping filters `learned_filter` / `loss_filter` (per class, drop the estimated
+noise rate of rows with the lowest learned value / highest loss, then a random 50 % of the pool from
+the rest), with paired differences over seeds (95 % Student-t interval). Before the timed seeds,
+one untimed pass compiles every method (timings are of second calls, as a user repeating them).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402
@@ -37,15 +45,21 @@ from jaxsubset import budget_from_fraction, data, report, selectors, train  # no
 from jaxsubset.workflows.quantities import compute  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
 from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
+from jaxsubset.subset import Subset  # noqa: E402
 from jaxsubset.valuation import knn_shapley_quantity  # noqa: E402
+from jaxsubset.valuation.noise import noise_rates  # noqa: E402
 
 DETECTORS = {"loss": "loss", "el2n": "el2n", "grand": "grad_norm"}     # higher = more suspicious
-SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order")   # trained on, at `fraction`
+SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order", "learned_filter", "loss_filter")
+DEFAULT_SUBSETS = ("random", "loss_easy", "learned", "learned_filter", "loss_filter")   # trained on, at `fraction`
 CONFIGS = {
-    # name: (data set, model, validation rows, surrogate epochs, training epochs, learned settings)
+    # name: (data set, model, validation rows, surrogate epochs, training epochs, learned settings);
+    # budget_fraction "auto": 1 - the estimated noise rate, clipped to [0.5, 0.9]
     "fmnist": ("fashion_mnist", "mlp", 2000, 2, 6,
-               dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction=0.7, epsilon=1.0)),
-    "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction=0.7, epsilon=1.0)),
+               dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="auto", epsilon=1.0, iterations=5,
+                    neighbours=10, target="local")),
+    "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction="auto",
+                                               epsilon=1.0, iterations=10, neighbours=10, target="local")),
 }
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -64,6 +78,62 @@ def auroc(suspicion: np.ndarray, flipped: np.ndarray) -> float:
     return float((ranks[pos].sum() - p * (p + 1) / 2) / max(p * q, 1))
 
 
+def predict(model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Predicted classes ``(n,)`` of ``model`` on ``x``."""
+    fn = _jit_predict(model.apply_fn)
+    return np.concatenate([np.asarray(fn(model.params, jnp.asarray(x[s:s + chunk])))
+                           for s in range(0, x.shape[0], chunk)]).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=4)
+def _jit_predict(apply_fn):
+    return jax.jit(lambda p, xb: jnp.argmax(apply_fn(p, xb), -1))
+
+
+def filtered_random(values: np.ndarray, labels: np.ndarray, budget: int, drop, seed: int, *,
+                    num_classes: int, method: str) -> Subset:
+    """Per class ``c``: drop the ``drop[c]`` fraction of its rows with the lowest ``values``, then draw the
+    class's share of ``budget`` uniformly from the rest (``drop`` is capped so the share stays reachable)."""
+    rng = np.random.default_rng(seed)
+    drop = np.broadcast_to(np.asarray(drop, np.float64), (num_classes,))
+    n = labels.size
+    keep = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        want = int(round(budget * rows.size / n))
+        order = rows[np.argsort(values[rows], kind="stable")]
+        rest = order[min(int(round(drop[c] * rows.size)), rows.size - want):]
+        keep.append(rng.choice(rest, size=want, replace=False))
+    return Subset.unweighted(np.sort(np.concatenate(keep)), method=method)
+
+
+def detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw, progress, with_knn=True):
+    """Surrogate, noise estimate and every ranking of one seed: ``(sur, t_sur, values, secs, rho, fitted)``.
+
+    ``values[name]``: higher = more suspicious; ``secs[name]``: seconds of the method after the surrogate
+    (the noise estimate is charged to ``learned``, whose layer budget it sets)."""
+    sur, t_sur = C.score_model(ds, model, seed=seed, epochs=sur_epochs, train_kw=train_kw, progress=progress)
+    values, secs = {}, {}
+    for rname, q in DETECTORS.items():
+        t0 = time.perf_counter()
+        values[rname] = compute([q], sur, ds.x_train, ds.y_train)[q]
+        secs[rname] = time.perf_counter() - t0
+    if with_knn:
+        t0 = time.perf_counter()
+        values["knn_shapley"] = -knn_shapley_quantity(sur, ds.x_train, ds.y_train, validation=val, k=10)
+        secs["knn_shapley"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rho = noise_rates(predict(sur, ds.x_train), ds.y_train, predict(sur, val[0]), val[1], num_classes=ds.num_classes)
+    kw = dict(learned_kw)
+    if kw.get("budget_fraction") == "auto":
+        kw["budget_fraction"] = float(np.clip(1.0 - np.mean(rho), 0.5, 0.9))
+    fitted = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
+                                 validation=val, progress=progress, **kw)
+    secs["learned"] = time.perf_counter() - t0
+    values["learned"] = -fitted.values
+    return sur, t_sur, values, secs, rho, fitted
+
+
 def render(summary) -> str:
     sb = [s for s in summary if s["part"] == "b"]
     sa = [s for s in summary if s["part"] == "a"]
@@ -71,16 +141,21 @@ def render(summary) -> str:
     return "\n".join([
         "## (b) detection of the flipped labels: ROC AUC, and seconds per method (surrogate + its quantities)",
         report.markdown_table(
-            ["data set", "flipped", "ranking", "ROC AUC", "seconds", "× loss time", "seeds"],
-            [(s["dataset"], f"{s['noise']:.0%}", s["ranking"], C.fmt(s["auc_mean"], s["auc_std"], scale=1.0, digits=4),
+            ["data set", "flipped", "estimated", "ranking", "ROC AUC", "seconds", "× loss time", "seeds"],
+            [(s["dataset"], f"{s['noise']:.0%}", f"{s['noise_estimate_mean']:.1%}", s["ranking"],
+              C.fmt(s["auc_mean"], s["auc_std"], scale=1.0, digits=4),
               f"{s['seconds_mean']:.2f} ± {s['seconds_std']:.2f}", f"{s['time_ratio_mean']:.2f}", s["n"])
              for s in sb]),
         "", "## (a) test accuracy after training on the kept subset (noisy labels)",
         report.markdown_table(
-            ["data set", "flipped", "method", "kept", "test acc. %", "flipped in subset %", "seeds"],
+            ["data set", "flipped", "method", "kept", "test acc. %", "flipped in subset %",
+             "hard clean kept %", "class max/min", "seeds"],
             [(s["dataset"], f"{s['noise']:.0%}", s["method"], f"{s['fraction']:.0%}",
               C.fmt(s["test_accuracy_mean"], s["test_accuracy_std"]),
-              C.fmt(s["flipped_kept_mean"], s["flipped_kept_std"], digits=1), s["n"]) for s in sa]),
+              C.fmt(s["flipped_kept_mean"], s["flipped_kept_std"], digits=1),
+              C.fmt(s.get("clean_hard_kept_mean", np.nan), s.get("clean_hard_kept_std", np.nan), digits=1),
+              f"{s.get('class_imbalance_mean', np.nan):.2f}", s["n"]) for s in sa]),
+        "", "hard clean kept: share of the hardest half of the clean rows (by surrogate loss) in the subset.",
         "", "Paired differences in test accuracy (percentage points, 95 % interval over seeds):",
         report.markdown_table(
             ["data set", "flipped", "method", "baseline", "difference", "verdict", "pairs"],
@@ -95,6 +170,9 @@ def main(argv=None) -> int:
     p.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3])
     p.add_argument("--fraction", type=float, default=0.5, help="fraction kept for the accuracy part")
     p.add_argument("--train-noise", type=float, nargs="+", default=[0.3], help="noise levels of the accuracy part")
+    p.add_argument("--subsets", nargs="+", choices=SUBSETS, default=list(DEFAULT_SUBSETS), help="subsets trained on")
+    p.add_argument("--no-knn", action="store_true", help="skip KNN-Shapley (the slowest baseline)")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed compilation pass")
     args = p.parse_args(argv)
     if args.quick:
         args.config, args.noise, args.train_noise, args.seeds = "quick", [0.3], [0.3], 1
@@ -107,6 +185,11 @@ def main(argv=None) -> int:
     val = (full.x_train[val_idx], full.y_train[val_idx])
     clean = full.replace(x_train=full.x_train[pool_idx], y_train=full.y_train[pool_idx])
     n = clean.y_train.size
+    subsets = tuple(args.subsets)
+    with_knn = not args.no_knn
+    if not (args.no_warmup or args.quick):   # compile every method once (untimed): seconds of second calls
+        ds, _ = data.flip_labels(clean, args.noise[0], seed=10_000)
+        detection(ds, val, model, 10_000, sur_epochs, train_kw, learned_kw, False, with_knn)
     rows_a, rows_b = [], []
     for noise in args.noise:
         for seed in range(args.seeds):
@@ -114,43 +197,40 @@ def main(argv=None) -> int:
             is_flipped = np.zeros(n, bool)
             is_flipped[flipped] = True
             base = dict(dataset=dname, model=model, noise=noise, seed=seed)
-            sur, t_sur = C.score_model(ds, model, seed=seed, epochs=sur_epochs, train_kw=train_kw, progress=progress)
-            values, secs = {}, {}
-            for rname, q in DETECTORS.items():
-                t0 = time.perf_counter()
-                values[rname] = compute([q], sur, ds.x_train, ds.y_train)[q]
-                secs[rname] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            knn = knn_shapley_quantity(sur, ds.x_train, ds.y_train, validation=val, k=10)
-            secs["knn_shapley"] = time.perf_counter() - t0
-            values["knn_shapley"] = -knn
-            t0 = time.perf_counter()
-            fitted = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes,
-                                         seed=seed, validation=val, progress=progress, **learned_kw)
-            secs["learned"] = time.perf_counter() - t0
-            values["learned"] = -fitted.values
+            sur, t_sur, values, secs, rho, fitted = detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw,
+                                                              progress, with_knn)
             for rname, susp in values.items():
                 s = t_sur + secs[rname]
                 rows_b.append(dict(base, ranking=rname, auc=auroc(susp, flipped), seconds=s,
-                                   time_ratio=s / (t_sur + secs["loss"])))
+                                   time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
             if noise not in args.train_noise:
-                print(f"noise {noise} seed {seed}: " + ", ".join(f"{r['ranking']} {r['auc']:.4f}" for r in rows_b
-                                                                if r["noise"] == noise and r["seed"] == seed), flush=True)
+                print(f"noise {noise} seed {seed}: " + ", ".join(f"{r['ranking']} {r['auc']:.4f} ({r['seconds']:.1f} s)"
+                                                                for r in rows_b if r["noise"] == noise
+                                                                and r["seed"] == seed), flush=True)
                 _write(args, dname, val_idx.size, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b)
                 continue
-            t0 = time.perf_counter()
-            fo = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
-                                     validation=val, progress=progress,
-                                     **dict(learned_kw, target="first_order", budget_fraction=args.fraction))
-            s = t_sur + time.perf_counter() - t0
-            rows_b.append(dict(base, ranking="learned_first_order", auc=auroc(-fo.values, flipped), seconds=s,
-                               time_ratio=s / (t_sur + secs["loss"])))
-            quantities = {"loss": values["loss"], "knn_shapley": knn, "learned_value": fitted.values}
             budget = budget_from_fraction(args.fraction, n)
-            for method in SUBSETS:
+            if "learned_first_order" in subsets:
+                t0 = time.perf_counter()
+                fo = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
+                                         validation=val, progress=progress,
+                                         **dict(learned_kw, target="first_order", budget_fraction=args.fraction))
+                s = t_sur + time.perf_counter() - t0
+                rows_b.append(dict(base, ranking="learned_first_order", auc=auroc(-fo.values, flipped), seconds=s,
+                                   time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
+            quantities = {"loss": values["loss"], "learned_value": fitted.values}
+            if "knn_shapley" in values:
+                quantities["knn_shapley"] = -values["knn_shapley"]
+            for method in subsets:
                 if method == "learned_first_order":
                     sub = selectors.select("learned", ds.y_train, budget, {"learned_value": fo.values}, seed=seed,
                                            num_classes=ds.num_classes)
+                elif method == "learned_filter":
+                    sub = filtered_random(fitted.values, ds.y_train, budget, rho, seed, num_classes=ds.num_classes,
+                                          method=method)
+                elif method == "loss_filter":
+                    sub = filtered_random(-values["loss"], ds.y_train, budget, rho, seed, num_classes=ds.num_classes,
+                                          method=method)
                 else:
                     sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed,
                                            num_classes=ds.num_classes)
@@ -158,21 +238,41 @@ def main(argv=None) -> int:
                                 **train_kw)
                 rows_a.append(dict(base, method=method, fraction=args.fraction, num_examples=len(sub),
                                    test_accuracy=res.history["test_accuracy"][-1],
-                                   flipped_kept=float(is_flipped[sub.indices].mean())))
+                                   flipped_kept=float(is_flipped[sub.indices].mean()),
+                                   clean_hard_kept=_hard_share(values["loss"], is_flipped, sub.indices),
+                                   class_imbalance=_imbalance(ds.y_train[sub.indices], ds.num_classes)))
             print(f"noise {noise} seed {seed}: " + ", ".join(f"{r['ranking']} {r['auc']:.4f} ({r['seconds']:.1f} s)"
                                                             for r in rows_b if r["noise"] == noise
-                                                            and r["seed"] == seed), flush=True)
+                                                            and r["seed"] == seed)
+                  + " | " + ", ".join(f"{r['method']} {r['test_accuracy']:.4f}" for r in rows_a
+                                      if r["noise"] == noise and r["seed"] == seed), flush=True)
             _write(args, dname, val_idx.size, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b)
     return 0
 
 
+def _hard_share(loss: np.ndarray, is_flipped: np.ndarray, kept: np.ndarray) -> float:
+    """Share of the hardest half of the *clean* rows (by surrogate loss) that ``kept`` contains."""
+    clean = np.flatnonzero(~is_flipped)
+    hard = clean[loss[clean] >= np.median(loss[clean])]
+    return float(np.isin(hard, kept).mean())
+
+
+def _imbalance(labels: np.ndarray, num_classes: int) -> float:
+    """Largest over smallest class count of a subset."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return float(counts.max() / max(counts.min(), 1))
+
+
 def _write(args, dname, n_val, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b) -> None:
     """Write the outputs of the cells finished so far (rows, summary, table, plots)."""
-    sb = report.summarize(rows_b, ["dataset", "noise", "ranking"], ["auc", "seconds", "time_ratio"])
-    sa = report.summarize(rows_a, ["dataset", "noise", "method", "fraction"], ["test_accuracy", "flipped_kept"])
+    sb = report.summarize(rows_b, ["dataset", "noise", "ranking"], ["auc", "seconds", "time_ratio", "noise_estimate"])
+    sa = report.summarize(rows_a, ["dataset", "noise", "method", "fraction"],
+                          ["test_accuracy", "flipped_kept", "clean_hard_kept", "class_imbalance"])
     sd = (report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="random")
           + [d for d in report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="loss_easy")
-             if d["method"] != "random"])
+             if d["method"] != "random"]
+          + [d for d in report.paired_differences(rows_a, ["dataset", "noise", "fraction"], baseline="loss_filter")
+             if d["method"] == "learned_filter"])
     summary = [dict(x, part="b") for x in sb] + [dict(x, part="a") for x in sa] + [dict(x, part="d") for x in sd]
     rows = [dict(r, part="b") for r in rows_b] + [dict(r, part="a") for r in rows_a]
     config = dict(vars(args), surrogate_epochs=sur_epochs, epochs=epochs, learned=learned_kw, train=train_kw,

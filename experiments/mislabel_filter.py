@@ -25,22 +25,6 @@ import mislabel as M  # noqa: E402
 from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
 from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
-from jaxsubset.subset import Subset  # noqa: E402
-
-
-def filtered_random(values: np.ndarray, labels: np.ndarray, budget: int, drop: float, seed: int) -> Subset:
-    """Per class: drop the ``drop`` fraction with the lowest values, then draw the class's share of
-    ``budget`` uniformly from the rest."""
-    rng = np.random.default_rng(seed)
-    n = labels.size
-    keep = []
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        want = int(round(budget * rows.size / n))
-        order = rows[np.argsort(values[rows], kind="stable")]
-        rest = order[min(int(round(drop * rows.size)), rows.size - want):]
-        keep.append(rng.choice(rest, size=want, replace=False))
-    return Subset.unweighted(np.sort(np.concatenate(keep)), method="learned_filter")
 
 
 def main(argv=None) -> int:
@@ -73,7 +57,8 @@ def main(argv=None) -> int:
         t_l = time.perf_counter() - t0
         budget = budget_from_fraction(args.fraction, n)
         subs = {"random": selectors.select("random", ds.y_train, budget, seed=seed, num_classes=ds.num_classes),
-                "learned_filter": filtered_random(values, ds.y_train, budget, drop, seed)}
+                "learned_filter": M.filtered_random(values, ds.y_train, budget, drop, seed,
+                                                     num_classes=ds.num_classes, method="learned_filter")}
         for method, sub in subs.items():
             res = train.fit(model, ds, sub, epochs=epochs, seed=seed, progress=False, eval_every=epochs, **train_kw)
             rows.append(dict(dataset=dname, noise=args.noise, fraction=args.fraction, seed=seed, method=method,

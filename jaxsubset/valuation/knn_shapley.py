@@ -82,7 +82,7 @@ def knn_shapley(train_emb: Any, train_labels: Any, test_emb: Any, test_labels: A
         order = np.argsort(d, axis=1, kind="stable")
         match = (yt[order] == ys[s:s + chunk, None])
         vals = knn_shapley_sorted(match, k)
-        np.add.at(total, order.ravel(), vals.ravel())
+        total += np.bincount(order.ravel(), weights=vals.ravel(), minlength=total.size)   # rows are permutations
     return total / xs.shape[0]
 
 
@@ -109,7 +109,7 @@ def knn_shapley_self(emb: Any, labels: Any, *, k: int = 10, num_test: int = 2000
         d[np.arange(t.size), t] = np.inf                # the test point is not its own neighbour
         order = np.argsort(d, axis=1, kind="stable")[:, :-1]
         match = (y[order] == y[t, None])
-        np.add.at(total, order.ravel(), knn_shapley_sorted(match, k).ravel())
+        total += np.bincount(order.ravel(), weights=knn_shapley_sorted(match, k).ravel(), minlength=n)
     return total / tests.size
 
 

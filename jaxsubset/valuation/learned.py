@@ -2,7 +2,8 @@
 
 A small selection network ``h_φ`` maps per-sample features of the current model ``θ``
 (loss, label probability and logit margin, the last-layer gradient's factor ``softmax - onehot``
-and norm, the label; optionally the embedding) to an opening cost ``c_j`` per point. On each
+and norm, the label, the agreement of the label with the nearest clean validation points in the
+embedding; optionally the embedding) to an opening cost ``c_j`` per point. On each
 training mini-batch of ``B`` points the costs parameterize the facility-location LP relaxation of
 :mod:`jaxsubset.solvers.convex_layer`
 (assignment costs: squared embedding distances scaled to mean 1, budget ``k = fraction·B``),
@@ -14,18 +15,20 @@ whose solution ``y (B,)`` (``Σ y = k``) is the soft selection. Online alternati
   alignments ``a_j = ⟨∇L_val, ∇ℓ_j⟩`` of all ``B`` points come from one Jacobian-vector product,
   and ``η`` drops out under Adam. With ``target="sign"`` (default) each point's reward is
   ``sign(a_j)`` — whether a step on it lowers or raises the validation loss — instead of
-  ``a_j`` itself (``target="first_order"``): the raw alignment scales with the gradient norm,
-  so it rewards hard clean points most, values easy clean points near 0 and ranks them next
-  to mislabelled ones (measured in experiments/RESULTS.md, "Learned selection: diagnosis").
+  ``a_j`` itself (``target="first_order"``); with ``target="local"`` the sign of the alignment with
+  the last-layer gradients of the point's nearest validation points only. The raw alignment
+  scales with the gradient norm, so it rewards hard clean points most, values easy clean points
+  near 0 and ranks them next to mislabelled ones (measured in experiments/RESULTS.md, "Learned selection: diagnosis").
   Points whose gradients oppose the validation gradient (e.g. mislabelled ones) get higher
   costs, hence lower values.
 - **θ step**: Adam on the ``y``-weighted training loss ``Σ y_j ℓ_j / Σ y_j``, with a small
   learning rate by default (see :func:`fit_selection_model`), after optional plain warm-up epochs.
 
 Each epoch is one compiled ``lax.scan``. Afterwards the values of all ``n`` training points are
-read off the trained ``h_φ`` (``readout="cost"``: ``-c_j`` with features standardized over the
-data set) or from the layer (``readout="selection"``: mean ``y_j`` over random mini-batch
-partitions, which also reflects redundancy with the other points). Higher = more valuable.
+read off the trained ``h_φ`` (``readout="cost"``: ``-c_j``) or from the layer (``readout="selection"``:
+mean ``y_j`` over random mini-batch partitions, which also reflects redundancy with the other
+points). Higher = more valuable. Features are standardized with their mean and deviation over the
+data set at the start, in training and readout alike.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from jaxsubset.checks import as_features, as_scores
 from jaxsubset.subset import Subset, check_budget
 from jaxsubset.train.loop import as_pure
 from jaxsubset.train.step import make_epoch
+from jaxsubset.valuation.neighbours import label_agreement
 
 READOUTS = ("cost", "selection")
-TARGETS = ("sign", "first_order")
+TARGETS = ("sign", "first_order", "local")
 
 
 class SelectionModel(nnx.Module):
@@ -92,11 +96,12 @@ def sample_features(logits: jax.Array, h: jax.Array, y: jax.Array, *, embedding:
     return jnp.concatenate([scalars, e, onehot] + ([h] if embedding else []), axis=-1)
 
 
-def standardize(f: jax.Array) -> jax.Array:
-    """Column-wise z-scores of ``f (B, F)`` (constant columns map to 0)."""
-    mu = jnp.mean(f, axis=0, keepdims=True)
-    sd = jnp.std(f, axis=0, keepdims=True)
-    return (f - mu) / (sd + 1e-6)
+def standardize(f: jax.Array, scale: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """Column-wise z-scores of ``f (B, F)`` (constant columns map to 0), with ``scale = (mean (F,), std (F,))``
+    when given (e.g. of the whole data set), else with those of ``f`` itself."""
+    if scale is None:
+        scale = (jnp.mean(f, axis=0), jnp.std(f, axis=0))
+    return (f - scale[0]) / (scale[1] + 1e-6)
 
 
 def embedding_distances(h: jax.Array) -> jax.Array:
@@ -182,11 +187,11 @@ def _as_inputs(x: Any, y: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
 def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_fraction: float = 0.7,
                         epochs: int = 5, seed: int = 0, validation_fraction: float | None = None,
                         validation: tuple[Any, Any] | None = None, batch_size: int = 64,
-                        val_batch_size: int = 256, epsilon: float = 1.0, iterations: int = 30,
+                        val_batch_size: int = 256, epsilon: float = 1.0, iterations: int = 10,
                         lr: float = 1e-5, selector_lr: float = 3e-3, hidden: Sequence[int] = (32,),
                         warmup_epochs: int = 0, warmup_lr: float = 1e-3,
                         embedding_features: bool = False, target: str = "sign",
-                        steps_per_epoch: int | None = None, budget_spread: float = 0.0,
+                        steps_per_epoch: int | None = None, budget_spread: float = 0.0, neighbours: int = 10,
                         readout: str = "cost", readout_rounds: int = 4, progress: bool = False) -> LearnedSelection:
     """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
 
@@ -213,11 +218,13 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       validation: a separate (clean) validation set ``(x_val, y_val)``; then every row trains. It must
         hold every class that occurs in ``y``.
       batch_size: ``B`` of the training mini-batches (and the convex layer).
-      val_batch_size: validation rows drawn per step.
+      val_batch_size: validation rows drawn per step (a fresh draw each step matters: one fixed
+        gradient of all 2 000 validation rows ranked flipped labels at 0.956 instead of 0.987).
       epsilon, iterations: smoothing (in units of the mean embedding distance) and Newton iterations of
-        the layer. A soft layer (default 1.0) keeps ``y`` away from 0 / 1 so every point of the
-        mini-batch passes gradient to its cost; at 0.1 the ``y`` of most points saturate once the
-        costs grow and learning stalls away from the boundary.
+        the layer (at ``epsilon=1`` the dual is smooth: 10 iterations give the same values as 30 at a
+        third of the solver's cost, see experiments/RESULTS.md). A soft layer (default 1.0) keeps ``y``
+        away from 0 / 1 so every point of the mini-batch passes gradient to its cost; at 0.1 the ``y``
+        of most points saturate once the costs grow and learning stalls away from the boundary.
       lr, selector_lr: Adam learning rates of ``θ`` and ``φ`` during the alternation. ``θ`` moves
         slowly by default: once ``θ`` fits the (clean) selection and grows confident, the
         first-order validation cross-entropy rewards gradients that lower confidence, which
@@ -229,13 +236,20 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       embedding_features: also feed the raw embedding to ``h_φ`` (it always enters through the
         layer's distances). Off by default: the embedding drifts while ``θ`` trains, and a
         selection network that keys on raw embedding coordinates goes stale.
-      target: ``"sign"`` (reward ``sign(a_j)``) or ``"first_order"`` (reward ``a_j``); see the module docstring.
+      target: ``"sign"`` (reward ``sign(a_j)``), ``"first_order"`` (reward ``a_j``) or ``"local"`` (reward
+        the sign of the last-layer alignment of ``j`` with its ``neighbours`` nearest validation points,
+        ``Σ_v ⟨p_j - e_{y_j}, p_v - e_{y_v}⟩ (⟨h_j, h_v⟩ + 1)``: does a step on ``j`` lower the loss of
+        the clean points next to it); see the module docstring.
       steps_per_epoch: alternating mini-batches per epoch (random ones; default all ``n // B``). The
         selection network is shared by all points, so a few hundred mini-batches train it; fewer
         steps keep the cost near that of training the surrogate.
       budget_spread: each step's layer budget is drawn uniformly from ``B·[f - s, f + s]`` (``f`` =
         ``budget_fraction``, clipped to ``[1, B - 1]``), so that the selection boundary, where the
         layer passes gradient to the costs, visits every quantile of the ranking; 0 keeps ``k`` fixed.
+      neighbours: ``k`` of the neighbour feature: the fraction of the ``k`` nearest validation points
+        (in ``θ``'s embedding at the start) that share a point's label
+        (:func:`jaxsubset.valuation.neighbours.label_agreement`), information the model's loss lacks;
+        0 leaves it out.
       readout: ``"cost"`` or ``"selection"`` (see the module docstring).
       readout_rounds: random partitions averaged by ``readout="selection"``.
 
@@ -266,6 +280,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         raise ValueError(f"Unknown readout {readout!r}; choose one of {list(READOUTS)}.")
     if not (np.isfinite(lr) and lr >= 0 and np.isfinite(selector_lr) and selector_lr > 0 and warmup_lr > 0):
         raise ValueError(f"need lr >= 0, selector_lr > 0 and warmup_lr > 0; got {lr}, {selector_lr}, {warmup_lr}.")
+    if isinstance(neighbours, (bool, np.bool_)) or int(neighbours) != neighbours or int(neighbours) < 0:
+        raise ValueError(f"neighbours must be an integer >= 0 (0: no neighbour feature), got {neighbours!r}.")
     if int(warmup_epochs) < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
     if int(epochs) < 1 or int(batch_size) < 2 or int(val_batch_size) < 1 or int(readout_rounds) < 1:
@@ -305,31 +321,47 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     logits0, h0 = embed(model.params, jnp.asarray(xt[:2]))
     if logits0.shape[-1] != num_classes:
         raise ValueError(f"The model has {logits0.shape[-1]} outputs but num_classes={num_classes}.")
-    feat_dim = 2 * num_classes + 4 + (int(h0.shape[-1]) if embedding_features else 0)
+    key = jax.random.PRNGKey(int(seed))
+    if int(warmup_epochs):
+        model = dataclasses.replace(model, params=_warmup(apply_fn, model.params, jnp.asarray(xt), jnp.asarray(yt),
+                                                          int(warmup_epochs), float(warmup_lr), b, key))
+    if target == "local" and not int(neighbours):
+        raise ValueError('target="local" rewards agreement with the nearest validation points: set neighbours >= 1.')
+    raw0, h_all = _all_features(embed, model.params, x, y, bool(embedding_features))
+    raw_v, hv_all = _all_features(embed, model.params, xv, yv, False)
+    # the validation points' last-layer gradient factors (p - onehot, h), fixed at the start: θ moves little
+    vfac = (jnp.asarray(raw_v[:, 4:4 + num_classes]), jnp.asarray(hv_all))
+    nbr = np.zeros((n, 1), np.int32)
+    if int(neighbours):
+        pf, nbr = label_agreement(h_all, y, hv_all, yv,
+                                  k=int(neighbours), return_neighbours=True)
+        pf = pf[:, None]
+    else:
+        pf = np.zeros((n, 0), np.float32)
+    raw0 = np.concatenate([raw0, pf], axis=1)           # the features' scale over the data set, at the start
+    as_features(raw0, name="selection features")        # non-finite model outputs: a clear error
+    scale = (jnp.asarray(raw0.mean(0)), jnp.asarray(raw0.std(0)))
+    feat_dim = 2 * num_classes + 4 + pf.shape[1] + (int(h0.shape[-1]) if embedding_features else 0)
     selector = SelectionModel(feat_dim, hidden, rngs=nnx.Rngs(int(seed)))
     sgraph, phi = nnx.split(selector, nnx.Param)
     tx_theta, tx_phi = _adam(float(lr)), _adam(float(selector_lr))
     theta = model.params
     state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
 
-    epoch = _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b, k, vb, steps, float(epsilon),
+    epoch = _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b, vb, steps, float(epsilon),
                         int(iterations), bool(embedding_features), target, float(budget_spread))
 
     def costs_fn(p, f):
         return nnx.merge(sgraph, p)(f)
 
-    xs, ys, xvs, yvs = (jax.device_put(a) for a in (xt, yt, xv, yv))
-    key = jax.random.PRNGKey(int(seed))
-    if int(warmup_epochs):
-        theta = _warmup(apply_fn, theta, xs, ys, int(warmup_epochs), float(warmup_lr), b, key)
-        state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
+    xs, ys, ps, nbs, xvs, yvs = (jax.device_put(a) for a in (xt, yt, pf[tr_idx], nbr[tr_idx], xv, yv))
     history: dict[str, Any] = {"hyper_loss": [], "train_loss": [], "epoch_time_s": []}
     from tqdm.auto import tqdm
 
     for _ in tqdm(range(int(epochs)), desc="learned selection", disable=not progress, leave=False):
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        state, hl, loss = epoch(state, sub, xs, ys, xvs, yvs)
+        state, hl, loss = epoch(state, sub, jnp.float32(k), xs, ys, ps, nbs, xvs, yvs, scale, vfac)
         hl, loss = float(hl), float(loss)
         history["epoch_time_s"].append(time.perf_counter() - t0)
         if not (np.isfinite(hl) and np.isfinite(loss)):
@@ -339,11 +371,29 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         history["train_loss"].append(loss)
     theta, _, phi, _ = state
     trained = dataclasses.replace(model, params=theta)
-    values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, embedding_features=embedding_features,
+    values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, scale, embedding_features=embedding_features,
                       readout=readout, batch=b, k=k, epsilon=epsilon, iterations=iterations,
                       rounds=int(readout_rounds), seed=int(seed))
     history["total_time_s"] = time.perf_counter() - t_start
     return LearnedSelection(values, trained, nnx.merge(sgraph, phi), val_idx.astype(np.int64), history)
+
+
+def _all_features(embed, theta, x: np.ndarray, y: np.ndarray, embedding_features: bool,
+                  chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sample_features` ``(n, F)`` and embeddings ``(n, d)`` of all rows under ``θ``, in chunks."""
+    fn = _jit_features(embed, embedding_features)
+    parts = [fn(theta, jnp.asarray(x[s:s + chunk]), jnp.asarray(y[s:s + chunk])) for s in range(0, y.size, chunk)]
+    return tuple(np.concatenate([np.asarray(p[i]) for p in parts]) for i in (0, 1))
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_features(embed, embedding_features: bool):
+    @jax.jit
+    def features(theta, xb, yb):
+        logits, h = embed(theta, xb)
+        return sample_features(logits, h, yb, embedding=embedding_features), h
+
+    return features
 
 
 @functools.lru_cache(maxsize=8)
@@ -368,30 +418,39 @@ def _adam(lr: float) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=8)
-def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: int, steps: int, epsilon: float,
+def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, vb: int, steps: int, epsilon: float,
                 iterations: int, embedding_features: bool, target: str = "sign", budget_spread: float = 0.0):
-    """The jitted epoch ``(state, key, x, y, x_val, y_val) -> (state, hyper_loss, train_loss)``.
+    """The jitted epoch ``(state, key, k, x, y, point_features, neighbours, x_val, y_val, scale, val_factors)
+    -> (state, hyper_loss, train_loss)``.
 
     Cached on the model functions and settings, so repeated calls (seeds, data sets of equal
-    shapes) reuse one compilation.
+    shapes, any layer budget ``k``, a traced scalar) reuse one compilation.
     """
 
     def costs_fn(p, f):
         return nnx.merge(sgraph, p)(f)
 
     def step(carry, inputs):
-        theta, s_theta, phi, s_phi, xs, ys, xvs, yvs = carry
+        theta, s_theta, phi, s_phi, xs, ys, ps, nbs, xvs, yvs, scale, vfac = carry
         rows, vrows, kt = inputs
         xb, yb = xs[rows], ys[rows]
         logits, h = embed(theta, xb)
         logits, h = jax.lax.stop_gradient(logits), jax.lax.stop_gradient(h)
-        feats = standardize(sample_features(logits, h, yb, embedding=embedding_features))
+        feats = standardize(jnp.concatenate([sample_features(logits, h, yb, embedding=embedding_features), ps[rows]],
+                                            axis=-1), scale)
         dist = embedding_distances(h)
-        g_val = jax.grad(lambda p: jnp.mean(cross_entropy(apply_fn(p, xvs[vrows]), yvs[vrows])))(theta)
-        _, align = jax.jvp(lambda p: cross_entropy(apply_fn(p, xb), yb), (theta,), (g_val,))
-        align = jax.lax.stop_gradient(align)          # ⟨∇ℓ_j, ∇L_val⟩ for the B points
-        if target == "sign":
-            align = jnp.sign(align)                   # does a step on j lower (+1) or raise (-1) L_val
+        if target == "local":                         # last-layer alignment with j's nearest validation points
+            vr = nbs[rows]                                                      # (B, K)
+            ev, hv = vfac[0][vr], vfac[1][vr]                                   # (B, K, C), (B, K, d)
+            ej = jax.nn.softmax(logits, axis=-1) - jax.nn.one_hot(yb, logits.shape[-1], dtype=logits.dtype)
+            local = jnp.einsum("bc,bkc->bk", ej, ev) * (jnp.einsum("bd,bkd->bk", h, hv) + 1.0)
+            align = jnp.sign(jax.lax.stop_gradient(jnp.mean(local, axis=1)))
+        else:
+            g_val = jax.grad(lambda p: jnp.mean(cross_entropy(apply_fn(p, xvs[vrows]), yvs[vrows])))(theta)
+            _, align = jax.jvp(lambda p: cross_entropy(apply_fn(p, xb), yb), (theta,), (g_val,))
+            align = jax.lax.stop_gradient(align)      # ⟨∇ℓ_j, ∇L_val⟩ for the B points
+            if target == "sign":
+                align = jnp.sign(align)               # does a step on j lower (+1) or raise (-1) L_val
 
         def hyper(p):
             sol = _fl_layer(dist, costs_fn(p, feats), kt, jnp.asarray(epsilon, dist.dtype), iterations=iterations,
@@ -406,10 +465,10 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
             lambda p: jnp.sum(w * cross_entropy(apply_fn(p, xb), yb)) / jnp.sum(w))(theta)
         upd, s_theta = tx_theta.update(g_theta, s_theta, theta)
         theta = optax.apply_updates(theta, upd)
-        return (theta, s_theta, phi, s_phi, xs, ys, xvs, yvs), (hl, loss)
+        return (theta, s_theta, phi, s_phi, xs, ys, ps, nbs, xvs, yvs, scale, vfac), (hl, loss)
 
     @jax.jit
-    def epoch(state, key, xs, ys, xvs, yvs):
+    def epoch(state, key, k, xs, ys, ps, nbs, xvs, yvs, scale, vfac):
         k1, k2, k3 = jax.random.split(key, 3)
         rows = jax.random.permutation(k1, ys.shape[0])[: steps * b].reshape(steps, b)
         # the budget of each step: k, or with a spread s uniform in b·[k/b - s, k/b + s] (clipped to [1, b-1]),
@@ -418,44 +477,40 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, k: int, vb: i
                       1.0, b - 1.0)
         vkeys = jax.random.split(k2, steps)
         vrows = jax.vmap(lambda kk: jax.random.choice(kk, yvs.shape[0], (vb,), replace=False))(vkeys)
-        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, xvs, yvs), (rows, vrows, ks))
+        carry, (hl, loss) = jax.lax.scan(step, (*state, xs, ys, ps, nbs, xvs, yvs, scale, vfac), (rows, vrows, ks))
         return carry[:4], jnp.mean(hl), jnp.mean(loss)
 
     return epoch
 
 
 @functools.lru_cache(maxsize=8)
-def _make_readout(embed, sgraph, k: int, epsilon: float, iterations: int, embedding_features: bool):
-    """Jitted ``(features(θ, x, y) -> raw (B, F), layer_open(φ, h, raw) -> y (R, B))``, cached like the epoch."""
+def _make_readout(sgraph, k: int, epsilon: float, iterations: int):
+    """Jitted ``layer_open(φ, h, z) -> y (R, B)`` of standardized features ``z``, cached like the epoch."""
 
     @jax.jit
-    def features(theta, xb, yb):
-        logits, h = embed(theta, xb)
-        return sample_features(logits, h, yb, embedding=embedding_features), h
-
-    @jax.jit
-    def layer_open(phi, h, raw):
+    def layer_open(phi, h, z):
         def one(hb, fb):
-            costs = nnx.merge(sgraph, phi)(standardize(fb))
+            costs = nnx.merge(sgraph, phi)(fb)
             return fl_relaxation(embedding_distances(hb), costs, k, epsilon=epsilon, iterations=iterations).open
 
-        return jax.vmap(one)(h, raw)
+        return jax.vmap(one)(h, z)
 
-    return features, layer_open
+    return layer_open
 
 
-def _readout(embed, costs_fn, sgraph, theta, phi, x, y, *, embedding_features: bool, readout: str, batch: int,
-             k: int, epsilon: float, iterations: int, rounds: int, seed: int, chunk: int = 1024) -> np.ndarray:
-    """Values ``(n,)`` of every row from the trained ``θ, φ`` (see the module docstring)."""
+def _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, scale, *, embedding_features: bool, readout: str,
+             batch: int, k: int, epsilon: float, iterations: int, rounds: int, seed: int) -> np.ndarray:
+    """Values ``(n,)`` of every row from the trained ``θ, φ``, the per-row features ``pf (n, E)`` and the
+    features' ``scale`` of training (see the module docstring)."""
     n = y.size
-    features, layer_open = _make_readout(embed, sgraph, k, float(epsilon), int(iterations), embedding_features)
-    parts = [features(theta, jnp.asarray(x[s:s + chunk]), jnp.asarray(y[s:s + chunk])) for s in range(0, n, chunk)]
-    raw = np.concatenate([np.asarray(p[0]) for p in parts])
-    h = np.concatenate([np.asarray(p[1]) for p in parts])
+    raw, h = _all_features(embed, theta, x, y, embedding_features)
+    raw = np.concatenate([raw, pf], axis=1)
     as_features(raw, name="selection features")    # non-finite model outputs: a clear error
+    z = np.asarray(standardize(jnp.asarray(raw), scale))
     if readout == "cost":
-        values = -np.asarray(costs_fn(phi, standardize(jnp.asarray(raw))), np.float32)
+        values = -np.asarray(costs_fn(phi, jnp.asarray(z)), np.float32)
     else:
+        layer_open = _make_readout(sgraph, k, float(epsilon), int(iterations))
         rng = np.random.default_rng(seed + 7919)
         total = np.zeros(n, np.float64)
         nb = -(-n // batch)
@@ -463,7 +518,7 @@ def _readout(embed, costs_fn, sgraph, theta, phi, x, y, *, embedding_features: b
             perm = rng.permutation(n)
             extra = nb * batch - n                  # pad the last batch with random other rows
             rows = np.concatenate([perm, rng.choice(n, extra, replace=n < extra)]).reshape(nb, batch)
-            opened = np.asarray(layer_open(phi, jnp.asarray(h[rows]), jnp.asarray(raw[rows])))
+            opened = np.asarray(layer_open(phi, jnp.asarray(h[rows]), jnp.asarray(z[rows])))
             total[perm] += opened.reshape(-1)[:n]
         values = (total / rounds).astype(np.float32)
     return as_scores(values, name="learned values").astype(np.float32)

@@ -1,0 +1,71 @@
+"""Label agreement with the nearest clean reference points in an embedding.
+
+For a training point with embedding ``h_i`` and label ``y_i`` and a labelled (clean) reference
+set ``(h^ref, y^ref)``, the agreement is the fraction of its ``k`` nearest reference points
+(squared Euclidean distance) that carry the label ``y_i``: the probability a ``k``-NN classifier
+on the reference set gives the training label. Mislabelled points sit among reference points of
+their true class, so their agreement is low. It is the neighbourhood signal behind KNN-Shapley
+(:mod:`jaxsubset.valuation.knn_shapley`) at the cost of one top-``k`` instead of a full sort, and
+information the model's own loss lacks (it asks the clean neighbours, not the model's head).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsubset.checks import as_features
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _agree_chunk(h: jax.Array, y: jax.Array, ref: jax.Array, ref_y: jax.Array, k: int) -> jax.Array:
+    d = jnp.sum(ref * ref, axis=1)[None, :] - 2.0 * h @ ref.T          # + |h|², constant per row
+    _, idx = jax.lax.top_k(-d, k)                                         # (m, k) nearest reference rows
+    return jnp.mean((ref_y[idx] == y[:, None]).astype(jnp.float32), axis=1), idx
+
+
+def label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: int = 10,
+                    chunk: int = 4096, return_neighbours: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Fraction ``(n,)`` (float32, in [0, 1]) of the ``k`` nearest reference points sharing each point's label.
+
+    With ``return_neighbours`` also the int32 ``(n, k)`` rows of those reference points, nearest first.
+
+    Args:
+      emb: ``(n, d)`` embeddings of the points to score (e.g. a surrogate's penultimate layer).
+      labels: int ``(n,)`` their (possibly noisy) labels.
+      ref_emb: ``(m, d)`` embeddings of a clean reference set (a validation split).
+      ref_labels: int ``(m,)``.
+      k: neighbours, ``1 <= k``; clipped to ``m``.
+      chunk: points per distance block (memory ``chunk · m``).
+    """
+    h = as_features(emb, name="embeddings")
+    r = as_features(ref_emb, name="reference embeddings")
+    y, ry = np.asarray(labels), np.asarray(ref_labels)
+    if y.shape != (h.shape[0],) or ry.shape != (r.shape[0],):
+        raise ValueError(f"labels must be (n,) matching the embeddings; got {y.shape} for {h.shape[0]} rows and "
+                         f"{ry.shape} for {r.shape[0]} reference rows.")
+    if h.shape[1] != r.shape[1]:
+        raise ValueError(f"embeddings and reference embeddings differ in width: {h.shape[1]} vs {r.shape[1]}.")
+    for name, a in (("labels", y), ("reference labels", ry)):
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{name} must be integers, got dtype {a.dtype}.")
+    if r.shape[0] < 1:
+        raise ValueError("label_agreement needs at least one reference point.")
+    if isinstance(k, (bool, np.bool_)) or int(k) != k or int(k) < 1:
+        raise ValueError(f"k (the number of neighbours) must be an integer >= 1, got {k!r}.")
+    k = min(int(k), r.shape[0])
+    ref, ref_y = jnp.asarray(r, jnp.float32), jnp.asarray(ry, jnp.int32)
+    out = [_agree_chunk(jnp.asarray(h[s:s + chunk], jnp.float32), jnp.asarray(y[s:s + chunk], jnp.int32), ref, ref_y, k)
+           for s in range(0, h.shape[0], int(chunk))]
+    agree = np.concatenate([np.asarray(a) for a, _ in out]) if out else np.zeros(0, np.float32)
+    if not return_neighbours:
+        return agree
+    idx = np.concatenate([np.asarray(i) for _, i in out]) if out else np.zeros((0, k), np.int32)
+    return agree, idx.astype(np.int32)
+
+
+__all__ = ["label_agreement"]
