@@ -12,7 +12,7 @@ from jaxsubset.selectors.facility import facility_location
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.smi import smi, smi_objective
 from jaxsubset.solvers.greedy import Oracle, greedy
-from jaxsubset.workflows.tss import kmeanspp
+from jaxsubset.selectors.kmeanspp import kmeanspp
 
 
 def brute_greedy(score, n, k, first=()):
