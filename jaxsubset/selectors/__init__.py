@@ -8,6 +8,7 @@ from jaxsubset.selectors.uncertainty import uncertainty
 from jaxsubset.selectors.coverage import herding, herding_last_layer, kcenter_greedy, kcenter_last_layer
 from jaxsubset.selectors.craig import craig, craig_last_layer
 from jaxsubset.selectors.facility import facility_location
+from jaxsubset.selectors.knn_facility import knn_facility_location
 from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda
@@ -91,7 +92,7 @@ def _knn_shapley_top(values, budget: int):
 register("knn_shapley", _knn_shapley_top, needs=("knn_shapley",),
          description="highest KNN-Shapley values on surrogate embeddings (Jia et al. 2019)")
 
-__all__ = ["partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
+__all__ = ["knn_facility_location", "partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]
