@@ -12,8 +12,8 @@ Measured (d = 256, k = 10) on 2 CPU cores shared with a dozen other jobs (load a
 n = 5 000 / 10 000 / 20 000 in 6.2 / 18.5 / 61.9 s, peak RSS 266 MiB, i.e. quadratic, so
 n = 10^5 is ~25x the 20 000 case (tens of minutes on such a machine, seconds on a GPU-class
 BLAS). Per-class graphs (the registry's default) cost 1 / C of one pool graph: ten classes of
-10^4 cost one tenth of one pool of 10^5. Beyond ~10^5 rows use an approximate index
-(faiss, pynndescent); this module is the exact reference.
+10^4 cost one tenth of one pool of 10^5. Beyond ~10^5 rows :func:`approximate_knn` (faiss k-means
+cells, exact search within nearby cells) costs ``O(n · nprobe · n/nlist · d)``; :func:`knn` is its exact reference.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def knn(x: Any, k: int, *, block_rows: int | None = None, block_bytes: int = 32 
     return dist, idx
 
 
-def approximate_knn(x: Any, k: int, *, nlist: int | None = None, nprobe: int = 2, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def approximate_knn(x: Any, k: int, *, nlist: int | None = None, nprobe: int = 2, seed: int = 0,
+                    block_bytes: int = 32 << 20) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other rows of every row of ``x``, approximately: k-means cells + exact search.
 
     The rows are split into ``nlist`` cells by faiss k-means (trained on ``min(n, 40 · nlist)``
@@ -90,7 +90,8 @@ def approximate_knn(x: Any, k: int, *, nlist: int | None = None, nprobe: int = 2
     the ``nprobe`` cells whose centres are nearest to that cell's centre, itself included (more
     cells if those hold fewer than ``4 (k + 1)`` rows): one matrix product and a partial sort per
     cell, so the cost is about ``n · nprobe · (n / nlist) · d`` multiply-adds instead of ``n² d``;
-    memory ``O(n k)`` plus one cell's block. Neighbours missed are those beyond the probed cells
+    memory ``O(n k)`` plus one block of ``block_bytes`` distances (a large cell is split by rows).
+    Neighbours missed are those beyond the probed cells
     (measured recall on 64-d Gaussian blobs, n = 10⁵, k = 100: 0.96). Needs ``faiss-cpu`` for
     the k-means (``pip install jaxsubset[scale]``).
 
@@ -100,6 +101,7 @@ def approximate_knn(x: Any, k: int, *, nlist: int | None = None, nprobe: int = 2
       nlist: number of cells; default ``round(sqrt(n))``.
       nprobe: cells searched per cell (more: slower, closer to exact).
       seed: seed of the k-means sample and initialization.
+      block_bytes: memory budget of one block of float32 distances (bytes).
 
     Returns:
       ``(dist (n, k) float32, idx (n, k) int32)``: distances in increasing order and the
@@ -146,11 +148,15 @@ def approximate_knn(x: Any, k: int, *, nlist: int | None = None, nprobe: int = 2
             order = np.setdiff1d(np.arange(nlist), [c])
             take = order.size
         cand = np.concatenate([q] + [members[start[p]:start[p + 1]] for p in order[:take]])
-        d2 = sq[cand][None, :] - 2.0 * (a[q] @ a[cand].T)       # + |q|^2 below, after the selection
-        d2[np.arange(q.size), np.arange(q.size)] = np.inf        # the own rows come first in cand
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        pd = np.take_along_axis(d2, part, axis=1)
-        o = np.lexsort((cand[part], pd), axis=1)                # by distance, then by row index
-        dist[q] = np.sqrt(np.maximum(np.take_along_axis(pd, o, 1) + sq[q][:, None], 0.0))
-        idx[q] = cand[np.take_along_axis(part, o, 1)]
+        ac, sc = a[cand], sq[cand]
+        step = max(1, block_bytes // (4 * cand.size))             # rows of q per block of distances
+        for r in range(0, q.size, step):
+            qr = q[r:r + step]
+            d2 = sc[None, :] - 2.0 * (a[qr] @ ac.T)               # + |q|^2 below, after the selection
+            d2[np.arange(qr.size), r + np.arange(qr.size)] = np.inf  # the own rows come first in cand
+            part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            pd = np.take_along_axis(d2, part, axis=1)
+            o = np.lexsort((cand[part], pd), axis=1)                # by distance, then by row index
+            dist[qr] = np.sqrt(np.maximum(np.take_along_axis(pd, o, 1) + sq[qr][:, None], 0.0))
+            idx[qr] = cand[np.take_along_axis(part, o, 1)]
     return dist, idx

@@ -116,3 +116,11 @@ def test_approximate_knn_bad_input(blobs):
         approximate_knn(blobs, 3, nlist=0)
     with pytest.raises(ValueError, match="nprobe"):
         approximate_knn(blobs, 3, nprobe=0)
+
+
+@needs_faiss
+def test_approximate_knn_blocks_do_not_matter(blobs):
+    d1, i1 = approximate_knn(blobs, 5, nlist=6, nprobe=2)
+    d2, i2 = approximate_knn(blobs, 5, nlist=6, nprobe=2, block_bytes=4 * 300 * 7)  # a few rows per block
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-6)
