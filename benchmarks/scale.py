@@ -216,7 +216,8 @@ def main(argv=None) -> int:
                    help="facility: kNN-graph facility location at n=10^6, k=10^4 and against the dense lazy "
                         "greedy at n=10^5, k=10^3 (one-line summary)")
     p.add_argument("--reference", default=None, help="facility: JSON of the dense lazy greedy at the small size "
-                   "(written there if missing; computing it takes ~15 CPU-minutes at n=10^5)")
+                   "(written there if missing; computing it takes ~15 CPU-minutes at n=10^5); default "
+                   "benchmarks/scale_full_greedy_100000_1000.json (the committed run; delete it to re-measure)")
     p.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads of the child processes")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "jaxsubset_scale"))
     args = p.parse_args(argv)
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
         print("greedi_big", results["greedi_1e6"], flush=True)
     if "facility" in only:
         ks, kb = (100, 1000) if q else (1000, 10_000)
-        ref = args.reference or os.path.join(args.workdir, f"full_greedy_{n_small}_{ks}.json")
+        ref = args.reference or os.path.join(args.workdir if q else HERE, f"scale_full_greedy_{n_small}_{ks}.json")
         if not os.path.exists(ref):
             results["full_greedy"] = {key: v for key, v in _child("full_greedy", args.threads, n=n_small, k=ks,
                                                                    out=ref).items() if key != "order"}
