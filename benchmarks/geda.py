@@ -19,8 +19,7 @@ import time
 
 import numpy as np
 
-from jaxsubset.selectors import ecdf
-from jaxsubset.selectors.geda import available_solvers, geda
+from jaxsubset.selectors.geda import available_solvers, ecdf, geda
 
 
 def _quiet_native_stdout():

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from jaxsubset.selectors import geda, random
-from jaxsubset.selectors.geda_smooth import geda_smoothed, smoothed_objective
+from jaxsubset.selectors.geda.smooth import geda_smoothed, smoothed_objective
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from jaxsubset.kernels import last_layer_grads  # noqa: E402
+from jaxsubset.kernels import materialize_last_layer  # noqa: E402
 from jaxsubset.selectors.craig import craig_last_layer  # noqa: E402
 from jaxsubset.selectors.facility import facility_location  # noqa: E402
 from jaxsubset.selectors.gradmatch import gradmatch_last_layer  # noqa: E402
@@ -219,7 +219,7 @@ def _distances_broadcast(g: np.ndarray, batch: int) -> np.ndarray:
 
 def craig_dense(e: np.ndarray, h: np.ndarray, budget: int, *, distances: str, batch: int = 64) -> Subset:
     """CRAIG on materialized gradients with a dense distance matrix (then the same lazy greedy)."""
-    g = last_layer_grads(e, h)
+    g = materialize_last_layer(e, h)
     D = _distances_gemm(g) if distances == "gemm" else _distances_broadcast(g, batch)
     del g
     S = D.max() - D
@@ -237,7 +237,7 @@ def gradmatch_dense(e: np.ndarray, h: np.ndarray, budget: int, max_seconds: floa
     then lower bounds of a full run's.
     """
     t0 = time.perf_counter()
-    A = last_layer_grads(e, h).astype(np.float64)
+    A = materialize_last_layer(e, h).astype(np.float64)
     n, D = A.shape
     b = A.sum(0)
     sq = np.einsum("nd,nd->n", A, A)

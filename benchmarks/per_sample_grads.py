@@ -48,7 +48,7 @@ from jaxsubset import grads
 from jaxsubset.grads import cross_entropy
 from jaxsubset.grads._params import example_loss
 from jaxsubset.grads.ghost import ghost_chunk_fn, vmap_chunk_fn
-from jaxsubset.grads._chunk import fit_rows
+from jaxsubset.grads.chunking import fit_rows
 from jaxsubset.grads.per_sample import build_plan, chunk_fn, collect_rows, prefers_probe
 from jaxsubset.models import create, to_pure
 

@@ -3,7 +3,7 @@
 Three measurements, each in a fresh child process (so peak RSS is the call's own):
 
 1. **Throughput.** ``loss`` + ``el2n`` of the MLP 784-256-256-10 on ``n`` synthetic 28×28
-   images: ``scoring.compute`` on an in-memory float32 array (the user's in-memory call) vs
+   images: ``quantities.compute`` on an in-memory float32 array (the user's in-memory call) vs
    ``workflows.score_pass`` reading a uint8 ``.npy`` memmap (scaled by 1/255 per chunk) and
    writing the score shard. Both are timed a second time in the same process (compiled).
 2. **Peak RSS** of the scoring pass from a memmap at ``n = 10⁵`` and ``n = 10⁶``.
@@ -71,7 +71,7 @@ def _labels(n: int) -> np.ndarray:
 
 
 def throughput(path: str, n: int) -> dict:
-    from jaxsubset import scoring
+    from jaxsubset.workflows import quantities
     from jaxsubset.data.sources import as_source
     from jaxsubset.models import create, to_pure
     from jaxsubset.workflows import score_pass
@@ -83,7 +83,7 @@ def throughput(path: str, n: int) -> dict:
     res = {}
     for rep in range(2):
         t0 = time.perf_counter()
-        ref = scoring.compute(["loss", "el2n"], m, x, y)
+        ref = quantities.compute(["loss", "el2n"], m, x, y)
         res["in_memory_s"] = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()

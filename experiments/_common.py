@@ -164,7 +164,7 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
     pretrained weights); by default the model named ``model`` initialized from the seed.
     ``score_epochs=0`` scores at that initial model itself and every arm of the seed then
     trains from those same parameters; ``score_models=K`` averages scalar scores (EL2N,
-    loss, ...) over K surrogates (see :mod:`jaxsubset.surrogate`).
+    loss, ...) over K surrogates (see :mod:`jaxsubset.workflows.surrogate`).
 
     Equal-compute protocol (every row): ``total_time_s`` = surrogate training (compilation
     included) + scoring + selection + training (compilation excluded), ``epochs`` trained,
@@ -183,7 +183,8 @@ def run_grid(ds, model: str, methods: Sequence[str], fractions: Sequence[float],
         epochs that fit in the method's whole wall time. Each distinct ``k`` trains once per seed
         and also gives a ``method="full_same_time"`` row (``fraction=1.0``, ``epochs=k``).
     """
-    from jaxsubset import budget_from_fraction, selectors, surrogate, train
+    from jaxsubset import budget_from_fraction, selectors, train
+    from jaxsubset.workflows import surrogate
 
     rows = []
     needs = sorted({q for m in methods for q in selectors.get(m).needs})

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsubset import data, grads
-from jaxsubset.convex_layer import fl_relaxation
+from jaxsubset.solvers.convex_layer import fl_relaxation
 from jaxsubset.grads.scores import cross_entropy
 import importlib
-L = importlib.import_module("jaxsubset.selectors.learned")
+L = importlib.import_module("jaxsubset.valuation.learned")
 from jaxsubset.train.loop import as_pure
 
 DATA = "/usr/share/datasets/fashion-mnist"

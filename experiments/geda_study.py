@@ -27,7 +27,8 @@ import _common as C  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from jaxsubset import budget_from_fraction, data, report, selectors, surrogate, train  # noqa: E402
+from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
+from jaxsubset.workflows import surrogate  # noqa: E402
 from jaxsubset.models import create, to_pure  # noqa: E402
 from jaxsubset.models.weights import load_params  # noqa: E402
 from jaxsubset.train.loop import as_pure  # noqa: E402

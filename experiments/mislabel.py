@@ -33,9 +33,10 @@ import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402
 
-from jaxsubset import budget_from_fraction, data, report, scoring, selectors, train  # noqa: E402
+from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
+from jaxsubset.workflows.quantities import compute  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
-from jaxsubset.selectors.learned import fit_selection_model  # noqa: E402
+from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
 from jaxsubset.valuation import knn_shapley_quantity  # noqa: E402
 
 DETECTORS = {"loss": "loss", "el2n": "el2n", "grand": "grad_norm"}     # higher = more suspicious
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
             values, secs = {}, {}
             for rname, q in DETECTORS.items():
                 t0 = time.perf_counter()
-                values[rname] = scoring.compute([q], sur, ds.x_train, ds.y_train)[q]
+                values[rname] = compute([q], sur, ds.x_train, ds.y_train)[q]
                 secs[rname] = time.perf_counter() - t0
             t0 = time.perf_counter()
             knn = knn_shapley_quantity(sur, ds.x_train, ds.y_train, validation=val, k=10)

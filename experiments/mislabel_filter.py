@@ -24,7 +24,7 @@ import mislabel as M  # noqa: E402
 
 from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
-from jaxsubset.selectors.learned import fit_selection_model  # noqa: E402
+from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
 from jaxsubset.subset import Subset  # noqa: E402
 
 

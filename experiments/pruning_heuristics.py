@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402
 
-from jaxsubset import budget_from_fraction, data, report, scoring, selectors, train  # noqa: E402
+from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
+from jaxsubset.workflows import quantities  # noqa: E402
 
 # name in the study -> (registered method keeping the hardest examples, quantity it ranks by)
 STRATEGIES = {"Loss": ("loss_hard", "loss"), "Loss-Grad": ("grand_hard", "grad_norm"),
@@ -140,7 +141,7 @@ def fmnist_surrogate(ds, model: str, *, seed: int, epochs: int, train_kw: dict, 
                     reselect=rec, select_every=1, **train_kw)
     q = rec.finish(res.model)
     rest = [n for n in needs if n not in q]
-    q.update(scoring.compute(rest, res.model, ds.x_train, ds.y_train))
+    q.update(quantities.compute(rest, res.model, ds.x_train, ds.y_train))
     return q, time.perf_counter() - t0
 
 
@@ -300,7 +301,7 @@ def main(argv=None) -> int:
                     sur, t_sur = to_pure(create(model, ds.input_shape, ds.num_classes, seed=seed + 1000)), 0.0
                 else:
                     sur, t_sur = C.score_model(ds, model, seed=seed, epochs=se, train_kw=train_kw, progress=progress)
-                q = scoring.compute([v[1] for v in strategies.values()], sur, ds.x_train, ds.y_train)
+                q = quantities.compute([v[1] for v in strategies.values()], sur, ds.x_train, ds.y_train)
                 for label, (method, _) in strategies.items():
                     sub = selectors.select(method, ds.y_train, budget, q, seed=seed, num_classes=ds.num_classes)
                     res = train.fit(model, ds, sub, epochs=epochs, seed=seed, progress=progress, eval_every=epochs,

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from jaxsubset import report
 from jaxsubset.outdir import check_out_dir, write_files
-from jaxsubset.pipeline import RunConfig, compare
+from jaxsubset.workflows.run import RunConfig, compare
 
 RESULT_FILES = ("results.csv", "results.json", "summary.md", "accuracy.png")
 

@@ -4,7 +4,7 @@ import pytest
 from scipy.optimize import nnls
 
 from jaxsubset import Subset, data, train
-from jaxsubset.adaptive import gradient_features, make_reselect
+from jaxsubset.workflows.adaptive import gradient_features, make_reselect
 from jaxsubset.selectors import match_weights, online_geda
 
 
@@ -98,10 +98,10 @@ def test_gradient_feature_kinds_agree_on_the_head(small):
 
 def test_glister_through_the_registry_and_adaptive_training(small):
     from jaxsubset import selectors
-    from jaxsubset.adaptive import validation_quantities
+    from jaxsubset.workflows.adaptive import validation_quantities
     from jaxsubset.models import create, to_pure
-    from jaxsubset.pipeline import select_subset
-    from jaxsubset.scoring import compute
+    from jaxsubset.workflows.quantities import compute
+    from jaxsubset.workflows.run import select_subset
 
     pool, val = data.holdout(small, 0.2, seed=1)
     assert np.intersect1d(pool, val).size == 0 and pool.size + val.size == small.y_train.size

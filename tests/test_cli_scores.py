@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from jaxsubset import scoring, selectors
+from jaxsubset import selectors
+from jaxsubset.workflows import quantities
 from jaxsubset.cli import main
 from jaxsubset.models import create, to_pure
 from jaxsubset.models.weights import save_params
@@ -26,7 +27,7 @@ def test_score_then_select_equals_in_memory(tmp_path, capsys):
     sub_file = str(tmp_path / "sub.npz")
     assert main(["select", "--scores", out, "--method", "loss_hard", "--fraction", "0.2", "--out", sub_file]) == 0
     got = np.load(sub_file)
-    ref_loss = scoring.compute(["loss"], m, x.astype(np.float32) * np.float32(1 / 255), y)["loss"]
+    ref_loss = quantities.compute(["loss"], m, x.astype(np.float32) * np.float32(1 / 255), y)["loss"]
     ref = selectors.select("loss_hard", y, 50, {"loss": ref_loss})
     np.testing.assert_array_equal(got["indices"], ref.indices)
     np.testing.assert_array_equal(got["weights"], ref.weights)

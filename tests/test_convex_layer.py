@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsubset.convex_layer import dual_objective, fl_relaxation, lp_objective, smoothing_bound
+from jaxsubset.solvers.convex_layer import dual_objective, fl_relaxation, lp_objective, smoothing_bound
 
 pywraplp = pytest.importorskip("ortools.linear_solver.pywraplp")
 
@@ -90,7 +90,7 @@ def test_constraints_hold_float32():
 
 
 def test_closed_form_gradient_and_hessian_match_autodiff():
-    from jaxsubset.convex_layer import _grad_hess
+    from jaxsubset.solvers.convex_layer import _grad_hess
 
     d, c = instance(5)
     rng = np.random.default_rng(0)

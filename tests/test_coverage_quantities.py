@@ -6,11 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsubset import scoring, train
+from jaxsubset import train
 from jaxsubset.data.dataset import Dataset
 from jaxsubset.models import create, to_pure
 from jaxsubset.models.pure import PureModel
-from jaxsubset.pipeline import select_subset
+from jaxsubset.workflows import quantities
+from jaxsubset.workflows.run import select_subset
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def toy():
 
 def test_probs_and_embedding_equal_the_model(toy):
     m = to_pure(create("mlp", (8,), 3, seed=1))
-    q = scoring.compute(["probs", "embedding"], m, toy.x_train, toy.y_train, batch_size=32)
+    q = quantities.compute(["probs", "embedding"], m, toy.x_train, toy.y_train, batch_size=32)
     logits, h = m.apply_with_embedding(m.params, toy.x_train)
     z = np.asarray(logits, np.float64)
     p = np.exp(z - z.max(axis=1, keepdims=True))
@@ -36,7 +37,7 @@ def test_probs_and_embedding_equal_the_model(toy):
 def test_embedding_without_a_head_names_the_fix(toy):
     m = to_pure(create("mlp", (8,), 3, seed=1))
     with pytest.raises(ValueError, match="apply_with_embedding"):
-        scoring.compute(["embedding"], PureModel(m.apply_fn, m.params), toy.x_train, toy.y_train)
+        quantities.compute(["embedding"], PureModel(m.apply_fn, m.params), toy.x_train, toy.y_train)
 
 
 @pytest.mark.parametrize("method", ["uncertainty_margin", "ccs_el2n"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from jaxsubset.kernels import last_layer_grads
+from jaxsubset.kernels import materialize_last_layer
 from jaxsubset.selectors.craig import craig, craig_last_layer
 from jaxsubset.selectors.per_class import per_class
 
@@ -48,7 +48,7 @@ def test_budget_n_every_point_represents_itself(metric):
 def test_factored_last_layer_equals_materialized_and_operator_equals_dense():
     rng = np.random.default_rng(2)
     e, h = rng.normal(size=(80, 3)), rng.normal(size=(80, 8))
-    g = last_layer_grads(e, h)
+    g = materialize_last_layer(e, h)
     a = craig(None, 10, factors=(e, h))
     b = craig(g, 10)
     c = craig(None, 10, factors=(e, h), dense_limit=0)  # rows recomputed on the fly, never n x n

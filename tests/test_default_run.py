@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxsubset import budget_from_fraction, data, per_class_budget, pipeline, train
+from jaxsubset import budget_from_fraction, data, per_class_budget, train
+from jaxsubset.workflows import run
 from jaxsubset.cli import main
 from jaxsubset.selectors import geda
-from jaxsubset.selectors.ecdf import geda_objective
+from jaxsubset.selectors.geda.ecdf import geda_objective
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def quarter_digits(monkeypatch):
 
 
 def test_defaults_are_cnn_geda_digits():
-    cfg = pipeline.RunConfig()
+    cfg = run.RunConfig()
     assert (cfg.dataset, cfg.model, cfg.method, cfg.fraction, cfg.seeds, cfg.score_epochs) == \
         ("digits", "cnn", "geda", 0.3, 3, 3)
 
@@ -53,7 +54,7 @@ def test_default_run_selects_geda_on_the_surrogate_gradient_norms(quarter_digits
     assert "| geda | 0.30 |" in capsys.readouterr().out
 
     # the GEDA arm: the exact per-class optimum on the surrogate's per-sample gradient norms
-    sub, _ = pipeline.select_subset("geda", ds, budget, model="cnn", seed=0, score_epochs=1)
+    sub, _ = run.select_subset("geda", ds, budget, model="cnn", seed=0, score_epochs=1)
     sur = train.fit("cnn", ds, epochs=1, batch_size=64, seed=1000, progress=False)
     m = sur.model
     g = jax.jit(jax.grad(lambda p, x1, y1: -jax.nn.log_softmax(m.apply_fn(p, x1[None])[0])[y1]))

@@ -179,7 +179,7 @@ def test_bad_input(tiny):
 
 
 def test_compare_dynamic_matches_random_online_to_the_used_sample_steps(tiny):
-    from jaxsubset.pipeline import RunConfig, compare
+    from jaxsubset.workflows.run import RunConfig, compare
 
     cfg = RunConfig(model="mlp", epochs=4, seeds=1, batch_size=32, progress=False, dynamic="infobatch")
     rows = compare(cfg, tiny)

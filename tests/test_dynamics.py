@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsubset import scoring, train
+from jaxsubset import train
+from jaxsubset.workflows import quantities
 from jaxsubset.data import Dataset
 from jaxsubset.models.pure import PureModel
 from jaxsubset.subset import Subset
@@ -100,13 +101,13 @@ def test_recording_does_not_change_training(tiny):
 
 def test_scoring_serves_dynamics_and_names_the_fix_without_them(tiny):
     res = train.fit("mlp", tiny, epochs=2, batch_size=32, progress=False, record_dynamics=True)
-    names = list(scoring.DYNAMICS)
-    q = scoring.compute(names + ["loss"], res.model, tiny.x_train, tiny.y_train, dynamics=res.history["dynamics"])
+    names = list(quantities.DYNAMICS)
+    q = quantities.compute(names + ["loss"], res.model, tiny.x_train, tiny.y_train, dynamics=res.history["dynamics"])
     for k in names:
         np.testing.assert_array_equal(q[k], res.history["dynamics"][k])
     with pytest.raises(ValueError, match="record_dynamics=True"):
-        scoring.compute(["forgetting"], res.model, tiny.x_train, tiny.y_train)
+        quantities.compute(["forgetting"], res.model, tiny.x_train, tiny.y_train)
     with pytest.raises(ValueError, match="same training rows"):
-        scoring.compute(["aum"], res.model, tiny.x_train[:10], tiny.y_train[:10], dynamics=res.history["dynamics"])
+        quantities.compute(["aum"], res.model, tiny.x_train[:10], tiny.y_train[:10], dynamics=res.history["dynamics"])
     with pytest.raises(ValueError, match="record_dynamics=True"):
         train.stats.dynamics({})

@@ -52,7 +52,7 @@ def test_similarity_matches_closed_forms(metric):
 def test_last_layer_similarity_equals_materialized_gradients(metric):
     rng = np.random.default_rng(1)
     e, h = rng.normal(size=(17, 4)), rng.normal(size=(17, 6))
-    g = kernels.last_layer_grads(e, h)
+    g = kernels.materialize_last_layer(e, h)
     # layout: g.reshape(C, d+1)[c] = e_c * [h, 1]
     np.testing.assert_allclose(g[2].reshape(4, 7), np.outer(e[2], np.append(h[2], 1.0)), rtol=1e-6)
     fac = kernels.similarity((e, h), metric=metric, gamma=0.01)

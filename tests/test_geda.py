@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from jaxsubset.selectors import ecdf, per_class
-from jaxsubset.selectors.geda import available_solvers, geda
+from jaxsubset.selectors import per_class
+from jaxsubset.selectors.geda import available_solvers, ecdf, geda
 
 SOLVERS = [s for s in available_solvers() if s in ("exact", "cp-sat", "cbc", "scip", "highs")]
 MIP = [s for s in SOLVERS if s not in ("exact", "cp-sat")]

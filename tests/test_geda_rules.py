@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxsubset.selectors import METHODS, ecdf, evenly_spaced, geda_solvers, select
-from jaxsubset.selectors.geda import geda
+from jaxsubset.selectors import METHODS, evenly_spaced, geda_solvers, select
+from jaxsubset.selectors.geda import ecdf, geda
 
 
 def _instances(count, seed=0):

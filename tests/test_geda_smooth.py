@@ -3,9 +3,9 @@ import itertools
 import numpy as np
 import pytest
 
-from jaxsubset.selectors.ecdf import geda_objective
+from jaxsubset.selectors.geda.ecdf import geda_objective
 from jaxsubset.selectors.geda import geda
-from jaxsubset.selectors.geda_smooth import geda_smoothed, silverman_bandwidth, smoothed_objective
+from jaxsubset.selectors.geda.smooth import geda_smoothed, silverman_bandwidth, smoothed_objective
 
 
 def _brute(x, k, **kw):

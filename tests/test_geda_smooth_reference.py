@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from jaxsubset.selectors.geda_smooth import geda_smoothed, silverman_bandwidth, smoothed_objective
+from jaxsubset.selectors.geda.smooth import geda_smoothed, silverman_bandwidth, smoothed_objective
 
 
 def ref_table(x, num_nodes, h, quadrature="trapezoid"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxsubset.selectors import geda
-from jaxsubset.selectors.ecdf import geda_objective
+from jaxsubset.selectors.geda.ecdf import geda_objective
 
 
 def test_time_limit_returns_a_feasible_selection_with_a_valid_bound():

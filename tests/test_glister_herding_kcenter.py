@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from jaxsubset.kernels import last_layer_grads
+from jaxsubset.kernels import materialize_last_layer
 from jaxsubset.selectors.coverage import herding, kcenter_greedy
 from jaxsubset.selectors.glister import glister
 
@@ -32,7 +32,7 @@ def _ref_glister(e, h, W, hv, yv, k, lr):
         logp = jax.nn.log_softmax(hv1 @ W.T)
         return -jnp.mean(logp[jnp.arange(len(yv)), yv])
 
-    g = last_layer_grads(e, h).astype(np.float64)  # (n, C(d+1)), C-major like W.reshape(-1)
+    g = materialize_last_layer(e, h).astype(np.float64)  # (n, C(d+1)), C-major like W.reshape(-1)
     W = jnp.asarray(W)
     sel = []
     for _ in range(k):
@@ -66,7 +66,7 @@ def test_glister_refresh_batches_picks():
     hv1 = np.concatenate([hv, np.ones((len(hv), 1))], 1)
     p = np.exp(zv - zv.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
     p[np.arange(len(yv)), yv] -= 1
-    scores = last_layer_grads(first, h) @ (p.T @ hv1 / len(yv)).reshape(-1)
+    scores = materialize_last_layer(first, h) @ (p.T @ hv1 / len(yv)).reshape(-1)
     np.testing.assert_array_equal(all6.indices, np.sort(np.argsort(-scores)[:6]))
     assert one.info["order"][0] == all6.info["order"][0]
 
@@ -107,7 +107,7 @@ def test_herding_matches_reference_and_tracks_the_mean():
     assert err < np.min(rand)
     e, h = rng.normal(size=(50, 3)), rng.normal(size=(50, 4))
     np.testing.assert_array_equal(herding(None, 7, factors=(e, h)).info["order"],
-                                  herding(last_layer_grads(e, h), 7).info["order"])
+                                  herding(materialize_last_layer(e, h), 7).info["order"])
 
 
 # ----------------------------------------------------------------------------- k-center
@@ -139,7 +139,7 @@ def test_kcenter_initial_centers_factors_and_bad_input():
     assert sub.info["order"][0] == int(np.argmax(d[:, [2, 7]].min(1)))
     e, h = rng.normal(size=(40, 3)), rng.normal(size=(40, 4))
     np.testing.assert_array_equal(kcenter_greedy(None, 6, factors=(e, h)).indices,
-                                  kcenter_greedy(last_layer_grads(e, h), 6).indices)
+                                  kcenter_greedy(materialize_last_layer(e, h), 6).indices)
     assert len(kcenter_greedy(x, 4, metric="cosine")) == 4
     with pytest.raises(ValueError, match="beyond the initial"):
         kcenter_greedy(x, 29, initial=[0, 1])

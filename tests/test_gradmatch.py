@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from jaxsubset.kernels import last_layer_grads
-from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_last_layer, nnls_gram, omp
+from jaxsubset.kernels import materialize_last_layer
+from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_last_layer
+from jaxsubset.solvers.omp import GramSolver, nnls_gram, omp
 from jaxsubset.selectors.per_class import per_class
 
 
@@ -43,7 +44,7 @@ def test_omp_recovers_planted_nonnegative_combination(seed):
 def test_planted_recovery_with_last_layer_factors():
     rng = np.random.default_rng(5)
     e, h = rng.normal(size=(90, 4)), rng.normal(size=(90, 30))
-    g = last_layer_grads(e, h).astype(np.float64)
+    g = materialize_last_layer(e, h).astype(np.float64)
     support = np.array([3, 17, 40, 71])
     coef = np.array([1.0, 2.5, 0.7, 1.3])
     target = (coef @ g[support] / 90).reshape(4, 31)  # (C, d+1) matrix form is accepted
@@ -69,7 +70,7 @@ def test_gradmatch_beats_random_subsets_and_factors_equal_materialized():
         assert err < np.linalg.norm(w @ g[idx] - full)
     e, h = rng.normal(size=(60, 3)), rng.normal(size=(60, 7))
     a = gradmatch_last_layer(e, h, 10)
-    b = gradmatch(last_layer_grads(e, h), 10)
+    b = gradmatch(materialize_last_layer(e, h), 10)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-4)
 
@@ -90,7 +91,7 @@ def test_omp_signed_weights_and_ridge_shrink():
 def test_per_batch_selects_whole_batches():
     rng = np.random.default_rng(3)
     e, h = rng.normal(size=(103, 3)), rng.normal(size=(103, 6))
-    g = last_layer_grads(e, h).astype(np.float64)
+    g = materialize_last_layer(e, h).astype(np.float64)
     sub = gradmatch_batches(None, 40, batch_size=10, factors=(e, h), seed=4, lam=0.0)
     batches = sub.info["batches"]
     assert len(batches) <= 4 and len(sub) <= 40
@@ -142,7 +143,7 @@ def test_gradmatch_bad_input():
 def test_matrix_free_pursuit_equals_gram_columns(monkeypatch):
     rng = np.random.default_rng(7)
     e, h = rng.normal(size=(300, 5)).astype(np.float32), rng.normal(size=(300, 40)).astype(np.float32)
-    g = last_layer_grads(e, h)
+    g = materialize_last_layer(e, h)
     for args, kw in [((None, 40), dict(factors=(e, h))), ((g, 40), {})]:
         cached = gradmatch(*args, matrix_free=False, **kw)
         free = gradmatch(*args, matrix_free=True, **kw)
@@ -158,12 +159,11 @@ def test_matrix_free_pursuit_equals_gram_columns(monkeypatch):
 
 def test_gram_solver_reuses_prefixes_and_grows():
     """Appending, dropping and re-adding indices gives the direct solve every time (packed factor)."""
-    from jaxsubset.selectors.gradmatch import _GramSolver
 
     rng = np.random.default_rng(8)
     A = rng.normal(size=(60, 25))
     Q, c = (A.T @ A).astype(np.float32), rng.normal(size=25)
-    solver = _GramSolver(3)  # smaller than the sets below: the packed buffer must grow
+    solver = GramSolver(3)  # smaller than the sets below: the packed buffer must grow
     idx = np.arange(4)
     for _ in range(40):
         z = solver.solve(Q, c, idx)

@@ -198,8 +198,8 @@ def test_huge_but_finite_gradients_are_not_reported_as_non_finite():
 
 
 def test_fit_rows_shrinks_cpu_chunks_to_the_budget(monkeypatch):
-    from jaxsubset.grads import _chunk, per_sample
-    from jaxsubset.grads._chunk import fit_rows
+    from jaxsubset.grads import chunking, per_sample
+    from jaxsubset.grads.chunking import fit_rows
 
     x = np.zeros((64, 4), np.float32)
     wide = jax.jit(lambda xb: jnp.tile(xb, (1, 2**18)))  # 4 MiB of output per row
@@ -215,7 +215,7 @@ def test_fit_rows_shrinks_cpu_chunks_to_the_budget(monkeypatch):
     ys = rng.integers(0, c, 20)
     whole = grads.per_sample_grads(model.apply_fn, model.params, xs, ys, batch_size=20)
     calls = []
-    monkeypatch.setattr(_chunk, "CPU_CALL_BYTES", 2048)  # a few rows of this tiny CNN's gradients
+    monkeypatch.setattr(chunking, "CPU_CALL_BYTES", 2048)  # a few rows of this tiny CNN's gradients
     monkeypatch.setattr(per_sample, "iter_chunks", lambda *a, **k: calls.append(k["batch_size"]) or
                         _chunk.iter_chunks(*a, **k))
     small = grads.per_sample_grads(model.apply_fn, model.params, xs, ys, batch_size=20)

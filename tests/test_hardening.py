@@ -12,7 +12,7 @@ from jaxsubset import Subset, budget_from_fraction, data, grads, per_class_budge
 from jaxsubset.models import create, to_pure
 import importlib
 
-geda_mod = importlib.import_module("jaxsubset.selectors.geda")
+geda_mod = importlib.import_module("jaxsubset.selectors.geda.selector")
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -9,7 +9,7 @@ from flax import nnx
 from jaxsubset import data
 from jaxsubset.models import to_pure
 from jaxsubset.models.mlp import MLP
-from jaxsubset.selectors.learned import fit_selection_model, learned, learned_value_quantity, learned_values
+from jaxsubset.valuation.learned import fit_selection_model, learned, learned_value_quantity, learned_values
 
 C, D = 4, 8
 

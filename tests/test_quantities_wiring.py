@@ -1,4 +1,4 @@
-"""`scoring.compute` hands every method the quantity its name promises.
+"""`quantities.compute` hands every method the quantity its name promises.
 
 Each quantity is checked against an independent reference written here with plain JAX:
 a Python loop of ``jax.grad`` over single examples (parameter and input gradients), and
@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from jaxsubset import scoring
+from jaxsubset.workflows import quantities
 from jaxsubset.models import MLP, to_pure
 
 
@@ -61,7 +61,7 @@ def ref_head_grads(module, x, y):
 
 def test_loss_and_el2n_are_the_formulas_on_the_module_logits(tiny):
     module, m, x, y = tiny
-    q = scoring.compute(["loss", "el2n"], m, x, y)
+    q = quantities.compute(["loss", "el2n"], m, x, y)
     logits = np.asarray(module(jnp.asarray(x)), np.float64)
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     np.testing.assert_allclose(q["loss"], -logp[np.arange(10), y], rtol=1e-5)
@@ -71,7 +71,7 @@ def test_loss_and_el2n_are_the_formulas_on_the_module_logits(tiny):
 
 def test_grad_norm_is_the_per_sample_parameter_gradient_norm(tiny):
     module, m, x, y = tiny
-    q = scoring.compute(["grad_norm", "input_grad_norm"], m, x, y)
+    q = quantities.compute(["grad_norm", "input_grad_norm"], m, x, y)
     G = ref_param_grads(module, x, y)
     np.testing.assert_allclose(q["grad_norm"], np.linalg.norm(G, axis=1), rtol=1e-4)
     ig = ref_input_grad_norms(module, x, y)
@@ -82,7 +82,7 @@ def test_grad_norm_is_the_per_sample_parameter_gradient_norm(tiny):
 
 def test_grads_and_last_layer_factors_are_the_head_gradients(tiny):
     module, m, x, y = tiny
-    q = scoring.compute(["grads", "last_layer_e", "last_layer_h"], m, x, y)
+    q = quantities.compute(["grads", "last_layer_e", "last_layer_h"], m, x, y)
     H = ref_head_grads(module, x, y)
     assert q["grads"].shape == (10, 3 * 9)
     # layout-free comparison: inner products (what CRAIG / GRAD-MATCH consume) and norms
@@ -100,7 +100,7 @@ def test_grads_and_last_layer_factors_are_the_head_gradients(tiny):
 
 def test_projected_grads_preserve_inner_products_of_the_full_gradients(tiny):
     module, m, x, y = tiny
-    P = scoring.compute(["grads_projected"], m, x, y)["grads_projected"]
+    P = quantities.compute(["grads_projected"], m, x, y)["grads_projected"]
     G = ref_param_grads(module, x, y).astype(np.float64)
     assert P.shape == (10, 512)
     # a 512-dim JL sketch keeps norms within a few percent (131 -> 512 dims)
@@ -112,10 +112,10 @@ def test_projected_grads_preserve_inner_products_of_the_full_gradients(tiny):
 
 def test_compute_order_unknown_names_and_groups(tiny):
     _, m, x, y = tiny
-    q = scoring.compute(["el2n", "loss", "el2n"], m, x, y)
+    q = quantities.compute(["el2n", "loss", "el2n"], m, x, y)
     assert list(q) == ["el2n", "loss"]
     with pytest.raises(ValueError, match="grad_norm"):
-        scoring.compute(["gradnorm"], m, x, y)
+        quantities.compute(["gradnorm"], m, x, y)
 
 
 def test_register_quantity_end_to_end(tiny):
@@ -134,7 +134,7 @@ def test_register_quantity_end_to_end(tiny):
         seen.setdefault("calls", []).append((np.asarray(values).copy(), budget, seed))
         return Subset.unweighted(np.argsort(-np.asarray(values), kind="stable")[:budget])
 
-    scoring.register_quantity(qname, first_logit)
+    quantities.register_quantity(qname, first_logit)
     method = selectors.register(mname, pick, needs=[qname], largest=True)
     try:
         assert selectors.get(mname) is method and method.name == mname and method.needs == (qname,)
@@ -144,10 +144,10 @@ def test_register_quantity_end_to_end(tiny):
         assert other.per_class is False and other.validation is True and other.name == mname + "_v"
         selectors.METHODS[mname] = method = selectors.Method(mname, pick, (qname,), "test only")
         with pytest.raises(ValueError, match="already registered"):
-            scoring.register_quantity(qname, first_logit)
+            quantities.register_quantity(qname, first_logit)
         with pytest.raises(ValueError, match="already registered"):
             selectors.register(mname, pick, needs=(qname,))
-        q = scoring.compute([qname], m, x, y)
+        q = quantities.compute([qname], m, x, y)
         z0 = np.asarray(m.apply_fn(m.params, jnp.asarray(x)))[:, 0]
         np.testing.assert_allclose(q[qname], z0)
         sub = selectors.select(mname, y, 6, q, seed=3, num_classes=3)
@@ -164,6 +164,6 @@ def test_register_quantity_end_to_end(tiny):
         with pytest.raises(ValueError, match="needs quantities"):
             selectors.select(mname, y, 6, {})
     finally:
-        scoring.QUANTITIES.pop(qname, None)
+        quantities.QUANTITIES.pop(qname, None)
         selectors.METHODS.pop(mname, None)
         selectors.METHODS.pop(mname + "_v", None)

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from jaxsubset import per_class_budget, selectors
-from jaxsubset.kernels import last_layer_grads
+from jaxsubset.kernels import materialize_last_layer
 from jaxsubset.selectors import per_class
 
 N, C, D, B = 90, 3, 6, 27
@@ -94,10 +94,10 @@ def _direct(name, pool):
         "geda": lambda: per_class(selectors.geda, y, B, arrays={"s": norms}, **pc),
         "geda_w1": lambda: per_class(selectors.geda, y, B, arrays={"s": norms}, num_nodes=None, **pc),
         "online_geda": lambda: per_class(selectors.online_geda, y, B, arrays={"s": norms, "g": g}, **pc),
-        "craig": lambda: per_class(selectors.craig, y, B, arrays={"g": last_layer_grads(e, h)}, **pc),
-        "gradmatch": lambda: per_class(selectors.gradmatch, y, B, arrays={"g": last_layer_grads(e, h)}, **pc),
-        "herding": lambda: per_class(selectors.herding, y, B, arrays={"g": last_layer_grads(e, h)}, **pc),
-        "kcenter": lambda: per_class(selectors.kcenter_greedy, y, B, arrays={"g": last_layer_grads(e, h)}, **pc),
+        "craig": lambda: per_class(selectors.craig, y, B, arrays={"g": materialize_last_layer(e, h)}, **pc),
+        "gradmatch": lambda: per_class(selectors.gradmatch, y, B, arrays={"g": materialize_last_layer(e, h)}, **pc),
+        "herding": lambda: per_class(selectors.herding, y, B, arrays={"g": materialize_last_layer(e, h)}, **pc),
+        "kcenter": lambda: per_class(selectors.kcenter_greedy, y, B, arrays={"g": materialize_last_layer(e, h)}, **pc),
         "glister": lambda: selectors.glister(e, h, B, **val),
         "craig_grads": lambda: per_class(selectors.craig, y, B, arrays={"g": g}, **pc),
         "craig_stochastic": lambda: per_class(selectors.craig, y, B, arrays={"g": g}, optimizer="stochastic", **pc),
@@ -228,7 +228,7 @@ def test_registry_errors_say_what_to_do_and_select_defaults_to_seed_0(pool):
     with pytest.raises(ValueError, match=r"Unknown selection method 'nope'; choose one of \[.*'random'.*\]"):
         selectors.get("nope")
     with pytest.raises(ValueError, match=r"needs quantities \['loss'\]; compute them with "
-                                         r"jaxsubset\.scoring\.compute\(\.\.\.\) first"):
+                                         r"jaxsubset\.workflows\.quantities\.compute\(\.\.\.\) first"):
         selectors.select("loss_hard", y, B, {})
     np.testing.assert_array_equal(selectors.select("random", y, B).indices,
                                   selectors.select("random", y, B, seed=0).indices)

@@ -12,7 +12,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from jaxsubset import scoring, selectors
+from jaxsubset import selectors
+from jaxsubset.workflows import quantities
 from jaxsubset.data.sources import as_source, iter_chunks
 from jaxsubset.models import create, to_pure
 from jaxsubset.workflows import check_manifest, load_scores, read_manifest, score_pass
@@ -30,7 +31,7 @@ def problem(tmp_path_factory):
     model = to_pure(create("mlp", (D,), C, seed=0))
     root = tmp_path_factory.mktemp("scores")
     np.save(root / "x.npy", x)
-    ref = scoring.compute(QS, model, x, y)
+    ref = quantities.compute(QS, model, x, y)
     full = root / "full"
     score_pass(model, str(root / "x.npy"), y, QS, str(full), chunk_rows=CHUNK, model_name="mlp")
     return x, y, model, root, ref, load_scores(str(full))

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsubset import data, grads, pipeline, scoring, surrogate, train
+from jaxsubset import data, grads, train
+from jaxsubset.workflows import quantities, run, surrogate
 from jaxsubset.models import create, to_pure
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
@@ -46,7 +47,7 @@ def test_pretrained_model_is_scored_as_given(small):
 
 def test_select_subset_at_theta0_is_top_k_of_initial_norms(small):
     start = to_pure(create("mlp", small.input_shape, small.num_classes, seed=1))
-    sub, _ = pipeline.select_subset("grand_hard", small, 60, model=start, seed=1, score_epochs=0)
+    sub, _ = run.select_subset("grand_hard", small, 60, model=start, seed=1, score_epochs=0)
     norms = grads.grad_norms(start.apply_fn, start.params, small.x_train, small.y_train)
     for c in range(small.num_classes):     # per class: the largest initial gradient norms
         rows = np.flatnonzero(small.y_train == c)
@@ -64,9 +65,9 @@ def test_score_models_averages_el2n_over_surrogates(small):
             for j in range(2)]
     ref = grads.el2n([(m.apply_fn, m.params) for m in surs], small.x_train, small.y_train)
     np.testing.assert_allclose(q["el2n"], ref, rtol=1e-4, atol=1e-6)
-    one = scoring.compute(["el2n"], surs[0], small.x_train, small.y_train)["el2n"]
+    one = quantities.compute(["el2n"], surs[0], small.x_train, small.y_train)["el2n"]
     assert not np.allclose(q["el2n"], one)                        # really averaged, not the first model
-    e0 = scoring.compute(["last_layer_e"], surs[0], small.x_train, small.y_train)["last_layer_e"]
+    e0 = quantities.compute(["last_layer_e"], surs[0], small.x_train, small.y_train)["last_layer_e"]
     np.testing.assert_allclose(q["last_layer_e"], e0, rtol=1e-5)  # features: the first surrogate
 
 
@@ -78,7 +79,7 @@ def test_bad_scoring_settings(small):
     with pytest.raises(ValueError, match="score_models must be >= 1"):
         surrogate.check_scoring(1, 0)
     with pytest.raises(ValueError, match="score_epochs must be >= 0"):
-        pipeline.compare(pipeline.RunConfig(dataset="digits", model="mlp", method="geda", score_epochs=-1),
+        run.compare(run.RunConfig(dataset="digits", model="mlp", method="geda", score_epochs=-1),
                          small)
     import _common
     with pytest.raises(ValueError, match="score_epochs must be >= 0"):

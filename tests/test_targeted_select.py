@@ -11,7 +11,7 @@ import pytest
 from jaxsubset.grads.scores import cross_entropy
 from jaxsubset.models import create, to_pure
 from jaxsubset.selectors.smi import smi, smi_similarity
-from jaxsubset.targeted import targeted_features, targeted_select
+from jaxsubset.workflows.targeted import targeted_features, targeted_select
 
 C, D = 3, 8
 

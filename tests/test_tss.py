@@ -10,7 +10,7 @@ from scipy.stats import entropy as scipy_entropy
 
 from jaxsubset import data, train
 from jaxsubset.grads.scores import cross_entropy
-from jaxsubset.tss import (BASELINES, STRATEGIES, kmeanspp, make_targeted_setting, select_targeted, tss_round,
+from jaxsubset.workflows.tss import (BASELINES, STRATEGIES, kmeanspp, make_targeted_setting, select_targeted, tss_round,
                            uncertainty_scores)
 
 RARE = (3, 8)

@@ -70,14 +70,15 @@ def test_knn_shapley_bad_input():
 def test_knn_shapley_is_registered_and_selects_the_highest():
     from flax import nnx
 
-    from jaxsubset import scoring, selectors
+    from jaxsubset import selectors
+    from jaxsubset.workflows import quantities
     from jaxsubset.models import to_pure
     from jaxsubset.models.mlp import MLP
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype(np.float32), rng.integers(0, 3, 60).astype(np.int32)
     m = to_pure(MLP(5, 3, hidden=(8,), rngs=nnx.Rngs(0)))
-    v = scoring.compute(["knn_shapley"], m, x, y)["knn_shapley"]
+    v = quantities.compute(["knn_shapley"], m, x, y)["knn_shapley"]
     _, h = m.apply_with_embedding(m.params, x)
     np.testing.assert_allclose(v, knn_shapley_self(np.asarray(h), y, k=10), rtol=1e-5, atol=1e-9)
     sub = selectors.select("knn_shapley", y, 20, {"knn_shapley": v}, num_classes=3)
@@ -126,7 +127,7 @@ def test_learned_values_rank_planted_noisy_labels_lowest(mlp_model):
     """20 % planted flips, clean validation: AUROC of (-value) for the flipped rows >= 0.95. The values
     start at exactly 0 for every point (zero-initialized output layer), so only the learning signal
     through the layer can separate them; with shuffled validation labels (a broken signal) it fails."""
-    from jaxsubset.selectors.learned import fit_selection_model
+    from jaxsubset.valuation.learned import fit_selection_model
 
     x, y, flipped, val = planted(0)
     res = fit_selection_model(mlp_model, x, y, validation=val, **LEARN)
@@ -140,7 +141,7 @@ def test_learned_values_rank_planted_noisy_labels_lowest(mlp_model):
 
 
 def test_learned_values_bad_input(mlp_model):
-    from jaxsubset.selectors.learned import fit_selection_model
+    from jaxsubset.valuation.learned import fit_selection_model
 
     x, y, _, (xv, yv) = planted(1, n=100, n_val=40)
     kw = dict(LEARN)

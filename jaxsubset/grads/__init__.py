@@ -19,7 +19,7 @@ input shapes, options and mesh compiles nothing, whatever the parameter values.
 """
 
 from jaxsubset.grads._cache import cache_info, clear_cache, set_cache_size
-from jaxsubset.grads._chunk import check_xy, chunked_map
+from jaxsubset.grads.chunking import check_xy, chunked_map
 from jaxsubset.grads._params import leaf_names, select_leaves
 from jaxsubset.grads.ghost import describe_grad_norms, grad_norms
 from jaxsubset.grads.gram import gram

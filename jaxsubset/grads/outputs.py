@@ -8,7 +8,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxsubset.grads._chunk import check_finite_rows, chunked_map
+from jaxsubset.grads.chunking import check_finite_rows, chunked_map
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 EmbedFn = Callable[[Any, jax.Array], "tuple[jax.Array, jax.Array]"]

@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxsubset.grads._cache import Entry, compiled
-from jaxsubset.grads._chunk import cached_fit_rows, check_labels, check_xy, iter_chunks, oom_hint
+from jaxsubset.grads.chunking import cached_fit_rows, check_labels, check_xy, iter_chunks, oom_hint
 from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads._params import ApplyFn, Wrt, example_loss, num_outputs, select_leaves
 from jaxsubset.grads._trace import Plan, plan_sites, probe_backward, site_grad

@@ -11,12 +11,9 @@ from jaxsubset.selectors.facility import facility_location
 from jaxsubset.selectors.knn_facility import knn_facility_location
 from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
-from jaxsubset.selectors.geda import geda
-from jaxsubset.selectors.geda_smooth import geda_smoothed
+from jaxsubset.selectors.geda import geda, geda_smoothed, online_geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches, gradmatch_batches_last_layer, gradmatch_last_layer
-from jaxsubset.selectors.learned import fit_selection_model, learned, learned_values
-from jaxsubset.selectors.online_geda import online_geda
 from jaxsubset.selectors.per_class import per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.registry import METHODS, Method, get, register, select
@@ -66,7 +63,7 @@ register("craig_grads", craig, needs=("grads",),
 register("craig_stochastic", craig, needs=("grads",), description="CRAIG with stochastic greedy",
          optimizer="stochastic")
 register("gradmatch_grads", gradmatch, needs=("grads",), description="GRAD-MATCH on the 'grads' features")
-register("learned", learned, needs=("learned_value",),
+register("learned", top_k, needs=("learned_value",), largest=True,
          description="learned values through a differentiable facility-location LP layer (Das et al. 2021)")
 # uncertainty (DeepCore) from one surrogate's softmax; coverage-aware selection (CCS, Moderate, D2)
 for _kind in ("least_confidence", "entropy", "margin"):
@@ -81,18 +78,10 @@ register("moderate", moderate, needs=("embedding",),
 register("d2", d2, needs=("embedding", "forgetting"), k=5, beta=None,
          description="D2 pruning: forgetting scores passed over a kNN graph of embeddings (Maharana 2024)")
 register("d2_el2n", d2, needs=("embedding", "el2n"), k=5, beta=None, description="D2 pruning on the EL2N score")
-
-
-def _knn_shapley_top(values, budget: int):
-    from jaxsubset.valuation.knn_shapley import knn_shapley_top   # lazy: valuation imports selectors._checks
-
-    return knn_shapley_top(values, budget)
-
-
-register("knn_shapley", _knn_shapley_top, needs=("knn_shapley",),
+register("knn_shapley", top_k, needs=("knn_shapley",), largest=True,
          description="highest KNN-Shapley values on surrogate embeddings (Jia et al. 2019)")
 
-__all__ = ["knn_facility_location", "partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "learned", "learned_values", "fit_selection_model","herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
+__all__ = ["knn_facility_location", "partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "herding", "kcenter_greedy", "craig", "facility_location", "glister", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

@@ -1,7 +1,7 @@
 """Name -> selection method, so the CLI and experiments pick up new selectors without edits.
 
 A method declares which per-example quantities it consumes (``needs``, names from
-:data:`jaxsubset.scoring.QUANTITIES`, e.g. ``"loss"``, ``"grad_norm"``) and a
+:data:`jaxsubset.workflows.quantities.QUANTITIES`, e.g. ``"loss"``, ``"grad_norm"``) and a
 class-local selector ``fn``:
 
 - with ``needs=()`` it is called as ``fn(n, budget, seed=...)``;
@@ -101,7 +101,7 @@ def select(name: str, labels: Any, budget: int, quantities: Mapping[str, Any] | 
     if missing:
         dyn = [q for q in missing if q in DYNAMICS]
         how = ("record them while training the surrogate: train.fit(..., record_dynamics=True) and pass its "
-               "quantities" if dyn else "compute them with jaxsubset.scoring.compute(...) first")
+               "quantities" if dyn else "compute them with jaxsubset.workflows.quantities.compute(...) first")
         raise ValueError(f"Method {name!r} needs quantities {missing}; {how}.")
     options = None
     if method.validation:

@@ -31,7 +31,7 @@ def as_probs(probs: Any, *, atol: float = 1e-3) -> np.ndarray:
         raise ValueError("probs contain NaN or inf; fix the scoring model.")
     if p.size and (p.min() < -atol or np.abs(p.sum(axis=1) - 1.0).max() > atol):
         raise ValueError("probs rows must be non-negative and sum to 1: pass softmax probabilities (the 'probs' "
-                         "quantity of jaxsubset.scoring), not logits.")
+                         "quantity of jaxsubset.workflows.quantities), not logits.")
     return p
 
 

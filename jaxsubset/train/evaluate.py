@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsubset.grads._chunk import chunked_map
+from jaxsubset.grads.chunking import chunked_map
 
 
 def make_predict(apply_fn: Callable) -> Callable:

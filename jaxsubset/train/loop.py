@@ -147,7 +147,7 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
       selector, budget, scores: shorthand for ``reselect`` — a registered method name
         re-run per class with the current model on ``budget`` examples (default: the
         size of ``subset``), gradient features per ``scores`` (``"last_layer"``,
-        ``"full"``, ``"projected"``); see :func:`jaxsubset.adaptive.make_reselect`.
+        ``"full"``, ``"projected"``); see :func:`jaxsubset.workflows.adaptive.make_reselect`.
       warm_start_subset: e.g. a GEDA subset (the GEDA study's proposal) instead of the
         full data (GRAD-MATCH's recipe) for the warm-start epochs.
       dynamic: a dynamic-pruning policy (:class:`~jaxsubset.train.InfoBatch`,
@@ -172,11 +172,11 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if validation is not None and selector is None:
         raise ValueError("validation is only used by validation-scored selectors; pass selector='glister' "
-                         "(or build reselect with jaxsubset.adaptive.make_reselect(..., validation=...)).")
+                         "(or build reselect with jaxsubset.workflows.adaptive.make_reselect(..., validation=...)).")
     if selector is not None:
         if reselect is not None:
             raise ValueError("Pass either selector (a method name) or reselect (a callback), not both.")
-        from jaxsubset.adaptive import make_reselect
+        from jaxsubset.workflows.adaptive import make_reselect
 
         if budget is None:
             if subset is None:

@@ -130,16 +130,3 @@ def knn_shapley_quantity(model: Any, x: Any, y: Any, *, batch_size: int = 1024, 
 
 
 __all__ = ["knn_shapley", "knn_shapley_self", "knn_shapley_sorted", "knn_shapley_quantity"]
-
-
-def knn_shapley_top(values: Any, budget: int) -> "Subset":
-    """Keep the ``budget`` points with the highest KNN-Shapley values (ties: lower index)."""
-    from jaxsubset.selectors._checks import as_scores
-    from jaxsubset.subset import Subset, check_budget
-
-    v = as_scores(values, name="KNN-Shapley values")
-    budget = check_budget(budget, v.size)
-    return Subset.unweighted(np.sort(np.argsort(-v, kind="stable")[:budget]), method="knn_shapley")
-
-
-__all__ += ["knn_shapley_top"]

@@ -1,7 +1,7 @@
 """A streaming, sharded, resumable scoring pass, and the score artifacts it writes.
 
 ``score_pass(model, source, labels, quantities, out_dir)`` computes per-example quantities
-(:data:`PER_EXAMPLE` names of :mod:`jaxsubset.scoring`) chunk by chunk from a random-access
+(:data:`PER_EXAMPLE` names of :mod:`jaxsubset.workflows.quantities`) chunk by chunk from a random-access
 source (:mod:`jaxsubset.data.sources`): host memory is bounded by the chunk size and Grain's
 prefetch, not by ``n``.
 
@@ -37,11 +37,13 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from jaxsubset import __version__
 from jaxsubset.data.sources import Source, as_source, chunk_bounds, iter_chunks, num_chunks
 from jaxsubset.models.pure import PureModel
+from jaxsubset.workflows.quantities import GROUPS, QUANTITIES, compute
 
 FORMAT = 1
-#: Quantities of :mod:`jaxsubset.scoring` that depend on one example alone (a chunk at a time is exact).
+#: Quantities of :mod:`jaxsubset.workflows.quantities` that depend on one example alone (a chunk at a time is exact).
 PER_EXAMPLE = ("loss", "el2n", "grad_norm", "input_grad_norm", "grads", "grads_projected", "last_layer_e",
                "last_layer_h", "probs", "embedding")
 MANIFEST = "manifest.json"
@@ -112,12 +114,10 @@ def process_chunks(num: int, p: int, count: int) -> range:
 # ----------------------------------------------------------------------------- the pass
 
 def _check_quantities(quantities: Sequence[str]) -> tuple[str, ...]:
-    from jaxsubset import scoring
-
     qs = tuple(dict.fromkeys(quantities))
     if not qs:
         raise ValueError(f"Name at least one quantity to compute; per-example ones are {list(PER_EXAMPLE)}.")
-    known = set(scoring.QUANTITIES) | {q for g in scoring.GROUPS for q in g}
+    known = set(QUANTITIES) | {q for g in GROUPS for q in g}
     for q in qs:
         if q not in known:
             raise ValueError(f"Unknown quantity {q!r}; per-example quantities are "
@@ -138,7 +138,7 @@ def score_pass(model: PureModel, source: Any, labels: Any, quantities: Sequence[
       model: the scoring :class:`PureModel` (its ``params`` are fingerprinted).
       source: an array ``(n, ...)``, memmap, ``.npy`` path or :class:`~jaxsubset.data.sources.Source`.
       labels: int ``(n,)`` labels (kept in memory: 8 bytes per example).
-      quantities: names from :data:`PER_EXAMPLE` (see :mod:`jaxsubset.scoring`).
+      quantities: names from :data:`PER_EXAMPLE` (see :mod:`jaxsubset.workflows.quantities`).
       out_dir: the score folder (shared by all processes).
       model_name: recorded in the manifest (e.g. ``"mlp"``).
       chunk_rows: rows per chunk (the unit of reading, checkpointing and sharding).
@@ -154,8 +154,6 @@ def score_pass(model: PureModel, source: Any, labels: Any, quantities: Sequence[
     Returns:
       ``{"shard": path, "chunks_done": int, "chunks_total": int, "complete": bool, "time_s": float}``.
     """
-    from jaxsubset import __version__, scoring
-
     t0 = time.perf_counter()
     src = source if isinstance(source, Source) else as_source(source)
     n = len(src)
@@ -224,7 +222,7 @@ def score_pass(model: PureModel, source: Any, labels: Any, quantities: Sequence[
     since = 0
     for c, xb in iter_chunks(src, chunk_rows, todo, prefetch=prefetch):
         a, b = chunk_bounds(n, chunk_rows, c)
-        vals = scoring.compute(qs, model, xb, y[a:b], batch_size=batch_size)
+        vals = compute(qs, model, xb, y[a:b], batch_size=batch_size)
         for q in qs:
             v = np.asarray(vals[q])
             if q not in outs:

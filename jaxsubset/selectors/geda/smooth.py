@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from jaxsubset.selectors import ecdf
-from jaxsubset.selectors.geda import _MIP_BACKENDS, _mip_available, available_solvers
+from jaxsubset.selectors.geda import ecdf
+from jaxsubset.selectors.geda.selector import MIP_BACKENDS, mip_available, available_solvers
 from jaxsubset.subset import Subset, check_budget
 
 
@@ -90,7 +90,7 @@ def geda_smoothed(norms: Any, budget: int, *, num_nodes: int = 20, bandwidth: fl
     x = ecdf.as_norms(norms)
     budget = check_budget(budget, x.size)
     name = str(solver).lower()
-    if name not in _MIP_BACKENDS or not _mip_available(name):
+    if name not in MIP_BACKENDS or not mip_available(name):
         mip = [s for s in available_solvers() if s not in ("exact", "cp-sat")]
         raise ValueError(f"geda_smoothed needs a MIP backend (real coefficients); choose one of {mip}.")
     if time_limit_s is not None and not (np.isfinite(time_limit_s) and time_limit_s > 0):
@@ -100,7 +100,7 @@ def geda_smoothed(norms: Any, budget: int, *, num_nodes: int = 20, bandwidth: fl
     if budget == 0:
         return Subset.unweighted(np.zeros(0, np.int64), status="TRIVIAL", objective=None, bound=None,
                                  solve_time_s=0.0, **meta)
-    mip = pywraplp.Solver.CreateSolver(_MIP_BACKENDS[name][0])
+    mip = pywraplp.Solver.CreateSolver(MIP_BACKENDS[name][0])
     delta = [mip.BoolVar(f"d{i}") for i in range(x.size)]
     mip.Add(mip.Sum(delta) == budget)
     inf = mip.infinity()

@@ -8,11 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset import scoring, selectors, surrogate
-from jaxsubset.data import Dataset
+from jaxsubset import data, selectors
+from jaxsubset.data import Dataset, holdout
 from jaxsubset.subset import Subset, budget_from_fraction
-from jaxsubset.surrogate import check_scoring
-from jaxsubset.train import fit
+from jaxsubset.train import POLICIES, InfoBatch, RandomOnline, fit
+from jaxsubset.train.loop import as_pure
+from jaxsubset.workflows import surrogate
+from jaxsubset.workflows.adaptive import validation_quantities
+from jaxsubset.workflows.quantities import compute
+from jaxsubset.workflows.surrogate import check_scoring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +46,7 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: Any, seed: in
     """Run ``method`` per class on ``ds``'s training set; return the subset and the wall time.
 
     Methods that need per-example quantities (loss, gradient norms, ...) get them from
-    :func:`jaxsubset.surrogate.score` (counted in the time): with ``score_epochs >= 1``
+    :func:`jaxsubset.workflows.surrogate.score` (counted in the time): with ``score_epochs >= 1``
     from ``score_models`` surrogates ``model`` trained that many epochs on the full data
     (scalar scores averaged); with ``score_epochs == 0`` from ``model`` itself at its
     initial parameters (a name is initialized from ``seed``; pass the PureModel you then
@@ -58,8 +62,6 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: Any, seed: in
     pool = np.arange(ds.y_train.size)
     val = None
     if m.validation:
-        from jaxsubset.data import holdout
-
         pool, val_rows = holdout(ds, 0.1, seed)
         if budget > pool.size:
             raise ValueError(f"budget={budget} is larger than the {pool.size} rows left after holding out "
@@ -72,8 +74,6 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: Any, seed: in
         quantities, sur = _quantities(needs, model, ds, seed, score_epochs, score_models,
                                       dict(batch_size=batch_size, lr=lr, optimizer=optimizer), progress)
         if val is not None:
-            from jaxsubset.adaptive import validation_quantities
-
             validation = validation_quantities(sur, *val)
     sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes,
                            validation=validation)
@@ -85,9 +85,6 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: Any, seed: in
 def _quantities(needs: list[str], model: Any, ds: Dataset, seed: int, score_epochs: int, score_models: int,
                 train_kw: dict[str, Any], progress: bool) -> tuple[dict[str, np.ndarray], Any]:
     """Quantities for ``needs`` (the pseudo-name ``"val_model"`` asks for the scoring model itself)."""
-    from jaxsubset.train import fit
-    from jaxsubset.train.loop import as_pure
-
     real = [q for q in needs if q != "val_model"]
     if "val_model" not in needs:
         return surrogate.score(real, model, ds, seed=seed, score_epochs=score_epochs, score_models=score_models,
@@ -98,7 +95,7 @@ def _quantities(needs: list[str], model: Any, ds: Dataset, seed: int, score_epoc
     else:
         sur = fit(model, ds, epochs=score_epochs, seed=seed + 1000, progress=progress, eval_every=score_epochs,
                   **train_kw).model
-    return scoring.compute(real, sur, ds.x_train, ds.y_train), sur
+    return compute(real, sur, ds.x_train, ds.y_train), sur
 
 
 def compare(cfg: RunConfig, ds: Dataset | None = None, *, model: Any = None) -> list[dict[str, Any]]:
@@ -118,7 +115,6 @@ def compare(cfg: RunConfig, ds: Dataset | None = None, *, model: Any = None) -> 
     if int(cfg.seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
     if ds is None:
-        from jaxsubset import data
         ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
     n = ds.y_train.size
     budget = budget_from_fraction(cfg.fraction, n)
@@ -129,8 +125,6 @@ def compare(cfg: RunConfig, ds: Dataset | None = None, *, model: Any = None) -> 
     for seed in range(cfg.seeds):
         start = cfg.model if model is None else model
         if cfg.score_epochs == 0:  # score and train the very same initial parameters
-            from jaxsubset.train.loop import as_pure
-
             start = as_pure(start, ds, seed)
         for arm in arms:
             sub, sel_t = select_subset(arm, ds, budget, model=start, seed=seed, score_epochs=cfg.score_epochs,
@@ -156,14 +150,11 @@ def compare_dynamic(cfg: RunConfig, ds: Dataset | None = None) -> list[dict[str,
     arm draws from the full data), plus ``sample_steps`` and ``step_fraction`` (the used share
     of full-data sample-steps).
     """
-    from jaxsubset.train import POLICIES, InfoBatch, RandomOnline
-
     if cfg.dynamic not in POLICIES:
         raise ValueError(f"Unknown dynamic policy {cfg.dynamic!r}; choose one of {sorted(POLICIES)}.")
     if int(cfg.seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
     if ds is None:
-        from jaxsubset import data
         ds = data.load(cfg.dataset, data_dir=cfg.data_dir)
     n = ds.y_train.size
     policy = InfoBatch() if cfg.dynamic == "infobatch" else POLICIES[cfg.dynamic](cfg.fraction)

@@ -1,20 +1,9 @@
-"""Similarity kernels between per-example feature vectors, computed in row chunks.
+"""The similarity operator between per-example feature vectors, and the metric table.
 
-Shared by CRAIG, GRAD-MATCH, k-center and the submodular (mutual-information) selectors.
-
-Two kinds of inputs are supported everywhere:
-
-- a feature matrix ``a (n, D)`` (embeddings, or materialized gradients), and
-- factored last-layer gradients ``(e (n, C), h (n, d))``: the gradient of the
-  cross-entropy w.r.t. a linear head ``W (C, d + 1)`` (bias last) is
-  ``g = e ⊗ [h, 1]`` with ``e = softmax(z) - onehot(y)``, so that
-  ``<g_i, g_j> = (e_i·e_j)(h_i·h_j + 1)`` is computed without ever forming ``g``
-  (``n × C(d+1)`` floats) — see :func:`last_layer_grads` for the layout.
-
-Every similarity is derived from inner products and squared norms, evaluated on
-demand in blocks by a :class:`Similarity` operator, so no ``n × n × D`` tensor is
-ever formed and an ``n × n`` matrix only when asked for (:meth:`Similarity.dense`).
-Blocks are float32 NumPy arrays computed with BLAS.
+A :class:`Similarity` evaluates similarities on demand in blocks, from inner products and squared
+norms of a feature matrix ``a (n, D)`` or of factored last-layer gradients ``(e, h)``
+(:mod:`jaxsubset.kernels.last_layer`), so no ``n × n × D`` tensor is ever formed and an ``n × n``
+matrix only when asked for (:meth:`Similarity.dense`). Blocks are float32 NumPy arrays from BLAS.
 """
 
 from __future__ import annotations
@@ -22,259 +11,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterator
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxsubset.kernels.blocks import GATHER_ITEMS, GATHER_SHARE, check_rows, default_chunk, finite_matrix, \
+    weighted_row_sum
+from jaxsubset.kernels.last_layer import as_factors, last_layer_mean_grad
+
 METRICS = ("euclidean", "cosine", "dot", "rbf")
-
-# Bytes of one block of ``rows x n`` float32 similarities (at least 64 rows: large enough for BLAS).
-# On benchmarks/matching.py 8 MiB blocks were no faster than 1 MiB and tripled the matrix-free CRAIG
-# peak; 256 KiB halved the per-class matrix-free peak again at the same speed (whole pools are
-# unchanged: 64 rows already pass 256 KiB from n = 1 024 on).
-_BLOCK_BYTES = 2**18
-# Bytes of one block of rows gathered from a sub-pool (``rows=``), so that selecting within a class
-# needs ≈100 KiB temporaries instead of a copy of the class.
-_GATHER_BYTES = 2**17
-_GATHER_ITEMS = 64  # items per side of a sub-pool similarity sub-block
-# ... but at least 1/16 of the sub-pool per gather, so that large classes are not walked in tiny
-# steps (per-pick Gram columns of a 5 000-row class took 2x longer in 64-row gathers).
-_GATHER_SHARE = 16
-
-
-@jax.jit
-def _last_layer_gram_block(e1, h1, e2, h2):
-    return (e1 @ e2.T) * (h1 @ h2.T + 1.0)
-
-
-def last_layer_gram(e1: Any, h1: Any, e2: Any | None = None, h2: Any | None = None, *,
-                    chunk: int = 4096) -> np.ndarray:
-    """Inner products of last-layer per-example gradients without materializing them.
-
-    The last-layer gradient of example i is ``e_i ⊗ [h_i, 1]`` with
-    ``e_i = softmax(z_i) - onehot(y_i)`` ``(C,)`` and ``h_i`` the penultimate
-    embedding ``(d,)``, so ``<g_i, g_j> = (e_i·e_j)(h_i·h_j + 1)``.
-
-    Args:
-      e1: ``(n1, C)`` softmax-minus-onehot rows; h1: ``(n1, d)`` embeddings.
-      e2, h2: ``(n2, C)``, ``(n2, d)``; default to ``e1, h1``.
-      chunk: rows of the first argument processed per jitted call.
-
-    Returns:
-      float32 ``(n1, n2)`` Gram matrix.
-    """
-    e1 = np.asarray(e1, np.float32); h1 = np.asarray(h1, np.float32)
-    e2 = e1 if e2 is None else np.asarray(e2, np.float32)
-    h2 = h1 if h2 is None else np.asarray(h2, np.float32)
-    if e1.shape[0] != h1.shape[0] or e2.shape[0] != h2.shape[0]:
-        raise ValueError("e and h must have the same number of rows.")
-    if e1.shape[1] != e2.shape[1] or h1.shape[1] != h2.shape[1]:
-        raise ValueError(f"Dimension mismatch: e {e1.shape[1]} vs {e2.shape[1]}, h {h1.shape[1]} vs {h2.shape[1]}.")
-    out = np.empty((e1.shape[0], e2.shape[0]), np.float32)
-    E2, H2 = jnp.asarray(e2), jnp.asarray(h2)
-    for s in range(0, e1.shape[0], chunk):
-        out[s:s + chunk] = np.asarray(_last_layer_gram_block(jnp.asarray(e1[s:s + chunk]),
-                                                             jnp.asarray(h1[s:s + chunk]), E2, H2))
-    return out
-
-
-# ----------------------------------------------------------------------------- input checks
-
-def finite_matrix(x: Any, name: str, rows: np.ndarray | None = None) -> np.ndarray:
-    """``x`` as a float32 ``(n, D)`` array; raises naming ``name`` if it is not 2-D or has NaN/inf rows.
-
-    With ``rows`` (int indices) only those rows are checked (gathered in small blocks, so a
-    sub-pool is validated without copying it); the whole array is still returned.
-    """
-    a = np.asarray(x, dtype=np.float32)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}.")
-    # chunked check: a 256 KiB boolean temporary at most (and a 128 KiB gather for a sub-pool)
-    m = a.shape[0] if rows is None else rows.size
-    step = max(1, 2**18 // max(a.shape[1], 1)) if rows is None else _gather_step(a.shape[1], 4, m)
-    bad, top = [np.zeros(0, np.int64)], 0.0
-    for s in range(0, m, step):
-        block = _gather(a, rows, slice(s, s + step))
-        ok = np.isfinite(block)
-        bad.append(np.flatnonzero(~np.all(ok, axis=1)) + s)
-        if block.size and not bad[-1].size:
-            top = max(top, float(np.max(np.abs(block))))
-    bad = np.concatenate(bad)
-    if bad.size:
-        where = bad if rows is None else rows[bad]
-        raise ValueError(f"{name} contain NaN or inf in rows {where[:10].tolist()}"
-                         f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
-    check_float32_range(top, a.shape[1], name)
-    return a
-
-
-FLOAT32_SAFE_NORM = 1e18
-"""Largest row norm the float32 kernels accept: squared norms and sums of similarities stay below 1e38."""
-
-FLOAT32_TINY = 1e-19
-"""Smallest non-zero entry magnitude accepted: squares stay normal float32 numbers (> 1.2e-38)."""
-
-
-def check_float32_range(max_abs: float, width: int, name: str) -> None:
-    """Raise when entries of magnitude ``max_abs`` in rows of ``width`` would over- or underflow float32.
-
-    Squared norms and inner products are formed in float32: rows with norms near 1.8e19
-    overflow to inf (CRAIG weights then sum to ``k``, herding returns ``0..k-1``), and
-    entries below about 1e-19 square to zero (GRAD-MATCH then picks nothing). Selectors are
-    invariant to a common scale of the features, so rescaling is the fix.
-    """
-    bound = max_abs * np.sqrt(max(int(width), 1))
-    if bound > FLOAT32_SAFE_NORM:
-        raise ValueError(f"{name} are too large for float32 kernels (largest entry {max_abs:.3g}, row norms up "
-                         f"to ~{bound:.3g} > {FLOAT32_SAFE_NORM:.0e}); rescale them, e.g. divide by their largest "
-                         "norm (the selection does not depend on a common scale).")
-    if 0.0 < max_abs < FLOAT32_TINY:
-        raise ValueError(f"{name} are too small for float32 kernels (largest entry {max_abs:.3g} < "
-                         f"{FLOAT32_TINY:.0e}: their squares underflow); rescale them, e.g. divide by their "
-                         "largest norm (the selection does not depend on a common scale).")
-
-
-def _gather(a: np.ndarray, rows: np.ndarray | None, idx: Any = None) -> np.ndarray:
-    """``a[rows][idx]`` without forming ``a[rows]`` (``None`` = all; ``idx`` an index array or slice)."""
-    if rows is None:
-        return a if idx is None else a[idx]
-    return a[rows if idx is None else rows[idx]]
-
-
-def check_rows(rows: Any, n: int) -> np.ndarray | None:
-    """``rows`` as unique in-range int64 indices into a pool of ``n`` (``None`` passes through)."""
-    if rows is None:
-        return None
-    r = np.asarray(rows)
-    if r.ndim != 1 or (r.size and not np.issubdtype(r.dtype, np.integer)):
-        raise ValueError(f"rows must be a 1-D array of integer indices, got shape {r.shape} dtype {r.dtype}.")
-    r = r.astype(np.int64, copy=False)
-    if r.size and (r.min() < 0 or r.max() >= n):
-        raise ValueError(f"rows must index the pool of {n} examples; got values in [{r.min()}, {r.max()}].")
-    if np.unique(r).size != r.size:
-        raise ValueError("rows must not repeat an index.")
-    return r
-
-
-def as_factors(factors: Any, name: str = "factors", rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Validate last-layer factors ``(e (n, C), h (n, d))`` and return them as float32 arrays.
-
-    With ``rows`` only those rows are checked for NaN/inf (see :func:`finite_matrix`).
-    """
-    if not isinstance(factors, (tuple, list)) or len(factors) != 2:
-        raise TypeError(f"{name} must be a pair (e (n, C), h (n, d)) of last-layer factors, "
-                        f"got {type(factors).__name__}.")
-    e0, h0 = np.asarray(factors[0]), np.asarray(factors[1])
-    if e0.ndim == 2 and h0.ndim == 2 and e0.shape[0] != h0.shape[0]:
-        raise ValueError(f"{name}: e has {e0.shape[0]} rows but h has {h0.shape[0]}; they must match.")
-    rows = check_rows(rows, e0.shape[0]) if e0.ndim == 2 else rows
-    e = finite_matrix(e0, f"{name}[0] (e)", rows)
-    h = finite_matrix(h0, f"{name}[1] (h)", rows)
-    return e, h
 
 
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS}.")
     return metric
-
-
-def last_layer_grads(e: Any, h: Any) -> np.ndarray:
-    """Materialize last-layer gradients ``g_i = vec(e_i ⊗ [h_i, 1])`` as ``(n, C·(d+1))`` float32.
-
-    Row layout is C-major: ``g_i.reshape(C, d + 1)[c] = e_ic · [h_i, 1]`` (the head's
-    weight rows followed by the bias in the last column). Only for small problems,
-    tests and baselines — the selectors work on the factors directly.
-    """
-    e, h = as_factors((e, h))
-    h1 = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1)
-    return (e[:, :, None] * h1[:, None, :]).reshape(e.shape[0], -1)
-
-
-def last_layer_mean_grad(e: Any, h: Any, rows: np.ndarray | None = None) -> np.ndarray:
-    """Mean last-layer gradient ``(1/n) Σ_i e_i ⊗ [h_i, 1]`` as a ``(C·(d+1),)`` vector (over ``rows``)."""
-    e, h = as_factors((e, h), rows=rows)
-    m = e.shape[0] if rows is None else rows.size
-    acc = np.zeros((e.shape[1], h.shape[1] + 1))
-    step = _row_step(h.shape[1]) if rows is None else _gather_step(h.shape[1], 8, m)  # float64 blocks
-    for s in range(0, m, step):
-        eb = _gather(e, rows, slice(s, s + step)).astype(np.float64)
-        acc[:, :-1] += eb.T @ _gather(h, rows, slice(s, s + step)).astype(np.float64)
-        acc[:, -1] += eb.sum(0)
-    return (acc / max(m, 1)).reshape(-1)
-
-
-def _row_step(width: int, itemsize: int = 8) -> int:
-    """Rows per block so that a ``rows × width`` block of ``itemsize``-byte floats stays near ``_BLOCK_BYTES``."""
-    return max(1, _BLOCK_BYTES // (itemsize * max(width, 1)))
-
-
-def _gather_step(width: int, itemsize: int = 8, pool: int = 0) -> int:
-    """Rows per gathered (fancy-indexed) block: ``rows × width`` floats near 128 KiB, or 1/16 of a
-    sub-pool of ``pool`` rows if that is more."""
-    return max(1, _GATHER_BYTES // (itemsize * max(width, 1)), pool // _GATHER_SHARE)
-
-
-def last_layer_dot(e: np.ndarray, h: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """``<g_i, v>`` for every factored gradient ``g_i = e_i ⊗ [h_i, 1]``, as float64 ``(n,)``.
-
-    ``v`` is a gradient-space vector ``(C·(d+1),)`` (layout of :func:`last_layer_grads`)
-    or matrix ``(C, d+1)``; costs ``O(n·C·d)`` and no gradient is materialized
-    (temporaries: small row blocks). With ``rows``, only those examples, in that order.
-    """
-    C, d = e.shape[1], h.shape[1]
-    V = np.asarray(v, np.float64).reshape(C, d + 1)
-    Wt = V[:, :d].T.astype(np.float32)
-    m = e.shape[0] if rows is None else rows.size
-    out = np.empty(m)
-    step = _row_step(C) if rows is None else _gather_step(d, 4, m)
-    for s in range(0, m, step):
-        sl = slice(s, s + step)
-        hv = (_gather(h, rows, sl) @ Wt).astype(np.float64)
-        hv += V[:, d]
-        out[sl] = np.einsum("nc,nc->n", _gather(e, rows, sl), hv)
-    return out
-
-
-def last_layer_weighted_sum(e: np.ndarray, h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``Σ_s w_s e_{rows_s} ⊗ [h_{rows_s}, 1]`` as a float64 ``(C, d + 1)`` matrix (small gathered row blocks)."""
-    C, d = e.shape[1], h.shape[1]
-    out = np.zeros((C, d + 1))
-    rows = np.asarray(rows, np.int64)
-    w = np.asarray(w, np.float64)
-    step = _gather_step(d)
-    for s in range(0, rows.size, step):
-        r = rows[s:s + step]
-        ew = e[r].astype(np.float64) * w[s:s + step, None]
-        out[:, :d] += ew.T @ h[r].astype(np.float64)
-        out[:, d] += ew.sum(0)
-    return out
-
-
-def rows_dot(a: np.ndarray, v: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """``a[rows] @ v`` in float64 for a float32 ``a (n, D)``, converting small row blocks at a time
-    (no float64 copy of ``a``; a float64 ``a`` is multiplied directly)."""
-    v = np.asarray(v, np.float64)
-    if rows is None and a.dtype == np.float64:
-        return a @ v
-    m = a.shape[0] if rows is None else rows.size
-    out = np.empty(m)
-    step = _row_step(a.shape[1]) if rows is None else _gather_step(a.shape[1], 8, m)
-    for s in range(0, m, step):
-        out[s:s + step] = _gather(a, rows, slice(s, s + step)).astype(np.float64) @ v
-    return out
-
-
-def weighted_row_sum(a: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``Σ_s w_s a_{rows_s}`` in float64 ``(D,)`` (small gathered row blocks)."""
-    out = np.zeros(a.shape[1])
-    rows = np.asarray(rows, np.int64)
-    w = np.asarray(w, np.float64)
-    step = _gather_step(a.shape[1])
-    for s in range(0, rows.size, step):
-        out += w[s:s + step] @ a[rows[s:s + step]].astype(np.float64)
-    return out
-
 
 # ----------------------------------------------------------------------------- the operator
 
@@ -390,11 +139,6 @@ class Similarity:
                                    matrix=None if self.matrix is None else self.matrix.T)
 
 
-def default_chunk(ncols: int) -> int:
-    """Rows per block so that a ``rows x ncols`` float32 block stays around 256 KiB (at least 64 rows)."""
-    return int(max(64, min(1 << 16, _BLOCK_BYTES // (4 * max(ncols, 1)))))
-
-
 def _as_index(idx: Any, n: int, name: str) -> np.ndarray | None:
     if idx is None:
         return None
@@ -442,7 +186,7 @@ def _subpool_inner(pair: Callable[[np.ndarray, np.ndarray], np.ndarray], rows: n
     def inner(r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
         gr = rows if r is None else rows[r]
         gc = rows if c is None else rows[c]
-        b = max(_GATHER_ITEMS, rows.size // _GATHER_SHARE)
+        b = max(GATHER_ITEMS, rows.size // GATHER_SHARE)
         if gr.size <= b and gc.size <= b:
             return pair(gr, gc)
         out = np.empty((gr.size, gc.size), np.float32)
@@ -478,7 +222,7 @@ def similarity_op(a: Any, b: Any | None = None, *, metric: str = "euclidean",
         r = check_rows(rows, A.shape[0])
         A = finite_matrix(A, names[0], r)
         sq = np.concatenate([np.einsum("nd,nd->n", x, x) for x in
-                             (A[r[s:s + _GATHER_ITEMS]] for s in range(0, r.size, _GATHER_ITEMS))] or [np.zeros(0, np.float32)])
+                             (A[r[s:s + GATHER_ITEMS]] for s in range(0, r.size, GATHER_ITEMS))] or [np.zeros(0, np.float32)])
         g = None
         if metric == "rbf":
             mean = weighted_row_sum(A, r, np.full(r.size, 1.0 / max(r.size, 1)))
@@ -522,7 +266,7 @@ def last_layer_similarity_op(e: Any, h: Any, e2: Any | None = None, h2: Any | No
         r = check_rows(rows, np.shape(e)[0]) if np.ndim(e) == 2 else rows
         E, H = as_factors((e, h), "(e, h)", rows=r)
         sq = np.concatenate([np.einsum("nc,nc->n", E[i], E[i]) * (np.einsum("nd,nd->n", H[i], H[i]) + 1.0)
-                             for i in (r[s:s + _GATHER_ITEMS] for s in range(0, r.size, _GATHER_ITEMS))] or [np.zeros(0, np.float32)])
+                             for i in (r[s:s + GATHER_ITEMS] for s in range(0, r.size, GATHER_ITEMS))] or [np.zeros(0, np.float32)])
         g = None
         if metric == "rbf":
             dev = float(np.mean(sq) - np.sum(last_layer_mean_grad(E, H, r) ** 2)) if r.size else 0.0
@@ -605,6 +349,4 @@ def as_operator(features: Any | None, factors: Any | None, *, metric: str, gamma
 
 
 __all__ = ["METRICS", "Similarity", "similarity", "similarity_op", "last_layer_similarity_op", "precomputed",
-           "last_layer_gram", "last_layer_grads", "last_layer_mean_grad", "last_layer_dot", "last_layer_weighted_sum",
-           "rows_dot", "weighted_row_sum", "as_factors", "check_rows",
-           "as_operator", "default_chunk", "finite_matrix"]
+           "as_operator"]

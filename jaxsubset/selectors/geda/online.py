@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from jaxsubset.selectors._checks import as_features
-from jaxsubset.selectors.geda import geda
+from jaxsubset.selectors.geda.selector import geda
 from jaxsubset.selectors.weights import match_weights
 from jaxsubset.subset import Subset
 

@@ -12,10 +12,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxsubset import grads, scoring, selectors
+from jaxsubset import grads, selectors
 from jaxsubset.data import Dataset
 from jaxsubset.models.pure import PureModel
 from jaxsubset.subset import Subset
+from jaxsubset.workflows import quantities
 
 SCORES = ("last_layer", "full", "projected")
 
@@ -50,7 +51,7 @@ def compute_quantities(method: str, model: PureModel, x: Any, y: Any, *, scores:
         if need == "grads":
             out[need] = gradient_features(model, x, y, kind=scores, project_dim=project_dim, seed=seed)
         else:
-            out.update(scoring.compute([need], model, x, y))
+            out.update(quantities.compute([need], model, x, y))
     return out
 
 

@@ -4,7 +4,7 @@ A small selection network ``h_φ`` maps per-sample features of the current model
 (loss, label probability and logit margin, the last-layer gradient's factor ``softmax - onehot``
 and norm, the label; optionally the embedding) to an opening cost ``c_j`` per point. On each
 training mini-batch of ``B`` points the costs parameterize the facility-location LP relaxation of
-:mod:`jaxsubset.convex_layer`
+:mod:`jaxsubset.solvers.convex_layer`
 (assignment costs: squared embedding distances scaled to mean 1, budget ``k = fraction·B``),
 whose solution ``y (B,)`` (``Σ y = k``) is the soft selection. Online alternating minimization:
 
@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxsubset.convex_layer import _fl_layer, fl_relaxation
+from jaxsubset.solvers.convex_layer import _fl_layer, fl_relaxation
 from jaxsubset.grads.scores import cross_entropy
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors._checks import as_features, as_scores
@@ -497,7 +497,7 @@ def learned_value_quantity(model: PureModel, x: Any, y: Any, *, batch_size: int 
                            seed: int = 0, **kwargs: Any) -> np.ndarray:
     """Scoring-registry adapter: learned values ``(n,)`` starting from the surrogate ``model``.
 
-    ``fn(model, x, y, *, batch_size)`` as :func:`jaxsubset.scoring.register_quantity` expects;
+    ``fn(model, x, y, *, batch_size)`` as :func:`jaxsubset.workflows.quantities.register_quantity` expects;
     ``batch_size`` is the registry's evaluation chunk and is not the training mini-batch
     (pass ``fit_batch_size``). The registry passes no validation set, so by default 10 % of the
     rows are held out for validation, which trusts the training labels (with label noise call

@@ -1,4 +1,4 @@
-"""Chunked evaluation of a jitted per-example function over a whole data set."""
+"""Chunked evaluation of a jitted per-example function over a whole data set (public: train, targeted, tss use it)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ formulations:
   enters (P), so one integer count per bin (bounded by the bin size) replaces the ``n``
   binaries. Exact, and the model has ``O(N)`` variables whatever ``n`` is. Which items
   are taken inside a bin is then decided by ``rule`` (see
-  :func:`jaxsubset.selectors.ecdf.pick_in_bins`).
+  :func:`jaxsubset.selectors.geda.ecdf.pick_in_bins`).
 * ``"per_item"``: (P) verbatim, one binary per example (the study's model); the solver
   picks the items.
 
@@ -25,7 +25,7 @@ integer multiples of one unit, so the model's objective is an exact integer (CP-
 needs this; the MIP backends then distinguish solutions by at least 1, far above their
 tolerances). The reported ``objective`` is always recomputed exactly from the selection.
 ``solver="exact"`` uses the closed-form optimum of :func:`ecdf.exact_counts` instead
-of a solver (see :mod:`jaxsubset.selectors.ecdf` for the proof).
+of a solver (see :mod:`jaxsubset.selectors.geda.ecdf` for the proof).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.selectors import ecdf
+from jaxsubset.selectors.geda import ecdf
 from jaxsubset.subset import Subset, check_budget
 
 FORMULATIONS = ("binned", "per_item")
@@ -45,7 +45,7 @@ AUTO_EXACT_NODES = 64
 MAX_SOLVER_NODES = 1000
 """More nodes than this need ``time_limit_s`` with a MILP solver (else a ``ValueError``)."""
 # Our name -> pywraplp's CreateSolver id and MPSolver problem type (None: probe by creating).
-_MIP_BACKENDS = {
+MIP_BACKENDS = {
     "cbc": ("CBC", "CBC_MIXED_INTEGER_PROGRAMMING"),
     "scip": ("SCIP", "SCIP_MIXED_INTEGER_PROGRAMMING"),
     "highs": ("HIGHS", None),
@@ -56,10 +56,10 @@ _MIP_BACKENDS = {
 }
 
 
-def _mip_available(name: str) -> bool:
+def mip_available(name: str) -> bool:
     from ortools.linear_solver import pywraplp
 
-    create_id, problem_type = _MIP_BACKENDS[name]
+    create_id, problem_type = MIP_BACKENDS[name]
     if problem_type is not None:
         return bool(pywraplp.Solver.SupportsProblemType(getattr(pywraplp.Solver, problem_type)))
     return pywraplp.Solver.CreateSolver(create_id) is not None
@@ -67,7 +67,7 @@ def _mip_available(name: str) -> bool:
 
 def available_solvers() -> tuple[str, ...]:
     """Solver names :func:`geda` accepts with this OR-Tools build (``"exact"`` needs none)."""
-    return ("exact", "cp-sat") + tuple(name for name in _MIP_BACKENDS if _mip_available(name))
+    return ("exact", "cp-sat") + tuple(name for name in MIP_BACKENDS if mip_available(name))
 
 
 def _canonical_solver(solver: str, num_nodes: int | None) -> str:
@@ -77,7 +77,7 @@ def _canonical_solver(solver: str, num_nodes: int | None) -> str:
     name = {"cpsat": "cp-sat", "sat": "cp-sat"}.get(name, name)
     if name == "auto":
         return "exact" if num_nodes is None else "cp-sat"
-    if name in ("exact", "cp-sat") or (name in _MIP_BACKENDS and _mip_available(name)):
+    if name in ("exact", "cp-sat") or (name in MIP_BACKENDS and mip_available(name)):
         return name
     raise ValueError(f"Unknown or unavailable solver {solver!r}; this OR-Tools build offers "
                      f"{list(available_solvers())} (or 'auto').")
@@ -242,7 +242,7 @@ def _solve_mip(problem: ecdf.BinnedProblem, budget: int, formulation: str, name:
                time_limit_s: float | None, hull_cuts: bool):
     from ortools.linear_solver import pywraplp
 
-    solver = pywraplp.Solver.CreateSolver(_MIP_BACKENDS[name][0])
+    solver = pywraplp.Solver.CreateSolver(MIP_BACKENDS[name][0])
     if solver is None:  # pragma: no cover - guarded by _canonical_solver
         raise ValueError(f"Solver {name!r} is not available; choose one of {list(available_solvers())}.")
     n_s, k_s, w, _ = _scaling(problem, budget)

@@ -20,9 +20,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jaxsubset import scoring
 from jaxsubset.data import Dataset
 from jaxsubset.models.pure import PureModel
+from jaxsubset.train import fit
+from jaxsubset.train.loop import as_pure
+from jaxsubset.workflows.quantities import DYNAMICS, compute
 
 
 def check_scoring(score_epochs: Any, score_models: Any = 1) -> tuple[int, int]:
@@ -47,7 +49,7 @@ def score(needs: Sequence[str], model: Any, ds: Dataset, *, seed: int, score_epo
     """Compute the quantities ``needs`` for ``ds``'s training rows; see the module docstring.
 
     Args:
-      needs: quantity names (:data:`jaxsubset.scoring.QUANTITIES`); may be empty.
+      needs: quantity names (:data:`jaxsubset.workflows.quantities.QUANTITIES`); may be empty.
       model: the run's model: a registered name, an NNX module or a :class:`PureModel`
         (e.g. pretrained weights).
       seed: the run's seed (initializes a named model).
@@ -63,15 +65,12 @@ def score(needs: Sequence[str], model: Any, ds: Dataset, *, seed: int, score_epo
       :class:`PureModel` that was scored when ``score_epochs == 0``, else ``model``);
       and the wall time of surrogate training plus scoring.
     """
-    from jaxsubset.train import fit
-    from jaxsubset.train.loop import as_pure
-
     score_epochs, score_models = check_scoring(score_epochs, score_models)
     needs = list(dict.fromkeys(needs))
     t0 = time.perf_counter()
     if score_epochs == 0:
         start = as_pure(model, ds, seed)
-        quantities = scoring.compute(needs, start, ds.x_train, ds.y_train) if needs else {}
+        quantities = compute(needs, start, ds.x_train, ds.y_train) if needs else {}
         return quantities, start, time.perf_counter() - t0
     if not needs:
         return {}, model, 0.0
@@ -80,14 +79,14 @@ def score(needs: Sequence[str], model: Any, ds: Dataset, *, seed: int, score_epo
     scalar = []
     for j in range(score_models):
         s = seed + 1000 + j
-        record = any(q in scoring.DYNAMICS for q in needs)  # training dynamics over score_epochs epochs
+        record = any(q in DYNAMICS for q in needs)  # training dynamics over score_epochs epochs
         res = fit(init(s), ds, epochs=score_epochs, seed=s, progress=progress, eval_every=score_epochs,
                   record_dynamics=record, **(train_kw or {}))
         sur = res.model
         want = needs if j == 0 else scalar
         if not want:
             break
-        q = scoring.compute(want, sur, ds.x_train, ds.y_train, dynamics=res.history.get("dynamics"))
+        q = compute(want, sur, ds.x_train, ds.y_train, dynamics=res.history.get("dynamics"))
         if j == 0:
             quantities = {k: np.asarray(v, np.float64) if np.ndim(v) == 1 else v for k, v in q.items()}
             scalar = [k for k in needs if np.ndim(q[k]) == 1]

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsubset.grads._chunk import chunked_map
+from jaxsubset.grads.chunking import chunked_map
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors.smi import smi
 from jaxsubset.subset import Subset

@@ -12,6 +12,8 @@ import numpy as np
 from jaxsubset import grads
 from jaxsubset.grads import outputs
 from jaxsubset.models.pure import PureModel
+from jaxsubset.valuation.knn_shapley import knn_shapley_quantity
+from jaxsubset.valuation.learned import learned_value_quantity
 
 Quantity = Callable[..., np.ndarray]
 
@@ -20,18 +22,6 @@ def _factors(m: PureModel, x: Any, y: Any, batch_size: int) -> tuple[np.ndarray,
     if m.apply_with_embedding is None:
         raise ValueError("last-layer factors need a model with a linear head (apply_with_embedding).")
     return grads.last_layer_factors(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
-
-
-def _learned_value(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
-    from jaxsubset.selectors.learned import learned_value_quantity
-
-    return learned_value_quantity(m, x, y, batch_size=batch_size)
-
-
-def _knn_shapley(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
-    from jaxsubset.valuation.knn_shapley import knn_shapley_quantity
-
-    return knn_shapley_quantity(m, x, y, batch_size=batch_size)
 
 
 def _last_layer(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
@@ -46,7 +36,7 @@ QUANTITIES: dict[str, Quantity] = {
                                                                       batch_size=min(batch_size, 256)),
     "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
                                                                                   batch_size=batch_size),
-    # per-example gradient features; last-layer closed form here (jaxsubset.adaptive offers full / projected)
+    # per-example gradient features; last-layer closed form here (workflows.adaptive offers full / projected)
     "grads": lambda m, x, y, *, batch_size=1024: _last_layer(m, x, y, batch_size),
     "grads_projected": lambda m, x, y, *, batch_size=1024: grads.per_sample_grads(
         m.apply_fn, m.params, x, y, project_dim=512, batch_size=min(batch_size, 256)),
@@ -54,10 +44,10 @@ QUANTITIES: dict[str, Quantity] = {
     "probs": lambda m, x, y, *, batch_size=1024: outputs.probabilities(m.apply_fn, m.params, x, batch_size=batch_size),
     "embedding": lambda m, x, y, *, batch_size=1024: outputs.embeddings(m.apply_with_embedding, m.params, x,
                                                                         batch_size=batch_size),
-    # learned data values (holds out 10 % of the rows as validation; see selectors.learned)
-    "learned_value": lambda m, x, y, *, batch_size=1024: _learned_value(m, x, y, batch_size),
+    # learned data values (holds out 10 % of the rows as validation; see valuation.learned)
+    "learned_value": learned_value_quantity,
     # KNN-Shapley (Jia et al. 2019) on penultimate embeddings, 2 000 training rows as test points
-    "knn_shapley": lambda m, x, y, *, batch_size=1024: _knn_shapley(m, x, y, batch_size),
+    "knn_shapley": knn_shapley_quantity,
 }
 # Quantities computed together: asking for any member computes the group once.
 GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {
@@ -75,7 +65,7 @@ def _recorded_only(name: str) -> Quantity:
     def quantity(m: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> np.ndarray:
         raise ValueError(f"The quantity {name!r} is recorded during training, not computed from a model: train the "
                          "surrogate with jaxsubset.train.fit(..., record_dynamics=True) and pass "
-                         "dynamics=result.history['dynamics'] to scoring.compute (pipeline.select_subset does this "
+                         "dynamics=result.history['dynamics'] to quantities.compute (workflows.run.select_subset does this "
                          "with score_epochs surrogate epochs).")
     return quantity
 

@@ -5,7 +5,7 @@ unlabeled pool ``U`` against a labeled target slice ``T``; reveal the labels of 
 retrain on ``E ∪ A``; report overall and targeted-class test accuracy before and after.
 
 Strategies: the submodular mutual information functions of
-:func:`jaxsubset.targeted.targeted_select` (``"flqmi"``, ``"flvmi"``, ``"gcmi"``,
+:func:`jaxsubset.workflows.targeted.targeted_select` (``"flqmi"``, ``"flvmi"``, ``"gcmi"``,
 ``"logdetmi"``), and target-agnostic baselines: ``"random"``, uncertainty sampling
 (``"entropy"``, ``"least_confidence"``) and ``"badge"`` (k-means++ seeding on last-layer
 gradient embeddings with hypothesized labels, Ash et al. 2020).
@@ -26,13 +26,14 @@ import numpy as np
 
 from jaxsubset.data.dataset import Dataset
 from jaxsubset.data.transforms import make_imbalanced
-from jaxsubset.grads._chunk import chunked_map
+from jaxsubset.grads.chunking import chunked_map
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors.basic import random as random_subset
 from jaxsubset.selectors.basic import top_k
 from jaxsubset.selectors.smi import FUNCTIONS
 from jaxsubset.subset import Subset
-from jaxsubset.targeted import targeted_features, targeted_select
+from jaxsubset.train import FitResult, fit
+from jaxsubset.workflows.targeted import targeted_features, targeted_select
 
 BASELINES = ("random", "entropy", "least_confidence", "badge")
 STRATEGIES = tuple(FUNCTIONS) + BASELINES
@@ -140,7 +141,7 @@ def select_targeted(strategy: str, model: PureModel, pool_x: Any, query_x: Any, 
       query_x, query_y: the target slice ``(q, ...)`` and its int labels ``(q,)``.
       budget: ``1 <= budget <= n``.
       eta, gamma, features, metric, smi_kwargs: for the SMI strategies, see
-        :func:`jaxsubset.targeted.targeted_select`.
+        :func:`jaxsubset.workflows.targeted.targeted_select`.
       seed: for ``"random"`` and ``"badge"``.
       batch_size: rows per forward pass.
 
@@ -294,7 +295,7 @@ def tss_round(model: Any, labeled: Dataset, pool_x: Any, pool_y: Any, query_x: A
       budget: ``|A|``, ``1 <= budget <= n``.
       strategy: one of :data:`STRATEGIES`.
       eta, gamma, features, metric, smi_kwargs: SMI settings (see
-        :func:`jaxsubset.targeted.targeted_select`). ``features`` defaults to
+        :func:`jaxsubset.workflows.targeted.targeted_select`). ``features`` defaults to
         ``"embeddings"``: last-layer gradients use *hypothesized* labels for the pool, and
         when the model trained on ``E`` misclassifies the rare target classes (the usual
         case), the pool's target-class points get the wrong label and their gradients stop
@@ -315,8 +316,6 @@ def tss_round(model: Any, labeled: Dataset, pool_x: Any, pool_y: Any, query_x: A
       ``greedy_time_s`` (SMI only, else 0), ``train_time_s`` (the retraining),
       ``indices`` (int64 pool rows of ``A``) and ``model`` (the retrained :class:`PureModel`).
     """
-    from jaxsubset.train import FitResult, fit
-
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}.")
     if not isinstance(labeled, Dataset):

@@ -31,7 +31,7 @@ how many chosen items fall in each bin (``S_j`` are prefix sums of those counts)
 and it is achievable: it is non-decreasing, ``S_B = round(k) = k``, and
 ``round(T_j) - round(T_{j-1}) <= ceil(T_j - T_{j-1}) <= a_j - a_{j-1}`` because
 ``T_j - T_{j-1} = (a_j - a_{j-1}) k / n`` and ``k <= n``. So the GEDA MILP has a closed
-form solution (:func:`exact_counts`); :mod:`jaxsubset.selectors.geda` also solves it
+form solution (:func:`exact_counts`); :mod:`jaxsubset.selectors.geda.selector` also solves it
 with OR-Tools, as the study did, and the tests check both against brute force.
 """
 
