@@ -179,15 +179,32 @@ def knn_facility(n: int, k: int, reference: str | None = None) -> dict:
     """
     from jaxsubset.selectors.knn_facility import knn_facility_location, nearest_pick
 
+    import threading
+
     x = blobs(n)
     res = {"n": n, "k": k, "features_mib": x.nbytes / 2**20, "peak_rss_before_selection_mib": _peak_mib()}
     load0 = os.getloadavg()[0]
+    trace, stop = [], threading.Event()
+
+    def sample():  # resident set every 0.2 s: when the peak happens
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not stop.wait(0.2):
+            with open("/proc/self/statm") as f:
+                trace.append((time.perf_counter() - t0, int(f.read().split()[1]) * page / 2**20))
+
     c0, t0 = time.process_time(), time.perf_counter()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     sub = knn_facility_location(x, k)
     res["time_s"], res["cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    stop.set()
     res["peak_rss_mib"] = _peak_mib()
+    if trace:
+        at, mib = max(trace, key=lambda p: p[1])
+        res["sampled_peak_rss_mib"], res["sampled_peak_at_s"] = mib, at
     res["load_avg"] = [load0, os.getloadavg()[0]]
     res.update({key: sub.info[key] for key in ("k_neighbors", "graph", "evaluations", "graph_s", "greedy_s", "assign_s",
+                                                 "graph_cpu_s", "greedy_cpu_s", "assign_cpu_s",
                                                  "graph_objective", "objective", "baseline", "mean_distance")})
     rand = np.random.default_rng(0).choice(n, k, replace=False)
     d_rand = nearest_pick(x, rand)[0]
