@@ -107,6 +107,10 @@ def test_bad_input(blobs):
     bad[7, 1] = np.inf
     with pytest.raises(ValueError, match="row 7"):
         knn_facility_location(bad, 5)
+    with pytest.raises(ValueError, match="one shape"):
+        knn_graph_greedy(np.zeros((4, 2), np.int32), np.zeros((4, 3), np.float32), 2, baseline=-1.0)
+    with pytest.raises(ValueError, match="larger than the pool"):
+        knn_graph_greedy(np.zeros((4, 2), np.int32), np.zeros((4, 2), np.float32), 5, baseline=-1.0)
 
 
 

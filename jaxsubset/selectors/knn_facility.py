@@ -33,7 +33,7 @@ from jaxsubset.knn import approximate_knn, check_k, knn
 from jaxsubset.selectors.partitioned import check_features
 from jaxsubset.subset import Subset, check_budget
 
-_EXACT_MAX_N = 20_000   # "auto" graph: exact knn() up to this many rows, faiss IVF beyond
+_EXACT_MAX_N = 20_000   # "auto" graph: exact knn() up to this many rows, approximate_knn() beyond
 
 
 def knn_graph_greedy(cols: np.ndarray, sims: np.ndarray, budget: int, *, baseline: float,
@@ -55,7 +55,11 @@ def knn_graph_greedy(cols: np.ndarray, sims: np.ndarray, budget: int, *, baselin
     Returns:
       ``(order (k,) int64, gains (k,) float64, evaluations)``; ties go to the lower index.
     """
+    if cols.ndim != 2 or cols.shape != sims.shape or cols.dtype.kind not in "iu":
+        raise ValueError(f"cols (int) and sims must be (m, K) arrays of one shape; got {cols.dtype} {cols.shape} "
+                         f"and {sims.shape}.")
     m = cols.shape[0]
+    budget = check_budget(budget, m)
     n = max(int(cols.max()) + 1 if cols.size else 0, m if self_similarity is not None else 0)
     b = np.float32(baseline)
     own = None if self_similarity is None else np.float32(self_similarity)
