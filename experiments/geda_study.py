@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from jaxsubset import budget_from_fraction, data, report, selectors, train  # noqa: E402
 from jaxsubset.workflows import surrogate  # noqa: E402
+from jaxsubset.workflows.adaptive import fit_adaptive  # noqa: E402
 from jaxsubset.models import create, to_pure  # noqa: E402
 from jaxsubset.models.weights import load_params  # noqa: E402
 from jaxsubset.train.loop import as_pure  # noqa: E402
@@ -129,9 +130,9 @@ def run_seed(ds, model, cfg: Config, seed: int, arms, init=None, progress=False,
                 n_ex = len(sub)
             else:
                 warm, t_score, t_sel, point = static(ADAPTIVE[label])
-                res = train.fit(start, ds, warm, selector=cfg.adaptive, budget=budget, select_every=cfg.select_every,
-                                warm_start_epochs=cfg.warm_epochs, warm_start_subset=warm, scores="last_layer",
-                                **fit_kw)
+                res = fit_adaptive(start, ds, cfg.adaptive, budget, select_every=cfg.select_every,
+                                   warm_start_epochs=cfg.warm_epochs, warm_start_subset=warm, scores="last_layer",
+                                   **fit_kw)
                 t_sel += sum(s["time_s"] for s in res.history["selections"])
                 n_ex = int(np.mean(res.history["num_examples"]))
             rows.append(dict(base, method=label, scoring=point, fraction=frac, num_examples=n_ex,

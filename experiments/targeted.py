@@ -117,7 +117,8 @@ def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tu
                 features: str, grad_ablation: bool, data_dir: str | None, progress: bool, eta: float,
                 gamma: float, diversity: float = 0.0) -> list[dict[str, Any]]:
     from jaxsubset import data, train
-    from jaxsubset.workflows.tss import make_targeted_setting, tss_round
+    from jaxsubset.data import make_targeted_setting
+    from jaxsubset.workflows.tss import tss_round
 
     ds = data.load(spec.dataset, data_dir=data_dir)
     make = model_factory(spec, ds)

@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
-from jaxsubset import report
+from jaxsubset import data, models, report, selectors
+from jaxsubset.cli_scores import add_parsers, dispatch
 from jaxsubset.outdir import check_out_dir, write_files
 from jaxsubset.workflows.run import RunConfig, compare
 
@@ -32,23 +33,18 @@ def _lr(s: str) -> float:
     return v
 
 
-def _positive(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
-    return v
+def _at_least(lo: int, hint: str = "") -> Callable[[str], int]:
+    def integer(s: str) -> int:
+        if int(s) < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}{hint}, got {s}")
+        return int(s)
+    return integer
 
 
-def _non_negative(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0: score at the initial model), got {s}")
-    return v
+_positive, _non_negative = _at_least(1), _at_least(0, " (0: score at the initial model)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxsubset import data, models, selectors
-
     d = RunConfig()
     p = argparse.ArgumentParser(prog="jaxsubset", description="Pick the training examples worth keeping.")
     sub = p.add_subparsers(dest="command")
@@ -80,15 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the experiment")
     sub.add_parser("methods", help="list the selection methods")
     sub.add_parser("datasets", help="list the data sets")
-    from jaxsubset.cli_scores import add_parsers
-
     add_parsers(sub)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
-    from jaxsubset import selectors
-
     if args.method not in selectors.METHODS:
         print(f"error: unknown method {args.method!r}; choose one of {sorted(selectors.METHODS)}", file=sys.stderr)
         return 2
@@ -169,8 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         argv = ["run"]
     args = build_parser().parse_args(argv)
-    from jaxsubset import selectors, data
-
     if args.command == "methods":
         for name, m in sorted(selectors.METHODS.items()):
             print(f"{name:24s} {m.description}")
@@ -178,8 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "experiment":
         return _experiment(args.name, args.rest)
     if args.command in ("score", "select"):
-        from jaxsubset.cli_scores import dispatch
-
         return dispatch(args)
     if args.command == "datasets":
         print("\n".join(data.DATASETS))

@@ -10,6 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from jaxsubset import budget_from_fraction, check_budget, data, selectors
+from jaxsubset.data.sources import as_source
+from jaxsubset.models import create, to_pure
+from jaxsubset.models.weights import load_params
+from jaxsubset.workflows import load_scores, read_manifest, score_pass
+
 
 def add_parsers(sub: Any) -> None:
     """Add the ``score`` and ``select`` sub-commands to the ``jaxsubset`` parser."""
@@ -43,9 +49,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def _model(args: argparse.Namespace, input_shape: tuple[int, ...], num_classes: int):
-    from jaxsubset.models import create, to_pure
-    from jaxsubset.models.weights import load_params
-
     m = to_pure(create(args.model, input_shape, num_classes, seed=args.seed))
     if args.params:
         if not os.path.exists(args.params):
@@ -55,10 +58,6 @@ def _model(args: argparse.Namespace, input_shape: tuple[int, ...], num_classes: 
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from jaxsubset import data
-    from jaxsubset.data.sources import as_source
-    from jaxsubset.workflows import score_pass
-
     if args.dataset:
         ds = data.load(args.dataset, data_dir=args.data_dir, seed=0)
         source, y, shape, c = ds.x_train, ds.y_train, ds.input_shape, ds.num_classes
@@ -82,9 +81,6 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_select(args: argparse.Namespace) -> int:
-    from jaxsubset import budget_from_fraction, check_budget, selectors
-    from jaxsubset.workflows import load_scores, read_manifest
-
     if args.method not in selectors.METHODS:
         raise ValueError(f"unknown method {args.method!r}; choose one of {sorted(selectors.METHODS)}")
     if os.path.exists(args.out) and not args.overwrite:

@@ -79,11 +79,13 @@ class Subset:
         return m
 
 
-def check_budget(budget: int, n: int, *, name: str = "budget") -> int:
-    """Validate an integer budget against a pool of ``n`` and return it as ``int``."""
+def check_budget(budget: int, n: int, *, name: str = "budget", minimum: int = 0) -> int:
+    """Validate an integer budget in ``[minimum, n]`` against a pool of ``n`` and return it as ``int``."""
     if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)):
         raise TypeError(f"{name} must be an integer number of examples, got {budget!r}.")
     budget = int(budget)
+    if minimum > 0 and not minimum <= budget <= n:
+        raise ValueError(f"{name} must be between {minimum} and the pool size {n}, got {budget}.")
     if budget < 0:
         raise ValueError(f"{name} must be >= 0, got {budget}.")
     if budget > n:

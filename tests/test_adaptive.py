@@ -4,7 +4,8 @@ import pytest
 from scipy.optimize import nnls
 
 from jaxsubset import Subset, data, train
-from jaxsubset.workflows.adaptive import gradient_features, make_reselect
+from jaxsubset.workflows.adaptive import fit_adaptive, make_reselect
+from jaxsubset.workflows.quantities import gradient_features
 from jaxsubset.selectors import match_weights, online_geda
 
 
@@ -68,8 +69,8 @@ def test_adaptive_loop_selects_on_schedule_and_trains_only_on_the_subset(small):
 
 
 def test_fit_with_a_named_selector_reselects_with_the_current_model(small):
-    res = train.fit("mlp", small, epochs=4, batch_size=32, seed=0, progress=False, selector="online_geda",
-                    budget=72, select_every=2, warm_start_epochs=1)
+    res = fit_adaptive("mlp", small, "online_geda", 72, epochs=4, batch_size=32, seed=0, progress=False,
+                       select_every=2, warm_start_epochs=1)
     sel = res.history["selections"]
     assert [s["epoch"] for s in sel] == [1, 3] and all(len(s["indices"]) == 72 for s in sel)
     assert sel[0]["indices"] != sel[1]["indices"] or sel[0]["weights"] != sel[1]["weights"]
@@ -124,13 +125,13 @@ def test_glister_through_the_registry_and_adaptive_training(small):
         selectors.select("glister", ds.y_train, 30, q)
 
     # Adaptive: selections on schedule, from the pool only.
-    res = train.fit("mlp", ds, epochs=4, batch_size=32, seed=0, progress=False, selector="glister", budget=40,
-                    select_every=2, warm_start_epochs=1, validation=(xv, yv))
+    res = fit_adaptive("mlp", ds, "glister", 40, epochs=4, batch_size=32, seed=0, progress=False, select_every=2,
+                       warm_start_epochs=1, validation=(xv, yv))
     sel = res.history["selections"]
     assert [s["epoch"] for s in sel] == [1, 3] and all(len(s["indices"]) == 40 for s in sel)
     with pytest.raises(ValueError, match="validation"):
-        train.fit("mlp", ds, epochs=2, progress=False, selector="glister", budget=40, select_every=1)
-    with pytest.raises(ValueError, match="only used"):
+        fit_adaptive("mlp", ds, "glister", 40, epochs=2, progress=False, select_every=1)
+    with pytest.raises(TypeError, match="validation"):  # fit trains; selection settings belong to fit_adaptive
         train.fit("mlp", ds, epochs=2, progress=False, validation=(xv, yv))
 
     # The main job's selection step holds validation rows out and never selects them.

@@ -1,6 +1,6 @@
 """Adaptive training hands the method the gradient features ``scores=`` names, of the current model.
 
-A method registered here records the ``grads`` array it receives from ``train.fit(selector=...)``;
+A method registered here records the ``grads`` array it receives from ``fit_adaptive(...)``;
 the references are a loop of ``jax.grad`` over single examples (all parameters), the same loop
 on the head only, and the full gradients times the documented JL matrix.
 """
@@ -11,9 +11,10 @@ import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from jaxsubset import Subset, data, selectors, train
+from jaxsubset import Subset, data, selectors
 from jaxsubset.grads import projection_matrix
 from jaxsubset.models import MLP
+from jaxsubset.workflows.adaptive import fit_adaptive
 
 NAME = "test_adaptive_scores_capture"
 
@@ -56,8 +57,8 @@ def _param_grads(module, x, y):
 
 
 def _fit(tiny, scores, epochs=1):
-    return train.fit(_module(), tiny, epochs=epochs, batch_size=8, seed=5, progress=False, selector=NAME,
-                     budget=9, select_every=1, warm_start_epochs=0, scores=scores)
+    return fit_adaptive(_module(), tiny, NAME, 9, epochs=epochs, batch_size=8, seed=5, progress=False, select_every=1,
+                        warm_start_epochs=0, scores=scores)
 
 
 def test_full_scores_are_all_parameter_per_sample_gradients(tiny, capture):

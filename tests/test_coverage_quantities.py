@@ -6,11 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsubset import train
 from jaxsubset.data.dataset import Dataset
 from jaxsubset.models import create, to_pure
 from jaxsubset.models.pure import PureModel
 from jaxsubset.workflows import quantities
+from jaxsubset.workflows.adaptive import fit_adaptive
 from jaxsubset.workflows.run import select_subset
 
 
@@ -47,8 +47,7 @@ def test_new_methods_run_in_the_pipeline_per_class(toy, method):
 
 
 def test_adaptive_training_reselects_with_a_new_method(toy):
-    res = train.fit("mlp", toy, epochs=2, batch_size=32, seed=0, progress=False, selector="moderate", budget=12,
-                    select_every=1)
+    res = fit_adaptive("mlp", toy, "moderate", 12, epochs=2, batch_size=32, seed=0, progress=False, select_every=1)
     assert [s["epoch"] for s in res.history["selections"]] == [0, 1]
     assert all(len(s["indices"]) == 12 for s in res.history["selections"])
     assert jax.tree_util.tree_leaves(res.params)

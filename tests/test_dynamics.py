@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxsubset import train
+from jaxsubset.types import DYNAMICS
 from jaxsubset.workflows import quantities
 from jaxsubset.data import Dataset
 from jaxsubset.models.pure import PureModel
@@ -101,7 +102,7 @@ def test_recording_does_not_change_training(tiny):
 
 def test_scoring_serves_dynamics_and_names_the_fix_without_them(tiny):
     res = train.fit("mlp", tiny, epochs=2, batch_size=32, progress=False, record_dynamics=True)
-    names = list(quantities.DYNAMICS)
+    names = list(DYNAMICS)
     q = quantities.compute(names + ["loss"], res.model, tiny.x_train, tiny.y_train, dynamics=res.history["dynamics"])
     for k in names:
         np.testing.assert_array_equal(q[k], res.history["dynamics"][k])

@@ -8,6 +8,7 @@ from typing import Callable
 from jaxsubset.data import files, locations, offline, remote
 from jaxsubset.data.dataset import Dataset, from_arrays, load_npz, save_npz
 from jaxsubset.data.remote import DatasetUnavailableError
+from jaxsubset.data.targeted import TargetedSetting, make_targeted_setting
 from jaxsubset.data.transforms import flip_labels, holdout, make_imbalanced
 
 OFFLINE: dict[str, Callable[[int], Dataset]] = {"digits": offline.digits, "mnist1d": offline.mnist1d}
@@ -76,4 +77,4 @@ def load(name: str, *, data_dir: str | None = None, seed: int = 0) -> Dataset:
 
 
 __all__ = ["Dataset", "DatasetUnavailableError", "DATASETS", "load", "from_arrays", "load_npz", "save_npz",
-           "make_imbalanced", "flip_labels", "holdout"]
+           "make_imbalanced", "flip_labels", "holdout", "TargetedSetting", "make_targeted_setting"]

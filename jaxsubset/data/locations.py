@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+from jaxsubset.data import files
+from jaxsubset.data.remote import DatasetUnavailableError
+
 ENV_VAR = "JAXSUBSET_DATA_PATH"
 DEFAULT_ROOTS = ("/usr/share/datasets",)
 # Debian package per data set, named in the "not found" message.
@@ -54,8 +57,6 @@ def install_hint(name: str) -> str:
 
 def missing_files(folder: str, name: str) -> list[str]:
     """The standard files of ``name`` that ``folder`` lacks (empty when all are there)."""
-    from jaxsubset.data import files
-
     if name in ("mnist", "fashion_mnist"):
         return [f + ".gz" for f in files.MNIST_FILES.values() if files.find_file(folder, f, name) is None]
     sub, train_names, test_name, meta_name = files.CIFAR_FILES[name]
@@ -73,8 +74,6 @@ def check_complete(folder: str, name: str) -> None:
     """
     missing = missing_files(folder, name)
     if missing:
-        from jaxsubset.data.remote import DatasetUnavailableError
-
         raise DatasetUnavailableError(
             f"{folder} is there but lacks {', '.join(missing)} of '{name}' (partial install): "
             f"{install_hint(name).replace('install it', 'reinstall it')}, or pass data_dir=DIR holding all the files.")

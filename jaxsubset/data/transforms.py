@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxsubset.data.dataset import Dataset
+from jaxsubset.data.offline import stratified_split
 
 
 def make_imbalanced(ds: Dataset, classes: Sequence[int], keep_fraction: float, seed: int = 0) -> Dataset:
@@ -69,8 +70,6 @@ def holdout(ds: Dataset, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarr
     Returns:
       ``(pool, val)``: sorted int64 training-row indices, disjoint, together all rows.
     """
-    from jaxsubset.data.offline import stratified_split
-
     f = float(fraction)
     if not 0.0 < f < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}.")

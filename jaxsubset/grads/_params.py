@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxsubset.grads.scores import cross_entropy
+from jaxsubset.types import ApplyFn
 
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Wrt = Union[None, str, Sequence[str], Callable[[str, Any], bool]]
 
 

@@ -43,10 +43,11 @@ from jax.sharding import Mesh
 from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads._params import ApplyFn, Wrt, leaf_names, select_leaves
+from jaxsubset.grads._params import Wrt, leaf_names, select_leaves
 from jaxsubset.grads._trace import Plan, probe_backward, site_sq_norm
 from jaxsubset.grads.per_sample import _grads_fn, cached_plan, cached_width
 from jaxsubset.grads.sharding import data_parallel, replicate
+from jaxsubset.types import ApplyFn
 
 METHODS = ("auto", "ghost", "vmap")
 

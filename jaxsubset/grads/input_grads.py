@@ -13,9 +13,10 @@ from jax.sharding import Mesh
 from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads._params import ApplyFn, example_loss
+from jaxsubset.grads._params import example_loss
 from jaxsubset.grads.per_sample import cached_width
 from jaxsubset.grads.sharding import data_parallel, replicate
+from jaxsubset.types import ApplyFn
 
 
 def input_grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, batch_size: int = 1024,

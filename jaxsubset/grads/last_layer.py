@@ -8,7 +8,7 @@ onehot(y_i)``: the representation CORDS / GRAD-MATCH / CRAIG use.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +19,12 @@ from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads.sharding import data_parallel, replicate
+from jaxsubset.types import EmbedFn
 
-EmbedFn = Callable[[Any, jax.Array], "tuple[jax.Array, jax.Array]"]
+
+def softmax_minus_onehot(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """``softmax(z) − onehot(y)``, float32 ``(B, C)``: the cross-entropy gradient with respect to the logits."""
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1) - jax.nn.one_hot(y, logits.shape[-1], dtype=jnp.float32)
 
 
 def _check_embed_out(out: Any) -> tuple[int, int]:
@@ -70,8 +74,7 @@ def _factors_entry(apply_with_embedding: EmbedFn, params: Any, x: np.ndarray, me
 
     def chunk(p, xb, yb):
         z, h = apply_with_embedding(p, xb)
-        e = jax.nn.softmax(z.astype(jnp.float32), axis=-1) - jax.nn.one_hot(yb, z.shape[-1], dtype=jnp.float32)
-        return e, h.astype(jnp.float32), z
+        return softmax_minus_onehot(z, yb), h.astype(jnp.float32), z
 
     return Entry(data_parallel(chunk, mesh, 2), width=c)
 

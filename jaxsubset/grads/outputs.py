@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxsubset.grads.chunking import check_finite_rows, chunked_map
-
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
-EmbedFn = Callable[[Any, jax.Array], "tuple[jax.Array, jax.Array]"]
+from jaxsubset.types import ApplyFn, EmbedFn
 
 
 def probabilities(apply_fn: ApplyFn, params: Any, x: Any, *, batch_size: int = 1024) -> np.ndarray:

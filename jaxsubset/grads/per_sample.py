@@ -13,10 +13,11 @@ from jax.sharding import Mesh
 from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import cached_fit_rows, check_labels, check_xy, iter_chunks, oom_hint
 from jaxsubset.grads._inputs import check_inputs
-from jaxsubset.grads._params import ApplyFn, Wrt, example_loss, num_outputs, select_leaves
+from jaxsubset.grads._params import Wrt, example_loss, num_outputs, select_leaves
 from jaxsubset.grads._trace import Plan, plan_sites, probe_backward, site_grad
 from jaxsubset.grads.projection import check_projection, project_with_key
 from jaxsubset.grads.sharding import data_parallel, replicate, to_numpy
+from jaxsubset.types import ApplyFn
 
 
 def _grads_fn(apply_fn: ApplyFn, params: Any, chosen: list[int]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +14,7 @@ from jaxsubset.grads._cache import Entry, compiled
 from jaxsubset.grads.chunking import check_finite_rows, check_labels, check_xy, chunked_map
 from jaxsubset.grads._inputs import check_inputs
 from jaxsubset.grads.sharding import data_parallel, replicate
-
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
-
+from jaxsubset.types import ApplyFn
 
 
 def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:

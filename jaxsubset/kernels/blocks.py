@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxsubset.checks import FLOAT32_SAFE_NORM, FLOAT32_TINY, check_float32_range
+
 # Bytes of one block of ``rows x n`` float32 similarities (at least 64 rows: large enough for BLAS).
 # On benchmarks/matching.py 8 MiB blocks were no faster than 1 MiB and tripled the matrix-free CRAIG
 # peak; 256 KiB halved the per-class matrix-free peak again at the same speed (whole pools are
@@ -51,32 +53,6 @@ def finite_matrix(x: Any, name: str, rows: np.ndarray | None = None) -> np.ndarr
                          f"{' ...' if bad.size > 10 else ''}; fix the model or drop those rows.")
     check_float32_range(top, a.shape[1], name)
     return a
-
-
-FLOAT32_SAFE_NORM = 1e18
-"""Largest row norm the float32 kernels accept: squared norms and sums of similarities stay below 1e38."""
-
-FLOAT32_TINY = 1e-19
-"""Smallest non-zero entry magnitude accepted: squares stay normal float32 numbers (> 1.2e-38)."""
-
-
-def check_float32_range(max_abs: float, width: int, name: str) -> None:
-    """Raise when entries of magnitude ``max_abs`` in rows of ``width`` would over- or underflow float32.
-
-    Squared norms and inner products are formed in float32: rows with norms near 1.8e19
-    overflow to inf (CRAIG weights then sum to ``k``, herding returns ``0..k-1``), and
-    entries below about 1e-19 square to zero (GRAD-MATCH then picks nothing). Selectors are
-    invariant to a common scale of the features, so rescaling is the fix.
-    """
-    bound = max_abs * np.sqrt(max(int(width), 1))
-    if bound > FLOAT32_SAFE_NORM:
-        raise ValueError(f"{name} are too large for float32 kernels (largest entry {max_abs:.3g}, row norms up "
-                         f"to ~{bound:.3g} > {FLOAT32_SAFE_NORM:.0e}); rescale them, e.g. divide by their largest "
-                         "norm (the selection does not depend on a common scale).")
-    if 0.0 < max_abs < FLOAT32_TINY:
-        raise ValueError(f"{name} are too small for float32 kernels (largest entry {max_abs:.3g} < "
-                         f"{FLOAT32_TINY:.0e}: their squares underflow); rescale them, e.g. divide by their "
-                         "largest norm (the selection does not depend on a common scale).")
 
 
 def gather(a: np.ndarray, rows: np.ndarray | None, idx: Any = None) -> np.ndarray:

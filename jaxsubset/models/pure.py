@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 from flax import nnx
-
-PyTree = Any
-ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
-EmbedFn = Callable[[PyTree, jax.Array], "tuple[jax.Array, jax.Array]"]
+from jaxsubset.types import ApplyFn, EmbedFn, PyTree
 
 
 @dataclasses.dataclass(frozen=True)

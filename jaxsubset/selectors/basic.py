@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxsubset.subset import Subset, check_budget
-from jaxsubset.selectors._checks import as_scores
+from jaxsubset.checks import as_scores
 
 
 def random(n: int, budget: int, *, seed: int = 0) -> Subset:

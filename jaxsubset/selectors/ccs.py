@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.selectors._checks import as_scores
+from jaxsubset.checks import as_scores
 from jaxsubset.subset import Subset, check_budget
 
 # Hard cutoff beta by pruning rate, following the paper's recommendation that beta grows with

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from jaxsubset.knn import check_k, knn
-from jaxsubset.selectors._checks import as_features, as_scores
+from jaxsubset.checks import as_features, as_scores
 from jaxsubset.selectors.ccs import hard_cutoff
 from jaxsubset.subset import Subset, check_budget
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxsubset.kernels import as_factors, as_operator, check_rows, last_layer_dot, last_layer_mean_grad, \
     last_layer_weighted_sum, rows_dot, weighted_row_sum
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.checks import as_features
 from jaxsubset.selectors.fill import fill_to_budget
 from jaxsubset.solvers.omp import GramColumns, MatrixFreeAtoms, omp
 from jaxsubset.subset import Subset, check_budget

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.checks import as_features
 from jaxsubset.subset import Subset, check_budget
 
 

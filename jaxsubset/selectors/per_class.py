@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from jaxsubset.selectors._checks import accepts_keyword, accepts_seed
 from jaxsubset.subset import Subset, per_class_budget
+
+
+def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """True if ``fn`` names a ``name`` parameter (a ``**kwargs`` catch-all does not count)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
 
 
 def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
@@ -47,7 +56,7 @@ def per_class(selector: Callable[..., Subset], labels: Any, budget: int, *,
         if np.shape(a)[0] != y.shape[0]:
             raise ValueError(f"arrays[{k!r}] has {np.shape(a)[0]} rows but labels has {y.shape[0]}.")
     budgets = per_class_budget(y, budget, num_classes)
-    takes_seed = accepts_seed(selector)
+    takes_seed = accepts_keyword(selector, "seed")
     takes_rows = bool(arrays) and accepts_keyword(selector, "rows")
     idx_parts, w_parts, infos = [], [], {}
     for c, b in enumerate(budgets):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxsubset.selectors._checks import as_scores
+from jaxsubset.checks import as_scores
 from jaxsubset.subset import Subset, check_budget
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.checks import as_features
 
 
 def _upper_eigenvalue(A: jax.Array, iters: int = 200) -> jax.Array:

@@ -7,7 +7,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -76,10 +75,9 @@ def _pure_and_key(model: Any, dataset: Dataset, seed: int) -> tuple[PureModel, A
     """
     if isinstance(model, str):
         model = create(model, dataset.input_shape, dataset.num_classes, seed=seed)
-    if isinstance(model, nnx.Module):
-        return to_pure(model), ("nnx", nnx.split(model, nnx.Param, ...)[0])
     pure = as_pure(model, dataset, seed)
-    return pure, ("fn", pure.apply_fn)
+    key = ("nnx", nnx.split(model, nnx.Param, ...)[0]) if isinstance(model, nnx.Module) else ("fn", pure.apply_fn)
+    return pure, key
 
 
 def _check_dynamic(dynamic: Any, optimizer: Any, reselect: Any) -> str:
@@ -93,7 +91,7 @@ def _check_dynamic(dynamic: Any, optimizer: Any, reselect: Any) -> str:
                          "with lr/schedule, or drop dynamic=.")
     if reselect is not None and dynamic.kind == "rs2":
         raise ValueError("RS2 cycles through a fixed subset without replacement, which adaptive re-selection "
-                         "changes; use RandomOnline(fraction) or InfoBatch with reselect/selector.")
+                         "changes; use RandomOnline(fraction) or InfoBatch with reselect.")
     return dynamic.kind
 
 
@@ -110,10 +108,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         weight_decay: float = 0.0, seed: int = 0, progress: bool = True, eval_every: int = 1,
         max_device_bytes: int | None = None, epoch_mode: str = "auto",
         reselect: Callable[[PureModel, int], Subset] | None = None, select_every: int | None = None,
-        warm_start_epochs: int = 0, warm_start_subset: Subset | None = None,
-        selector: str | None = None, budget: int | None = None, scores: str = "last_layer",
-        validation: tuple[Any, Any] | None = None, dynamic: Policy | None = None,
-        record_dynamics: bool = False) -> FitResult:
+        select_size: int | None = None, warm_start_epochs: int = 0, warm_start_subset: Subset | None = None,
+        dynamic: Policy | None = None, record_dynamics: bool = False) -> FitResult:
     """Train on ``subset`` (all of ``dataset.x_train`` when ``None``) with weighted mini-batches.
 
     Each batch minimizes ``Σ w_i ℓ_i / Σ w_i`` with the subset's weights. When the
@@ -126,6 +122,8 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
     ``select_every=R``, the first ``warm_start_epochs`` (κ) epochs train on
     ``warm_start_subset`` (the full data when ``None``), and at epochs κ, κ+R, κ+2R, …
     ``reselect(current_model, epoch)`` returns the subset used until the next selection.
+    :func:`jaxsubset.workflows.adaptive.fit_adaptive` builds ``reselect`` from a registered
+    method name.
 
     Args:
       model: a registered model name (see ``jaxsubset.models.MODELS``), an NNX module,
@@ -144,10 +142,11 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         ``"scan"`` on GPU/TPU and ``"steps"`` on CPU, where XLA runs convolutions inside a
         scan body far slower than the same step compiled alone (measured on 2 CPU cores:
         digits CNN 0.88 s vs 0.06 s per epoch; MLP 0.018 s either way). Results agree.
-      selector, budget, scores: shorthand for ``reselect`` — a registered method name
-        re-run per class with the current model on ``budget`` examples (default: the
-        size of ``subset``), gradient features per ``scores`` (``"last_layer"``,
-        ``"full"``, ``"projected"``); see :func:`jaxsubset.workflows.adaptive.make_reselect`.
+      reselect: ``reselect(model, epoch) -> Subset``, called with the current
+        :class:`PureModel` at the selection epochs (see above); ``None``: train on ``subset``.
+      select_every: ``R``, epochs between re-selections (required with ``reselect``).
+      select_size: rows each re-selection returns (default ``len(subset)``), which lays out
+        the learning-rate schedule's steps before the selections are known.
       warm_start_subset: e.g. a GEDA subset (the GEDA study's proposal) instead of the
         full data (GRAD-MATCH's recipe) for the warm-start epochs.
       dynamic: a dynamic-pruning policy (:class:`~jaxsubset.train.InfoBatch`,
@@ -161,8 +160,6 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         the plain per-step schedule.
       record_dynamics: record per-example training dynamics (forgetting, AUM, loss and EL2N
         mean / variance) from each step's forward pass into ``history["dynamics"]``.
-      validation: ``(x_val, y_val)`` held out of ``dataset.x_train`` for validation-scored
-        selectors (``selector="glister"``); see :func:`jaxsubset.data.holdout`.
     """
     check_fit_args(dataset, subset, epochs=epochs, batch_size=batch_size, eval_every=eval_every, lr=lr,
                    warm_start_subset=warm_start_subset)
@@ -170,22 +167,14 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if validation is not None and selector is None:
-        raise ValueError("validation is only used by validation-scored selectors; pass selector='glister' "
-                         "(or build reselect with jaxsubset.workflows.adaptive.make_reselect(..., validation=...)).")
-    if selector is not None:
-        if reselect is not None:
-            raise ValueError("Pass either selector (a method name) or reselect (a callback), not both.")
-        from jaxsubset.workflows.adaptive import make_reselect
-
-        if budget is None:
-            if subset is None:
-                raise ValueError("selector needs a budget (or a subset whose size gives it).")
-            budget = len(subset)
-        reselect = make_reselect(selector, dataset, int(budget), scores=scores, seed=seed, validation=validation)
     if reselect is not None:
+        if not callable(reselect):
+            raise TypeError("reselect must be a callable reselect(model, epoch) -> Subset; build one from a method "
+                            "name with jaxsubset.workflows.adaptive.make_reselect (or call fit_adaptive).")
         if select_every is None or int(select_every) < 1:
             raise ValueError(f"select_every must be an integer >= 1 with reselect, got {select_every}.")
+        if select_size is not None and int(select_size) < 1:
+            raise ValueError(f"select_size must be >= 1 (the rows each re-selection returns), got {select_size}.")
         if not 0 <= int(warm_start_epochs) < int(epochs):
             raise ValueError(f"warm_start_epochs must be in [0, epochs), got {warm_start_epochs}.")
     n = dataset.y_train.size
@@ -195,7 +184,7 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
         raise ValueError("The subset is empty; select at least one example.")
     if reselect is not None:
         warm = full if warm_start_subset is None else warm_start_subset.check_pool(n)
-        chosen = int(budget) if budget is not None else len(subset)  # size of each re-selection
+        chosen = int(select_size) if select_size is not None else len(subset)  # size of each re-selection
         sizes = [len(warm) if e < warm_start_epochs else chosen for e in range(epochs)]
     else:
         sizes = [len(subset)] * epochs

@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DYNAMICS_KEYS = ("forgetting", "aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var")
+from jaxsubset.grads.last_layer import softmax_minus_onehot
+from jaxsubset.types import DYNAMICS
+
 _RECORD = ("count", "correct", "learned", "forgets", "margin_sum", "loss_mean", "loss_m2", "el2n_mean", "el2n_m2")
 _BOOL = ("seen", "correct", "learned")
 
@@ -43,8 +45,7 @@ def margins(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 def el2n_from_logits(logits: jax.Array, y: jax.Array) -> jax.Array:
     """``‖softmax(z) − onehot(y)‖₂`` per row, ``(B,)`` (Paul et al. 2021)."""
-    p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.linalg.norm(p - jax.nn.one_hot(y, logits.shape[-1]), axis=-1)
+    return jnp.linalg.norm(softmax_minus_onehot(logits, y), axis=-1)
 
 
 def update_tables(tables: Tables, idx: jax.Array, valid: jax.Array, logits: jax.Array, y: jax.Array,
@@ -85,7 +86,7 @@ def update_tables(tables: Tables, idx: jax.Array, valid: jax.Array, logits: jax.
 
 
 def dynamics(tables: Any) -> dict[str, np.ndarray]:
-    """The training-dynamics record as float arrays ``(n,)`` keyed by :data:`DYNAMICS_KEYS`.
+    """The training-dynamics record as float arrays ``(n,)`` keyed by :data:`jaxsubset.types.DYNAMICS`.
 
     Per example, over its presentations during training (one per epoch when every epoch
     uses every row), from the forward pass of the step that presented it (before that
@@ -117,4 +118,4 @@ def dynamics(tables: Any) -> dict[str, np.ndarray]:
         "el2n_mean": t["el2n_mean"],
         "el2n_var": np.maximum(t["el2n_m2"] / safe, 0.0),
     }
-    return {k: np.where(seen, out[k], np.nan).astype(np.float32) for k in DYNAMICS_KEYS}
+    return {k: np.where(seen, out[k], np.nan).astype(np.float32) for k in DYNAMICS}

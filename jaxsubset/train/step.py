@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxsubset.train.loss import weighted_loss
-
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
+from jaxsubset.types import ApplyFn
 
 
 def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation) -> Callable:

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.selectors._checks import as_features
+from jaxsubset import grads
+from jaxsubset.checks import as_features
 
 
 def _check(train_emb: Any, train_labels: Any, test_emb: Any, test_labels: Any, k: int):
@@ -117,8 +118,6 @@ def knn_shapley_quantity(model: Any, x: Any, y: Any, *, batch_size: int = 1024, 
     """Scoring-registry adapter ``fn(model, x, y, *, batch_size) -> (n,)``: KNN-Shapley on the
     surrogate's penultimate-layer embeddings, against ``validation = (x_val, y_val)`` when given,
     else against 2 000 training points (:func:`knn_shapley_self`)."""
-    from jaxsubset import grads
-
     if model.apply_with_embedding is None:
         raise ValueError("knn_shapley needs a model with an embedding (apply_with_embedding).")
     _, h = grads.last_layer_factors(model.apply_with_embedding, model.params, x, y, batch_size=batch_size)

@@ -43,9 +43,11 @@ from flax import nnx
 
 from jaxsubset.solvers.convex_layer import _fl_layer, fl_relaxation
 from jaxsubset.grads.scores import cross_entropy
-from jaxsubset.models.pure import PureModel
-from jaxsubset.selectors._checks import as_features, as_scores
+from jaxsubset.models.pure import PureModel, to_pure
+from jaxsubset.checks import as_features, as_scores
 from jaxsubset.subset import Subset, check_budget
+from jaxsubset.train.loop import as_pure
+from jaxsubset.train.step import make_epoch
 
 READOUTS = ("cost", "selection")
 TARGETS = ("sign", "first_order")
@@ -240,8 +242,6 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     Returns:
       :class:`LearnedSelection`.
     """
-    from jaxsubset.models.pure import to_pure
-
     t_start = time.perf_counter()
     if isinstance(model, nnx.Module):
         model = to_pure(model)
@@ -348,8 +348,6 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
 
 @functools.lru_cache(maxsize=8)
 def _warmup_epoch(apply_fn, lr: float, batch: int):
-    from jaxsubset.train.step import make_epoch
-
     tx = _adam(lr)
     return tx, make_epoch(apply_fn, tx, batch)
 
@@ -482,8 +480,6 @@ def learned_values(model: Any, dataset: Any, *, budget_fraction: float = 0.7, ep
     The values rank points for :func:`learned` / ``top_k`` and flag likely mislabelled points
     (the lowest values) when ``validation`` is clean.
     """
-    from jaxsubset.train.loop import as_pure
-
     if warmup_epochs is None:
         warmup_epochs = 3 if isinstance(model, str) else 0
     pure = as_pure(model, dataset, seed)

@@ -2,8 +2,8 @@
 
 ``make_reselect`` turns a registered selection method into the ``reselect(model, epoch)``
 callback that :func:`jaxsubset.train.fit` calls every ``select_every`` epochs (after
-``warm_start_epochs``). Methods that need gradient features (the quantity ``"grads"``) get
-them in the representation chosen by ``scores``.
+``warm_start_epochs``); :func:`fit_adaptive` builds it and trains. Methods that need gradient
+features (the quantity ``"grads"``) get them in the representation chosen by ``scores``.
 """
 
 from __future__ import annotations
@@ -15,44 +15,19 @@ import numpy as np
 from jaxsubset import grads, selectors
 from jaxsubset.data import Dataset
 from jaxsubset.models.pure import PureModel
-from jaxsubset.subset import Subset
+from jaxsubset.subset import Subset, check_budget
+from jaxsubset.train import FitResult, fit
 from jaxsubset.workflows import quantities
-
-SCORES = ("last_layer", "full", "projected")
-
-
-def gradient_features(model: PureModel, x: Any, y: Any, *, kind: str = "last_layer", project_dim: int = 512,
-                      seed: int = 0, batch_size: int = 256) -> np.ndarray:
-    """Per-example gradient features ``(n, D)`` of the current model.
-
-    - ``last_layer``: closed-form head gradients ``(n, C·(d+1))`` (no backward pass);
-    - ``full``: exact per-sample gradients of all parameters ``(n, P)``;
-    - ``projected``: those gradients sketched to ``(n, project_dim)`` (JL, seeded).
-    """
-    if kind == "last_layer":
-        if model.apply_with_embedding is None:
-            raise ValueError("scores='last_layer' needs a model with a linear head "
-                             "(PureModel.apply_with_embedding); use scores='projected'.")
-        return grads.last_layer_grads(model.apply_with_embedding, model.params, x, y, batch_size=batch_size * 4)
-    if kind == "full":
-        return grads.per_sample_grads(model.apply_fn, model.params, x, y, batch_size=batch_size)
-    if kind == "projected":
-        return grads.per_sample_grads(model.apply_fn, model.params, x, y, project_dim=project_dim, seed=seed,
-                                      batch_size=batch_size)
-    raise ValueError(f"Unknown scores {kind!r}; choose one of {list(SCORES)}.")
-
+from jaxsubset.workflows.quantities import SCORES, gradient_features
 
 def compute_quantities(method: str, model: PureModel, x: Any, y: Any, *, scores: str = "last_layer",
                        project_dim: int = 512, seed: int = 0) -> dict[str, np.ndarray]:
     """Everything ``method`` needs, computed from ``model`` (``"grads"`` per ``scores``)."""
-    m = selectors.get(method)
-    out = {}
-    for need in m.needs:
-        if need == "grads":
-            out[need] = gradient_features(model, x, y, kind=scores, project_dim=project_dim, seed=seed)
-        else:
-            out.update(quantities.compute([need], model, x, y))
-    return out
+    needs = selectors.get(method).needs
+    out = quantities.compute([q for q in needs if q != "grads"], model, x, y)  # a group (e, h) computed once
+    if "grads" in needs:
+        out["grads"] = gradient_features(model, x, y, kind=scores, project_dim=project_dim, seed=seed)
+    return {q: out[q] for q in needs}
 
 
 def validation_quantities(model: PureModel, x_val: Any, y_val: Any) -> dict[str, np.ndarray]:
@@ -92,3 +67,22 @@ def make_reselect(method: str, dataset: Dataset, budget: int, *, scores: str = "
                                 num_classes=dataset.num_classes, validation=val)
 
     return reselect
+
+
+def fit_adaptive(model: Any, dataset: Dataset, method: str, budget: int, *, select_every: int,
+                 warm_start_epochs: int = 0, warm_start_subset: Subset | None = None, scores: str = "last_layer",
+                 project_dim: int = 512, validation: tuple[Any, Any] | None = None, seed: int = 0,
+                 **fit_kwargs: Any) -> FitResult:
+    """Train with ``method`` re-run on ``budget`` rows every ``select_every`` epochs (GRAD-MATCH style).
+
+    :func:`make_reselect` builds the callback (per-class selection with the current model,
+    gradient features per ``scores``, ``validation=(x_val, y_val)`` for GLISTER) and
+    :func:`jaxsubset.train.fit` trains: the first ``warm_start_epochs`` on ``warm_start_subset``
+    (all rows when ``None``), then on each selection. ``fit_kwargs`` go to ``fit`` (``epochs``,
+    ``batch_size``, ``lr``, ...); the selections are in ``history["selections"]``.
+    """
+    budget = check_budget(budget, dataset.y_train.size)
+    reselect = make_reselect(method, dataset, budget, scores=scores, project_dim=project_dim, seed=seed,
+                             validation=validation)
+    return fit(model, dataset, reselect=reselect, select_every=select_every, select_size=budget,
+               warm_start_epochs=warm_start_epochs, warm_start_subset=warm_start_subset, seed=seed, **fit_kwargs)

@@ -12,22 +12,42 @@ import numpy as np
 from jaxsubset import grads
 from jaxsubset.grads import outputs
 from jaxsubset.models.pure import PureModel
+from jaxsubset.types import DYNAMICS, EmbedFn
 from jaxsubset.valuation.knn_shapley import knn_shapley_quantity
 from jaxsubset.valuation.learned import learned_value_quantity
 
 Quantity = Callable[..., np.ndarray]
 
 
-def _factors(m: PureModel, x: Any, y: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _head(m: PureModel, what: str) -> EmbedFn:
+    """The model's ``apply_with_embedding``, which closed-form head gradients need."""
     if m.apply_with_embedding is None:
-        raise ValueError("last-layer factors need a model with a linear head (apply_with_embedding).")
-    return grads.last_layer_factors(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
+        raise ValueError(f"{what} needs a model with a linear head (apply_with_embedding).")
+    return m.apply_with_embedding
 
 
-def _last_layer(m: PureModel, x: Any, y: Any, batch_size: int) -> np.ndarray:
-    if m.apply_with_embedding is None:
-        raise ValueError("The 'grads' quantity needs a model with a linear head (apply_with_embedding).")
-    return grads.last_layer_grads(m.apply_with_embedding, m.params, x, y, batch_size=batch_size)
+SCORES = ("last_layer", "full", "projected")
+
+
+def gradient_features(model: PureModel, x: Any, y: Any, *, kind: str = "last_layer", project_dim: int = 512,
+                      seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """Per-example gradient features ``(n, D)`` of the current model.
+
+    - ``last_layer``: closed-form head gradients ``(n, C·(d+1))`` (no backward pass);
+    - ``full``: exact per-sample gradients of all parameters ``(n, P)``;
+    - ``projected``: those gradients sketched to ``(n, project_dim)`` (JL, seeded).
+    """
+    if kind == "last_layer":
+        return grads.last_layer_grads(_head(model, "Last-layer gradient features (use 'projected' otherwise)"),
+                                      model.params, x, y, batch_size=batch_size * 4)
+    if kind == "full":
+        return grads.per_sample_grads(model.apply_fn, model.params, x, y, batch_size=batch_size)
+    if kind == "projected":
+        return grads.per_sample_grads(model.apply_fn, model.params, x, y, project_dim=project_dim, seed=seed,
+                                      batch_size=batch_size)
+    raise ValueError(f"Unknown scores {kind!r}; choose one of {list(SCORES)}.")
+
+
 
 QUANTITIES: dict[str, Quantity] = {
     "loss": lambda m, x, y, *, batch_size=1024: grads.losses(m.apply_fn, m.params, x, y, batch_size=batch_size),
@@ -36,10 +56,11 @@ QUANTITIES: dict[str, Quantity] = {
                                                                       batch_size=min(batch_size, 256)),
     "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
                                                                                   batch_size=batch_size),
-    # per-example gradient features; last-layer closed form here (workflows.adaptive offers full / projected)
-    "grads": lambda m, x, y, *, batch_size=1024: _last_layer(m, x, y, batch_size),
-    "grads_projected": lambda m, x, y, *, batch_size=1024: grads.per_sample_grads(
-        m.apply_fn, m.params, x, y, project_dim=512, batch_size=min(batch_size, 256)),
+    # per-example gradient features: last-layer closed form, or all parameters' sketched to 512 (adaptive
+    # selection picks the kind per run: workflows.adaptive.make_reselect(scores=...))
+    "grads": lambda m, x, y, *, batch_size=1024: gradient_features(m, x, y, batch_size=max(batch_size // 4, 1)),
+    "grads_projected": lambda m, x, y, *, batch_size=1024: gradient_features(m, x, y, kind="projected",
+                                                                             batch_size=min(batch_size, 256)),
     # softmax (n, C) for the uncertainty selectors; penultimate embeddings (n, d) for Moderate / D2
     "probs": lambda m, x, y, *, batch_size=1024: outputs.probabilities(m.apply_fn, m.params, x, batch_size=batch_size),
     "embedding": lambda m, x, y, *, batch_size=1024: outputs.embeddings(m.apply_with_embedding, m.params, x,
@@ -51,22 +72,22 @@ QUANTITIES: dict[str, Quantity] = {
 }
 # Quantities computed together: asking for any member computes the group once.
 GROUPS: dict[tuple[str, ...], Callable[..., tuple[np.ndarray, ...]]] = {
-    ("last_layer_e", "last_layer_h"): lambda m, x, y, *, batch_size=1024: _factors(m, x, y, batch_size),
+    ("last_layer_e", "last_layer_h"): lambda m, x, y, *, batch_size=1024: grads.last_layer_factors(
+        _head(m, "last-layer factors"), m.params, x, y, batch_size=batch_size),
 }
 
 
 # Training dynamics (forgetting, AUM, loss / EL2N mean and variance over epochs) are recorded during
 # a surrogate's training (train.fit(..., record_dynamics=True); jaxsubset.train.stats.dynamics), not
 # computed from a trained model: compute(..., dynamics=result.history["dynamics"]) serves them.
-DYNAMICS = ("forgetting", "aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var")
 
 
 def _recorded_only(name: str) -> Quantity:
     def quantity(m: PureModel, x: Any, y: Any, *, batch_size: int = 1024) -> np.ndarray:
         raise ValueError(f"The quantity {name!r} is recorded during training, not computed from a model: train the "
                          "surrogate with jaxsubset.train.fit(..., record_dynamics=True) and pass "
-                         "dynamics=result.history['dynamics'] to quantities.compute (workflows.run.select_subset does this "
-                         "with score_epochs surrogate epochs).")
+                         "dynamics=result.history['dynamics'] to quantities.compute (workflows.run.select_subset "
+                         "does this with score_epochs surrogate epochs).")
     return quantity
 
 

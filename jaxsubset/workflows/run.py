@@ -69,33 +69,21 @@ def select_subset(method: str, ds: Dataset, budget: int, *, model: Any, seed: in
         val = (ds.x_train[val_rows], ds.y_train[val_rows])
         ds = ds.replace(x_train=ds.x_train[pool], y_train=ds.y_train[pool])
     validation = None
-    if m.needs:
-        needs = list(m.needs) + (["val_model"] if val is not None else [])
-        quantities, sur = _quantities(needs, model, ds, seed, score_epochs, score_models,
-                                      dict(batch_size=batch_size, lr=lr, optimizer=optimizer), progress)
-        if val is not None:
-            validation = validation_quantities(sur, *val)
+    train_kw = dict(batch_size=batch_size, lr=lr, optimizer=optimizer)
+    if m.needs and val is None:
+        quantities = surrogate.score(list(m.needs), model, ds, seed=seed, score_epochs=score_epochs,
+                                     score_models=score_models, train_kw=train_kw, progress=progress)[0]
+    elif m.needs:  # a validation-scored method (GLISTER): one model scores both pools, θ₀ or surrogate 0
+        sur = as_pure(model, ds, seed) if score_epochs == 0 else fit(
+            model, ds, epochs=score_epochs, seed=seed + 1000, progress=progress, eval_every=score_epochs,
+            **train_kw).model
+        quantities = compute(list(m.needs), sur, ds.x_train, ds.y_train)
+        validation = validation_quantities(sur, *val)
     sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed, num_classes=ds.num_classes,
                            validation=validation)
     if val is not None:
         sub = Subset(pool[sub.indices], sub.weights, sub.info)
     return sub, time.perf_counter() - t0
-
-
-def _quantities(needs: list[str], model: Any, ds: Dataset, seed: int, score_epochs: int, score_models: int,
-                train_kw: dict[str, Any], progress: bool) -> tuple[dict[str, np.ndarray], Any]:
-    """Quantities for ``needs`` (the pseudo-name ``"val_model"`` asks for the scoring model itself)."""
-    real = [q for q in needs if q != "val_model"]
-    if "val_model" not in needs:
-        return surrogate.score(real, model, ds, seed=seed, score_epochs=score_epochs, score_models=score_models,
-                               train_kw=train_kw, progress=progress)[0], None
-    # a validation-scored method (GLISTER) needs one model to score both pools: the θ₀ model or surrogate 0
-    if score_epochs == 0:
-        sur = as_pure(model, ds, seed)
-    else:
-        sur = fit(model, ds, epochs=score_epochs, seed=seed + 1000, progress=progress, eval_every=score_epochs,
-                  **train_kw).model
-    return compute(real, sur, ds.x_train, ds.y_train), sur
 
 
 def compare(cfg: RunConfig, ds: Dataset | None = None, *, model: Any = None) -> list[dict[str, Any]]:

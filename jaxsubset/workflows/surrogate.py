@@ -21,10 +21,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jaxsubset.data import Dataset
-from jaxsubset.models.pure import PureModel
 from jaxsubset.train import fit
 from jaxsubset.train.loop import as_pure
-from jaxsubset.workflows.quantities import DYNAMICS, compute
+from jaxsubset.types import DYNAMICS
+from jaxsubset.workflows.quantities import compute
 
 
 def check_scoring(score_epochs: Any, score_models: Any = 1) -> tuple[int, int]:

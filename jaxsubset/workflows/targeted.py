@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsubset.checks import check_labels
 from jaxsubset.grads.chunking import chunked_map
+from jaxsubset.grads.last_layer import softmax_minus_onehot
 from jaxsubset.models.pure import PureModel
 from jaxsubset.selectors.smi import smi
 from jaxsubset.subset import Subset
@@ -55,12 +57,6 @@ def _outputs(apply_fn: Callable, embed_fn: Callable | None, params: Any, x: np.n
     return logits, h
 
 
-def _softmax_minus_onehot(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    p = np.array(jax.nn.softmax(jnp.asarray(logits), axis=-1), np.float32)  # a writable copy
-    p[np.arange(y.size), y] -= 1.0
-    return p
-
-
 def targeted_features(model: PureModel | Callable[..., Any], params: Any, x: Any, y: Any | None = None, *,
                       features: str = "last_layer_grads", batch_size: int = 1024,
                       apply_with_embedding: Callable[..., Any] | None = None) -> tuple[Any, np.ndarray]:
@@ -95,18 +91,10 @@ def targeted_features(model: PureModel | Callable[..., Any], params: Any, x: Any
     if y is None:
         labels = np.argmax(logits, axis=1).astype(np.int64)
     else:
-        labels = np.asarray(y)
-        if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}.")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}.")
-        if labels.size and (labels.min() < 0 or labels.max() >= c):
-            raise ValueError(f"labels must lie in [0, {c}) for a model with {c} outputs; found "
-                             f"[{int(labels.min())}, {int(labels.max())}].")
-        labels = labels.astype(np.int64)
+        labels = check_labels(y, x.shape[0], c)
     if features == "embeddings":
         return h, labels
-    e = _softmax_minus_onehot(logits, labels)
+    e = np.asarray(softmax_minus_onehot(jnp.asarray(logits), jnp.asarray(labels)), np.float32)
     return ((e, h) if features == "last_layer_grads" else e), labels
 
 

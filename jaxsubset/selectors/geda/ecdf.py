@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.selectors._checks import as_scores
+from jaxsubset.checks import as_scores
 
 QUADRATURES = ("trapezoid", "simpson")
 RULES = ("evenly_spaced", "random", "solver", "lowest", "highest")

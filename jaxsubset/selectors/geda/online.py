@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsubset.selectors._checks import as_features
+from jaxsubset.checks import as_features
 from jaxsubset.selectors.geda.selector import geda
 from jaxsubset.selectors.weights import match_weights
 from jaxsubset.subset import Subset
