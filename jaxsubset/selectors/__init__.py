@@ -10,6 +10,7 @@ from jaxsubset.selectors.uncertainty import uncertainty
 from jaxsubset.selectors.coverage import herding, kcenter_greedy
 from jaxsubset.selectors.craig import craig
 from jaxsubset.selectors.facility import facility_location
+from jaxsubset.selectors.knn_facility import knn_facility_location
 from jaxsubset.selectors.partitioned import coverage_value, partitioned_facility_location
 from jaxsubset.selectors.geda import available_solvers as geda_solvers
 from jaxsubset.selectors.geda import geda, geda_smoothed, online_geda
@@ -23,7 +24,7 @@ from jaxsubset.selectors.smi import (FLQMI, FLVMI, GCMI, FacilityLocation, LogDe
                                      smi_similarity)
 from jaxsubset.selectors.weights import match_weights
 
-__all__ = ["partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "herding", "kcenter_greedy", "craig", "facility_location", "glister", "kmeanspp", "gradmatch", "gradmatch_batches",
+__all__ = ["knn_facility_location", "partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "herding", "kcenter_greedy", "craig", "facility_location", "glister", "kmeanspp", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

@@ -41,7 +41,8 @@ def coverage_value(op: Similarity, selected: Any, baseline: float) -> float:
     return total
 
 
-def _check_features(features: Any) -> np.ndarray:
+def check_features(features: Any) -> np.ndarray:
+    """``features`` as a finite float32 ``(n, D)`` array (n >= 1), or a ValueError/TypeError naming the fix."""
     x = np.asarray(features)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"features must be a non-empty (n, D) array; got shape {x.shape}.")
@@ -82,7 +83,7 @@ def partitioned_facility_location(features: Any, budget: int, *, partitions: int
       (CRAIG's weights; they sum to ``n``); ``info`` has ``objective`` (``F`` over all ``n``
       points), ``baseline``, ``union_size``, ``stage1_s`` and ``stage2_s``.
     """
-    x = _check_features(features)
+    x = check_features(features)
     n = x.shape[0]
     k = check_budget(budget, n)
     if k == 0:
