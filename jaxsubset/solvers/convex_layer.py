@@ -155,7 +155,7 @@ def _solve_dual(dist: jax.Array, costs: jax.Array, k: jax.Array, eps: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=("iterations", "budget_steps"))
-def _fl_layer(dist: jax.Array, costs: jax.Array, k: jax.Array, eps: jax.Array, *, iterations: int,
+def fl_layer(dist: jax.Array, costs: jax.Array, k: jax.Array, eps: jax.Array, *, iterations: int,
               budget_steps: int) -> FLSolution:
     z = jax.lax.stop_gradient(_solve_dual(jax.lax.stop_gradient(dist), jax.lax.stop_gradient(costs),
                                           k, jax.lax.stop_gradient(eps), iterations))
@@ -233,7 +233,7 @@ def fl_relaxation(dist: Any, costs: Any, budget: float, *, epsilon: float = 0.05
         if not _is_tracer(a) and not bool(jnp.all(jnp.isfinite(a))):
             raise ValueError(f"{name} contains NaN or inf; the facility-location layer needs finite inputs "
                              "(check the features the distances / costs are computed from).")
-    return _fl_layer(dist, costs, jnp.asarray(k, dist.dtype), jnp.asarray(eps, dist.dtype),
+    return fl_layer(dist, costs, jnp.asarray(k, dist.dtype), jnp.asarray(eps, dist.dtype),
                      iterations=int(iterations), budget_steps=int(budget_steps))
 
 

@@ -44,7 +44,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxsubset.solvers.convex_layer import _fl_layer, fl_relaxation
+from jaxsubset.solvers.convex_layer import fl_layer, fl_relaxation
 from jaxsubset.grads.scores import cross_entropy
 from jaxsubset.models.pure import PureModel, to_pure
 from jaxsubset.checks import as_features, as_scores
@@ -453,7 +453,7 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, vb: int, step
                 align = jnp.sign(align)               # does a step on j lower (+1) or raise (-1) L_val
 
         def hyper(p):
-            sol = _fl_layer(dist, costs_fn(p, feats), kt, jnp.asarray(epsilon, dist.dtype), iterations=iterations,
+            sol = fl_layer(dist, costs_fn(p, feats), kt, jnp.asarray(epsilon, dist.dtype), iterations=iterations,
                             budget_steps=3)
             return -jnp.dot(sol.open, align) / kt, sol.open
 
