@@ -22,7 +22,6 @@ points. Afterwards every point is assigned to its exactly nearest pick (one bloc
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 
 from jaxsubset.knn import approximate_knn, check_k, knn
 from jaxsubset.selectors.partitioned import check_features
+from jaxsubset.solvers.greedy import Oracle, greedy
 from jaxsubset.subset import Subset, check_budget
 
 _EXACT_MAX_N = 20_000   # "auto" graph: exact knn() up to this many rows, approximate_knn() beyond
@@ -39,7 +39,8 @@ _EXACT_MAX_N = 20_000   # "auto" graph: exact knn() up to this many rows, approx
 def knn_graph_greedy(cols: np.ndarray, sims: np.ndarray, budget: int, *, baseline: float,
                      self_similarity: float | None = 0.0, lazy_batch: int = 64
                      ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Lazy greedy (Minoux) for facility location on a candidate-to-points graph.
+    """Lazy greedy (Minoux; the engine of :mod:`jaxsubset.solvers.greedy`) for facility location on a
+    candidate-to-points graph.
 
     Args:
       cols: int ``(m, K)``: the points (ids in ``[0, n)``) that candidate ``j`` covers; no
@@ -69,34 +70,22 @@ def knn_graph_greedy(cols: np.ndarray, sims: np.ndarray, budget: int, *, baselin
         gains0[s:s + (1 << 16)] = np.maximum(sims[s:s + (1 << 16)] - b, 0.0).sum(1, dtype=np.float64)
     if own is not None:
         gains0 += max(float(own - b), 0.0)
-    heap = list(zip((-gains0).tolist(), range(m)))
-    heapq.heapify(heap)
-    del gains0
-    stamp = np.full(m, -1, np.int64)
-    order, gains, evals = [], [], m
-    for t in range(budget):
-        while True:
-            negg, j = heapq.heappop(heap)
-            if stamp[j] == t:
-                break
-            batch = [j]
-            while len(batch) < lazy_batch and heap and stamp[heap[0][1]] != t:
-                batch.append(heapq.heappop(heap)[1])
-            rows = np.asarray(batch)
-            g = np.maximum(sims[rows] - cov[cols[rows]], 0.0).sum(1, dtype=np.float64)
-            if own is not None:
-                g += np.maximum(own - cov[rows], 0.0)
-            evals += rows.size
-            stamp[rows] = t
-            for key in zip((-g).tolist(), batch):
-                heapq.heappush(heap, key)
+
+    def gains(rows: np.ndarray) -> np.ndarray:
+        g = np.maximum(sims[rows] - cov[cols[rows]], 0.0).sum(1, dtype=np.float64)
+        if own is not None:
+            g += np.maximum(own - cov[rows], 0.0)
+        return g
+
+    def add(picks: np.ndarray) -> None:
+        j = int(picks[0])
         c = cols[j]
         cov[c] = np.maximum(cov[c], sims[j])
         if own is not None:
             cov[j] = max(cov[j], own)
-        order.append(j)
-        gains.append(-negg)
-    return np.asarray(order, np.int64), np.asarray(gains, np.float64), evals
+
+    run = greedy(Oracle(m, gains, add), budget, optimizer="lazy", batch=lazy_batch, initial_gains=gains0)
+    return run.order, run.gains, run.evaluations + m
 
 
 def nearest_pick(features: np.ndarray, picks: np.ndarray, *, block_bytes: int = 32 << 20
