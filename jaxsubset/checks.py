@@ -96,3 +96,30 @@ def check_labels(labels: Any, n: int, num_classes: int, *, name: str = "labels",
         raise ValueError(f"{name} must lie in [0, {num_classes}) for a model with {num_classes} outputs; found "
                          f"[{int(y.min())}, {int(y.max())}].")
     return y.astype(np.int64)
+
+
+def check_labelled_sets(x: Any, y: Any, ref_x: Any, ref_y: Any, k: Any, *, names: tuple[str, str],
+                        what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Two labelled embedding sets for a kNN computation: ``x (n, d)`` with int ``y (n,)`` and
+    ``ref_x (m, d)`` with int ``ref_y (m,)`` (one width, ``m >= 1``), and ``k >= 1`` neighbours.
+
+    ``names`` name the two sets in messages (e.g. ``("training", "test")``); ``what`` names the method.
+    Returns ``(x float32, y, ref_x float32, ref_y, k)``.
+    """
+    a, b = names
+    h = as_features(x, name=f"{a} embeddings")
+    r = as_features(ref_x, name=f"{b} embeddings")
+    ya, yb = np.asarray(y), np.asarray(ref_y)
+    if ya.shape != (h.shape[0],) or yb.shape != (r.shape[0],):
+        raise ValueError(f"labels must be (n,) matching the embeddings; got {a} {ya.shape} for {h.shape[0]} rows and "
+                         f"{b} {yb.shape} for {r.shape[0]} rows.")
+    if h.shape[1] != r.shape[1]:
+        raise ValueError(f"{a} and {b} embeddings differ in width: {h.shape[1]} vs {r.shape[1]}.")
+    for name, lab in ((a, ya), (b, yb)):
+        if lab.size and not np.issubdtype(lab.dtype, np.integer):
+            raise TypeError(f"{name} labels must be integers, got dtype {lab.dtype}.")
+    if r.shape[0] < 1:
+        raise ValueError(f"{what} needs at least one {b} point.")
+    if isinstance(k, (bool, np.bool_)) or int(k) != k or int(k) < 1:
+        raise ValueError(f"k (the number of neighbours) must be an integer >= 1, got {k!r}.")
+    return h, ya, r, yb, int(k)

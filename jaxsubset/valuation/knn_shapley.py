@@ -22,26 +22,14 @@ from typing import Any
 import numpy as np
 
 from jaxsubset import grads
-from jaxsubset.checks import as_features
+from jaxsubset.checks import as_features, check_labelled_sets
 
 
 def _check(train_emb: Any, train_labels: Any, test_emb: Any, test_labels: Any, k: int):
-    xt = as_features(train_emb, name="training embeddings")
-    xs = as_features(test_emb, name="test embeddings")
-    yt, ys = np.asarray(train_labels), np.asarray(test_labels)
-    if yt.shape != (xt.shape[0],) or ys.shape != (xs.shape[0],):
-        raise ValueError(f"labels must be (n,) matching the embeddings; got training {yt.shape} for {xt.shape[0]} "
-                         f"rows and test {ys.shape} for {xs.shape[0]} rows.")
-    if xt.shape[1] != xs.shape[1]:
-        raise ValueError(f"training and test embeddings differ in width: {xt.shape[1]} vs {xs.shape[1]}.")
-    for name, y in (("training", yt), ("test", ys)):
-        if y.size and not np.issubdtype(y.dtype, np.integer):
-            raise TypeError(f"{name} labels must be integers, got dtype {y.dtype}.")
-    if xt.shape[0] < 1 or xs.shape[0] < 1:
+    if np.shape(train_emb)[:1] == (0,):
         raise ValueError("KNN-Shapley needs at least one training and one test point.")
-    if isinstance(k, (bool, np.bool_)) or int(k) != k or int(k) < 1:
-        raise ValueError(f"k (the number of neighbours) must be an integer >= 1, got {k!r}.")
-    return xt, yt, xs, ys, int(k)
+    return check_labelled_sets(train_emb, train_labels, test_emb, test_labels, k, names=("training", "test"),
+                               what="KNN-Shapley")
 
 
 def knn_shapley_sorted(match: np.ndarray, k: int) -> np.ndarray:

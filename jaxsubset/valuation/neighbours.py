@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsubset.checks import as_features
+from jaxsubset.checks import check_labelled_sets
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -42,21 +42,8 @@ def label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: 
       k: neighbours, ``1 <= k``; clipped to ``m``.
       chunk: points per distance block (memory ``chunk · m``).
     """
-    h = as_features(emb, name="embeddings")
-    r = as_features(ref_emb, name="reference embeddings")
-    y, ry = np.asarray(labels), np.asarray(ref_labels)
-    if y.shape != (h.shape[0],) or ry.shape != (r.shape[0],):
-        raise ValueError(f"labels must be (n,) matching the embeddings; got {y.shape} for {h.shape[0]} rows and "
-                         f"{ry.shape} for {r.shape[0]} reference rows.")
-    if h.shape[1] != r.shape[1]:
-        raise ValueError(f"embeddings and reference embeddings differ in width: {h.shape[1]} vs {r.shape[1]}.")
-    for name, a in (("labels", y), ("reference labels", ry)):
-        if a.size and not np.issubdtype(a.dtype, np.integer):
-            raise TypeError(f"{name} must be integers, got dtype {a.dtype}.")
-    if r.shape[0] < 1:
-        raise ValueError("label_agreement needs at least one reference point.")
-    if isinstance(k, (bool, np.bool_)) or int(k) != k or int(k) < 1:
-        raise ValueError(f"k (the number of neighbours) must be an integer >= 1, got {k!r}.")
+    h, y, r, ry, k = check_labelled_sets(emb, labels, ref_emb, ref_labels, k, names=("training", "reference"),
+                                         what="label_agreement")
     k = min(int(k), r.shape[0])
     ref, ref_y = jnp.asarray(r, jnp.float32), jnp.asarray(ry, jnp.int32)
     out = [_agree_chunk(jnp.asarray(h[s:s + chunk], jnp.float32), jnp.asarray(y[s:s + chunk], jnp.int32), ref, ref_y, k)
