@@ -140,7 +140,9 @@ def torch_call(name: str, x: np.ndarray, y: np.ndarray, flat: bool = False,
 
 # --- one model ----------------------------------------------------------------------------------
 
-def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> dict[str, tuple[float, float]]:
+def problem(name: str, batch: int):
+    """The benchmark's model (seed 0) and one batch: ``(model, shape, classes, x_np, y_np, x, y, leaves,
+    treedef)`` (NumPy and device copies of the batch; the parameters' leaves and tree structure)."""
     model_name, shape, c = SPECS[name]
     m = to_pure(create(model_name, shape, c, seed=0))
     rng = np.random.default_rng(0)
@@ -149,6 +151,11 @@ def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> di
     x, y = jnp.asarray(x_np), jnp.asarray(y_np, jnp.int32)
     leaves = jax.tree_util.tree_leaves(m.params)
     treedef = jax.tree_util.tree_structure(m.params)
+    return m, shape, c, x_np, y_np, x, y, leaves, treedef
+
+
+def run(name: str, batch: int, repeats: int, loop_n: int, use_torch: bool) -> dict[str, tuple[float, float]]:
+    m, shape, c, x_np, y_np, x, y, leaves, treedef = problem(name, batch)
     chosen = list(range(len(leaves)))
     plan = build_plan(m.apply_fn, m.params, x_np[0], y_np[0], chosen)
 
@@ -266,14 +273,7 @@ def focus(name: str, batch: int, rounds: int) -> None:
     process (all threads: ``time.process_time``) is recorded, which waiting for a core
     does not inflate. Public calls get new parameter values every time.
     """
-    model_name, shape, c = SPECS[name]
-    m = to_pure(create(model_name, shape, c, seed=0))
-    rng = np.random.default_rng(0)
-    x_np = rng.normal(size=(batch, *shape)).astype(np.float32)
-    y_np = rng.integers(0, c, batch)
-    x, y = jnp.asarray(x_np), jnp.asarray(y_np, jnp.int32)
-    leaves = jax.tree_util.tree_leaves(m.params)
-    treedef = jax.tree_util.tree_structure(m.params)
+    m, shape, c, x_np, y_np, x, y, leaves, treedef = problem(name, batch)
 
     def mean_loss(lv, xb, yb):
         return jnp.mean(cross_entropy(m.apply_fn(jax.tree_util.tree_unflatten(treedef, lv), xb), yb))
