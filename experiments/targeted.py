@@ -115,7 +115,7 @@ def arm_name(strategy: str, features: str, rho: float) -> str:
 
 def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tuple[str, ...], *,
                 features: str, grad_ablation: bool, data_dir: str | None, progress: bool, eta: float,
-                gamma: float, diversity: float = 0.0) -> list[dict[str, Any]]:
+                diversity_weight: float, diversity: float = 0.0) -> list[dict[str, Any]]:
     from jaxsubset import data, train
     from jaxsubset.data import make_targeted_setting
     from jaxsubset.workflows.tss import tss_round
@@ -131,11 +131,11 @@ def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tu
         t0 = time.perf_counter()
         init = train.fit(make(seed), st.labeled, seed=seed, progress=False, eval_every=spec.epochs, **train_kw)
         t_init = time.perf_counter() - t0
-        runs = [(b, s, features, gamma) for b in budgets for s in strategies if s not in SMI]
+        runs = [(b, s, features, diversity_weight) for b in budgets for s in strategies if s not in SMI]
         for feat, rho in smi_variants(features, grad_ablation, diversity):
             # ρ > 0: γ = ρ·|T|/|U|, so that the pool facility location (a sum over |U| points) weighs like the
-            # query term (a sum over |T| points); ρ = 0 keeps the --gamma given (0 by default)
-            g = rho * st.query_y.size / st.pool_y.size if rho > 0 else gamma
+            # query term (a sum over |T| points); ρ = 0 keeps the --diversity-weight given (0 by default)
+            g = rho * st.query_y.size / st.pool_y.size if rho > 0 else diversity_weight
             runs += [(b, s, feat, g) for b in budgets for s in strategies if s in SMI]
         for budget, strategy, feat, g in runs:
             r = tss_round(make(seed), st.labeled, st.pool_x, st.pool_y, st.query_x, st.query_y, budget,
@@ -144,7 +144,7 @@ def run_dataset(spec: Spec, seeds: int, budgets: tuple[int, ...], strategies: tu
             rows.append(dict(
                 dataset=spec.dataset, model=LABEL.get(spec.model, spec.model), seed=seed, budget=budget,
                 strategy=strategy, features=feat if strategy in SMI else "–",
-                gamma=g if strategy in SMI else 0.0, arm=arm_name(strategy, feat, g), epochs=spec.epochs,
+                diversity_weight=g if strategy in SMI else 0.0, arm=arm_name(strategy, feat, g), epochs=spec.epochs,
                 num_labeled=r["num_labeled"], num_pool=r["num_pool"],
                 pool_target_rate=float(np.isin(st.pool_y, st.target_classes).mean()),
                 target_classes=" ".join(map(str, st.target_classes)),
@@ -182,13 +182,13 @@ def render(summary, features: str = "embeddings") -> str:  # noqa: C901
     table = []
     for s in summary:
         smi = s["strategy"] in SMI
-        gamma = float(s.get("gamma") or 0.0)
+        weight = float(s.get("diversity_weight") or 0.0)
         d = None
         if s.get("d_random_n"):
             d = dict(diff_mean=s["d_random_mean"], ci_low=s["d_random_low"], ci_high=s["d_random_high"],
                      n=s["d_random_n"])
         table.append((s["dataset"], s["model"], s["budget"], s["strategy"], s["features"],
-                      f"{gamma:.3g}" if smi else "–", report.fmt_diff(d) if d else "–",
+                      f"{weight:.3g}" if smi else "–", report.fmt_diff(d) if d else "–",
                       C.fmt(s["overall_before_mean"], s["overall_before_std"], digits=1),
                       C.fmt(s["overall_after_mean"], s["overall_after_std"], digits=1),
                       C.fmt(s["targeted_before_mean"], s["targeted_before_std"], digits=1),
@@ -205,7 +205,7 @@ def render(summary, features: str = "embeddings") -> str:  # noqa: C901
     margin_rows = []
     for (dsn, budget) in dict.fromkeys((s["dataset"], s["budget"]) for s in summary):
         grp = [s for s in summary if s["dataset"] == dsn and s["budget"] == budget
-               and s["features"] in (features, "–") and not float(s.get("gamma") or 0.0)]
+               and s["features"] in (features, "–") and not float(s.get("diversity_weight") or 0.0)]
         best_smi = max((s for s in grp if s["strategy"] in SMI), key=lambda s: s["targeted_gain_mean"], default=None)
         best_base = max((s for s in grp if s["strategy"] not in SMI), key=lambda s: s["targeted_gain_mean"],
                         default=None)
@@ -234,14 +234,15 @@ def main(argv=None) -> int:
                         "and with the diversity term")
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="override the configuration's budgets")
     p.add_argument("--eta", type=float, default=1.0)
-    p.add_argument("--gamma", type=float, default=0.0, help="diversity weight γ of the main SMI runs")
+    p.add_argument("--diversity-weight", type=float, default=0.0,
+                   help="diversity weight γ of the main SMI runs (the library's diversity_weight)")
     p.add_argument("--diversity", type=float, default=1.0,
                    help="relative weight ρ of the facility-location diversity runs: γ = ρ·|T|/|U| (0: none)")
     p.add_argument("--compile-cache", default=None,
                    help="folder for JAX's persistent compilation cache (default: a temporary folder for this run)")
     args = p.parse_args(argv)
-    if args.gamma < 0 or args.diversity < 0:
-        p.error("--gamma and --diversity must be >= 0")
+    if args.diversity_weight < 0 or args.diversity < 0:
+        p.error("--diversity-weight and --diversity must be >= 0")
     if args.config == "fmnist":
         args.data_dir = args.data_dir or "/usr/share/datasets/fashion-mnist"
         if args.out == os.path.join(C.HERE, "results", "targeted"):
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
         for spec in specs:
             rows += run_dataset(spec, seeds, spec.budgets, strategies, features=args.features,
                                 grad_ablation=not (args.quick or args.no_grad_ablation), data_dir=args.data_dir,
-                                progress=not args.no_progress, eta=args.eta, gamma=args.gamma,
+                                progress=not args.no_progress, eta=args.eta, diversity_weight=args.diversity_weight,
                                 diversity=args.diversity)
     finally:
         if tmp is not None:
@@ -272,7 +273,7 @@ def main(argv=None) -> int:
 
     metrics = ["overall_before", "overall_after", "overall_gain", "targeted_before", "targeted_after",
                "targeted_gain", "selected_target", "selection_time_s", "train_time_s"]
-    summary = report.summarize(rows, ["dataset", "model", "budget", "strategy", "features", "gamma", "arm"], metrics)
+    summary = report.summarize(rows, ["dataset", "model", "budget", "strategy", "features", "diversity_weight", "arm"], metrics)
     attach_differences(summary, rows)
     md = render(summary, features=args.features)
     print(f"Total run time: {total:.0f} s ({C.environment()['device']}).")
@@ -282,7 +283,7 @@ def main(argv=None) -> int:
         series = {}
         for st in strategies:
             ss = [s for s in summary if s["dataset"] == spec.dataset and s["strategy"] == st
-                  and s["features"] in (args.features, "–") and s["gamma"] == (args.gamma if st in SMI else 0.0)]
+                  and s["features"] in (args.features, "–") and s["diversity_weight"] == (args.diversity_weight if st in SMI else 0.0)]
             series[st] = ([s["budget"] for s in ss], [s["targeted_after_mean"] for s in ss],
                           [s["targeted_after_std"] for s in ss])
         before = [s for s in summary if s["dataset"] == spec.dataset]
