@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+from jaxsubset.kernels import similarity_op
 from jaxsubset.selectors.smi import (FLQMI, FLVMI, GCMI, FacilityLocation, LogDet, LogDetMI, smi, smi_similarity,
                                      smi_objective)
 
@@ -72,9 +73,11 @@ def test_similarity_matches_numpy_formulas():
     d2 = ((X[:, None, :] - Q[None, :, :]) ** 2).sum(-1)
     np.testing.assert_allclose(smi_similarity(X, Q, metric="rbf", gamma=1 / (2 * 1.7 ** 2)), np.exp(-d2 / (2 * 1.7 ** 2)),
                                atol=1e-5)
-    # median heuristic: sigma^2 = median squared distance among (all, here) pool rows
-    dxx = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)[~np.eye(12, dtype=bool)]
-    np.testing.assert_allclose(smi_similarity(X, Q, metric="rbf"), np.exp(-d2 / (2 * np.median(dxx))), atol=1e-5)
+    # default scale, the library's one RBF default: gamma = 1 / (2 mean_i |x_i - mean x|^2) = 1 / (mean pairwise
+    # squared distance over all ordered pairs, self-pairs included)
+    dxx = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(smi_similarity(X, Q, metric="rbf"), np.exp(-d2 / dxx.mean()), atol=1e-5)
+    assert similarity_op(X, metric="rbf").gamma == pytest.approx(1 / dxx.mean(), rel=1e-5)
 
 
 def test_factored_last_layer_features_equal_materialized_gradients():

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsubset.kernels.features import Features, check_features
+from jaxsubset.kernels.last_layer import last_layer_mean_grad
 from jaxsubset.kernels.similarity import METRICS, rbf_gamma
 
 TINY = 1e-30  # floor of squared norms and residual variances
@@ -86,20 +87,14 @@ def device_kernel(fa: FeatureRows, fb: FeatureRows, metric: str, gamma: float = 
     return jnp.concatenate(parts, axis=0) if parts else jnp.zeros((0, fb.n), jnp.float32)
 
 
-def median_gamma(pool: FeatureRows, gamma: float | None = None, max_rows: int = 512) -> float:
-    """RBF ``gamma`` (validated), or if None ``1 / (2 σ²)`` with ``σ²`` the median squared distance of
-    (up to ``max_rows`` evenly spaced) pool rows."""
-    if gamma is not None:
+def pool_gamma(pool: FeatureRows, gamma: float | None = None) -> float:
+    """RBF ``gamma`` (validated), or if None the library's one default, ``1 / (2·mean_i |x_i - x̄|²)`` over
+    all pool rows (as :func:`~jaxsubset.kernels.similarity.similarity_op`; about one over the mean squared
+    pairwise distance). Factored rows use the mean last-layer gradient ``x̄ = (1/n) Σ e_i ⊗ [h_i, 1]``."""
+    if gamma is not None or pool.n == 0:
         return rbf_gamma(gamma, 0.0)
-    rows = np.unique(np.linspace(0, pool.n - 1, min(pool.n, max_rows)).astype(np.int64))
-    x, h, sq = pool.rows(rows).arrays()
-    dot = x @ x.T if h is None else (x @ x.T) * (h @ h.T + 1.0)
-    d2 = np.asarray(jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * dot, 0.0), np.float64)
-    off = d2[~np.eye(rows.size, dtype=bool)]
-    med = float(np.median(off)) if off.size else 0.0
-    if not med > 0:
-        med = 1.0  # all sampled points coincide: any scale gives the same (constant) kernel
-    return 1.0 / (2.0 * med)
+    mean = np.mean(pool.x, axis=0, dtype=np.float64) if pool.h is None else last_layer_mean_grad(pool.x, pool.h)
+    return rbf_gamma(None, float(np.mean(pool.sq, dtype=np.float64) - np.sum(mean ** 2)))
 
 
-__all__ = ["FeatureRows", "feature_rows", "pair_block", "device_kernel", "median_gamma", "TINY"]
+__all__ = ["FeatureRows", "feature_rows", "pair_block", "device_kernel", "pool_gamma", "TINY"]

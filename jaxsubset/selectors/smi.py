@@ -21,7 +21,7 @@ the same formulas on any set in float64, e.g. built by :func:`smi_objective`.
 Similarities (:data:`jaxsubset.kernels.METRICS`, computed on the device by
 :mod:`jaxsubset.kernels.device`): ``"shifted_cosine"`` ``(1 + cos)/2`` (in ``[0, 1]``, positive
 semi-definite; a zero vector has cosine 0 with everything) or ``"rbf"`` ``exp(-gamma |a - b|²)``
-with ``gamma = 1/(2·median squared pool distance)`` unless given. Features are
+with ``gamma = 1/(2·mean_i |x_i - x̄|²)`` over the pool unless given (the default of every RBF in the library). Features are
 :data:`~jaxsubset.kernels.features.Features`: an array ``(n, d)`` or last-layer factors ``(e, h)``.
 """
 
@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsubset.kernels.device import TINY as _TINY, FeatureRows, device_kernel, feature_rows, median_gamma, pair_block
+from jaxsubset.kernels.device import TINY as _TINY, FeatureRows, device_kernel, feature_rows, pool_gamma, pair_block
 from jaxsubset.kernels.features import Features
 from jaxsubset.selectors.facility import facility_value
 from jaxsubset.solvers.greedy import fori_greedy, greedy
@@ -60,7 +60,7 @@ def smi_similarity(a: Features, b: Features | None = None, *, metric: str = "shi
       a: features ``(na, d)`` or a pair ``(e (na, C), h (na, d))`` of factored last-layer gradients.
       b: same kind of features ``(nb, ...)``; defaults to ``a``.
       metric: ``"shifted_cosine"`` (``(1 + cos)/2``) or ``"rbf"`` (``exp(-gamma |a - b|²)``).
-      gamma: RBF scale; None uses ``1 / (2·median squared distance)`` among rows of ``a``.
+      gamma: RBF scale; None uses ``1 / (2·mean_i |a_i - ā|²)`` (as ``similarity_op``).
       chunk: rows of ``a`` per jitted block.
     """
     _check_choice(metric, METRICS, "metric")
@@ -68,7 +68,7 @@ def smi_similarity(a: Features, b: Features | None = None, *, metric: str = "shi
     fb = fa if b is None else feature_rows(b, "b")
     if fa.dims() != fb.dims():
         raise ValueError(f"a and b have different feature dimensions {fa.dims()} and {fb.dims()}.")
-    return np.asarray(device_kernel(fa, fb, metric, median_gamma(fa, gamma) if metric == "rbf" else 0.0, chunk))
+    return np.asarray(device_kernel(fa, fb, metric, pool_gamma(fa, gamma) if metric == "rbf" else 0.0, chunk))
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -360,7 +360,7 @@ def smi_objective(pool_features: Features, query_features: Features, *, function
     """
     cfg = _Config.make(function, eta, diversity_weight, diversity, metric, graph_cut_weight, ridge)
     pool, query = _check_pool_query(pool_features, query_features)
-    inv = median_gamma(pool, gamma) if metric == "rbf" else 0.0
+    inv = pool_gamma(pool, gamma) if metric == "rbf" else 0.0
     pq = np.asarray(device_kernel(pool, query, metric, inv), np.float64)
     needs_pool = cfg.function in ("flvmi", "logdetmi") or cfg.diversity_weight > 0
     pk = np.asarray(device_kernel(pool, pool, metric, inv), np.float64) if needs_pool else None
@@ -575,7 +575,7 @@ def smi(pool_features: Features, query_features: Features, budget: int, *, funct
       diversity: ``"facility_location"`` or ``"logdet"``.
       metric: ``"shifted_cosine"`` (``(1 + cos)/2``) or ``"rbf"`` (``exp(-gamma |a - b|²)``); see
         :data:`jaxsubset.kernels.METRICS`.
-      gamma: RBF scale (None: ``1 / (2·median squared pool distance)``).
+      gamma: RBF scale (None: ``1 / (2·mean_i |x_i - x̄|²)`` over the pool, as ``similarity_op``).
       graph_cut_weight: GCMI's ``λ``.
       ridge: ``r`` in the log-det terms (``> 0``).
       optimizer: ``"greedy"`` (jitted loop, all gains recomputed incrementally every step),
@@ -612,7 +612,7 @@ def smi(pool_features: Features, query_features: Features, budget: int, *, funct
                          "or the log-det diversity term.")
 
     t0 = time.perf_counter()
-    inv2s2 = median_gamma(pool, gamma) if cfg.metric == "rbf" else 0.0
+    inv2s2 = pool_gamma(pool, gamma) if cfg.metric == "rbf" else 0.0
     pq = device_kernel(pool, query, cfg.metric, inv2s2, chunk)                     # (n, q)
     qmax = jnp.max(pq, axis=1)                                               # (n,)
     base = jnp.zeros((n,), jnp.float32)
