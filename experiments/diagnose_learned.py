@@ -171,8 +171,51 @@ def full(configs):
                 s=time.perf_counter() - t0)
 
 
+def dyn(configs, cells=((0.1, 1), (0.3, 0))):
+    """Round 3: as :func:`full`, but the 2-epoch surrogate records its training dynamics
+    (``fit(record_dynamics=True)``); prints the AUROC of each dynamics ranking and of the learned values
+    with settings ``configs``, where ``dyn=1`` feeds the dynamics to the selection network."""
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mislabel as M
+    from jaxsubset.data.offline import stratified_split
+
+    fm = data.load("fashion_mnist", data_dir=DATA)
+    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
+    val = (fm.x_train[vi], fm.y_train[vi])
+    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
+    train_kw = dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+    for noise, seed in cells:
+        ds, flipped = data.flip_labels(clean, noise, seed=seed)
+        t0 = time.perf_counter()
+        sur, dynamics, t_sur = M.surrogate(ds, "mlp", seed, 2, train_kw, False)
+        t1 = time.perf_counter()
+        loss = M.compute(["loss"], sur, ds.x_train, ds.y_train)["loss"]
+        t_loss = time.perf_counter() - t1
+        rho = M.noise_rates(M.predict(sur, ds.x_train), ds.y_train, M.predict(sur, val[0]), val[1], num_classes=10)
+        out(h="dyn", noise=noise, seed=seed, ranking="loss", auc=auc(loss, flipped), s_surrogate=t_sur, s_loss=t_loss)
+        for nm, sgn in (("loss_mean", 1), ("loss_var", 1), ("forgetting", 1), ("aum", -1)):
+            out(h="dyn", noise=noise, seed=seed, ranking=nm, auc=auc(sgn * dynamics[nm], flipped))
+        for spec in configs:
+            kw = dict(M.CONFIGS["fmnist"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
+            kw.update(eval(f"dict({spec})"))       # trusted command-line settings of this script
+            if kw.pop("dyn", 0):
+                kw["point_features"] = M.dynamics_features(dynamics)
+            t0 = time.perf_counter()
+            res = L.fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=10, seed=seed, validation=val, **kw)
+            out(h="dyn", noise=noise, seed=seed, ranking="learned", settings=spec, auc=auc(-res.values, flipped),
+                s=time.perf_counter() - t0)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["full"]:
         full(sys.argv[2:])
+    elif sys.argv[1:2] == ["dyn"]:      # optional first setting "cells=0.1:1,0.3:0" (noise:seed pairs)
+        args = sys.argv[2:]
+        if args and args[0].startswith("cells="):
+            cells = tuple((float(a), int(b)) for a, b in (c.split(":") for c in args[0][6:].split(",")))
+            dyn(args[1:], cells)
+        else:
+            dyn(args)
     else:
         main(sys.argv[1:])

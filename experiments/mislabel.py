@@ -45,11 +45,11 @@ from jaxsubset import budget_from_fraction, data, report, selectors, train  # no
 from jaxsubset.workflows.quantities import compute  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
 from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
-from jaxsubset.subset import Subset  # noqa: E402
 from jaxsubset.valuation import knn_shapley_quantity  # noqa: E402
 from jaxsubset.valuation.noise import noise_rates  # noqa: E402
 
 DETECTORS = {"loss": "loss", "el2n": "el2n", "grand": "grad_norm"}     # higher = more suspicious
+DYNAMICS_RANKINGS = {"loss_mean": 1.0, "forgetting": 1.0, "aum": -1.0}  # recorded while training the surrogate
 SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order", "learned_filter", "loss_filter")
 DEFAULT_SUBSETS = ("random", "loss_easy", "learned", "learned_filter", "loss_filter")   # trained on, at `fraction`
 CONFIGS = {
@@ -90,34 +90,37 @@ def _jit_predict(apply_fn):
     return jax.jit(lambda p, xb: jnp.argmax(apply_fn(p, xb), -1))
 
 
-def filtered_random(values: np.ndarray, labels: np.ndarray, budget: int, drop, seed: int, *,
-                    num_classes: int, method: str) -> Subset:
-    """Per class ``c``: drop the ``drop[c]`` fraction of its rows with the lowest ``values``, then draw the
-    class's share of ``budget`` uniformly from the rest (``drop`` is capped so the share stays reachable)."""
-    rng = np.random.default_rng(seed)
-    drop = np.broadcast_to(np.asarray(drop, np.float64), (num_classes,))
-    n = labels.size
-    keep = []
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        want = int(round(budget * rows.size / n))
-        order = rows[np.argsort(values[rows], kind="stable")]
-        rest = order[min(int(round(drop[c] * rows.size)), rows.size - want):]
-        keep.append(rng.choice(rest, size=want, replace=False))
-    return Subset.unweighted(np.sort(np.concatenate(keep)), method=method)
+DYNAMICS_FEATURES = ("loss_mean", "loss_var", "forgetting", "aum")
+
+
+def surrogate(ds, model, seed: int, epochs: int, train_kw, progress: bool):
+    """The scoring surrogate trained ``epochs`` epochs on the noisy pool, recording its training dynamics
+    (one forward pass per step, ~1.07x the plain training cost): ``(PureModel, dynamics dict, seconds)``."""
+    t0 = time.perf_counter()
+    res = train.fit(model, ds, epochs=epochs, seed=seed + 1000, progress=progress, eval_every=epochs,
+                    record_dynamics=True, **train_kw)
+    return res.model, res.history["dynamics"], time.perf_counter() - t0
+
+
+def dynamics_features(dynamics) -> np.ndarray:
+    """float32 ``(n, 4)``: the surrogate's loss mean / variance over training, forgetting count, AUM."""
+    return np.stack([np.asarray(dynamics[k], np.float32) for k in DYNAMICS_FEATURES], axis=1)
 
 
 def detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw, progress, with_knn=True):
     """Surrogate, noise estimate and every ranking of one seed: ``(sur, t_sur, values, secs, rho, fitted)``.
 
     ``values[name]``: higher = more suspicious; ``secs[name]``: seconds of the method after the surrogate
-    (the noise estimate is charged to ``learned``, whose layer budget it sets)."""
-    sur, t_sur = C.score_model(ds, model, seed=seed, epochs=sur_epochs, train_kw=train_kw, progress=progress)
+    (the noise estimate is charged to ``learned``, whose layer budget it sets). The surrogate records its
+    training dynamics (charged to every method alike); ``loss_mean`` / ``forgetting`` / ``aum`` rank by them."""
+    sur, dynamics, t_sur = surrogate(ds, model, seed, sur_epochs, train_kw, progress)
     values, secs = {}, {}
     for rname, q in DETECTORS.items():
         t0 = time.perf_counter()
         values[rname] = compute([q], sur, ds.x_train, ds.y_train)[q]
         secs[rname] = time.perf_counter() - t0
+    for rname, sign in DYNAMICS_RANKINGS.items():      # already recorded: no further pass
+        values[rname], secs[rname] = sign * np.asarray(dynamics[rname], np.float64), 0.0
     if with_knn:
         t0 = time.perf_counter()
         values["knn_shapley"] = -knn_shapley_quantity(sur, ds.x_train, ds.y_train, validation=val, k=10)
@@ -127,6 +130,8 @@ def detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw, progress, 
     kw = dict(learned_kw)
     if kw.get("budget_fraction") == "auto":
         kw["budget_fraction"] = float(np.clip(1.0 - np.mean(rho), 0.5, 0.9))
+    if kw.pop("dynamics", False):
+        kw["point_features"] = dynamics_features(dynamics)
     fitted = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
                                  validation=val, progress=progress, **kw)
     secs["learned"] = time.perf_counter() - t0
@@ -218,19 +223,13 @@ def main(argv=None) -> int:
                 s = t_sur + time.perf_counter() - t0
                 rows_b.append(dict(base, ranking="learned_first_order", auc=auroc(-fo.values, flipped), seconds=s,
                                    time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
-            quantities = {"loss": values["loss"], "learned_value": fitted.values}
+            quantities = {"loss": values["loss"], "learned_value": fitted.values, "noise_rate": rho[ds.y_train]}
             if "knn_shapley" in values:
                 quantities["knn_shapley"] = -values["knn_shapley"]
             for method in subsets:
                 if method == "learned_first_order":
                     sub = selectors.select("learned", ds.y_train, budget, {"learned_value": fo.values}, seed=seed,
                                            num_classes=ds.num_classes)
-                elif method == "learned_filter":
-                    sub = filtered_random(fitted.values, ds.y_train, budget, rho, seed, num_classes=ds.num_classes,
-                                          method=method)
-                elif method == "loss_filter":
-                    sub = filtered_random(-values["loss"], ds.y_train, budget, rho, seed, num_classes=ds.num_classes,
-                                          method=method)
                 else:
                     sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed,
                                            num_classes=ds.num_classes)

@@ -57,8 +57,9 @@ def main(argv=None) -> int:
         t_l = time.perf_counter() - t0
         budget = budget_from_fraction(args.fraction, n)
         subs = {"random": selectors.select("random", ds.y_train, budget, seed=seed, num_classes=ds.num_classes),
-                "learned_filter": M.filtered_random(values, ds.y_train, budget, drop, seed,
-                                                     num_classes=ds.num_classes, method="learned_filter")}
+                "learned_filter": selectors.select("learned_filter", ds.y_train, budget,
+                                                   {"learned_value": values, "noise_rate": np.full(n, drop)},
+                                                   seed=seed, num_classes=ds.num_classes)}
         for method, sub in subs.items():
             res = train.fit(model, ds, sub, epochs=epochs, seed=seed, progress=False, eval_every=epochs, **train_kw)
             rows.append(dict(dataset=dname, noise=args.noise, fraction=args.fraction, seed=seed, method=method,

@@ -192,7 +192,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
                         warmup_epochs: int = 0, warmup_lr: float = 1e-3,
                         embedding_features: bool = False, target: str = "sign",
                         steps_per_epoch: int | None = None, budget_spread: float = 0.0, neighbours: int = 10,
-                        readout: str = "cost", readout_rounds: int = 4, progress: bool = False) -> LearnedSelection:
+                        point_features: Any = None, readout: str = "cost", readout_rounds: int = 4,
+                        progress: bool = False) -> LearnedSelection:
     """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
 
     Args:
@@ -250,6 +251,10 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         (in ``θ``'s embedding at the start) that share a point's label
         (:func:`jaxsubset.valuation.neighbours.label_agreement`), information the model's loss lacks;
         0 leaves it out.
+      point_features: optional float ``(n, E)`` (or ``(n,)``) extra per-row inputs of ``h_φ``, finite,
+        standardized over the data set like the others: e.g. the training dynamics of the surrogate
+        that ``model`` is (``train.fit(..., record_dynamics=True)``: mean and variance of the loss,
+        forgetting, AUM), which its end-of-training view lacks.
       readout: ``"cost"`` or ``"selection"`` (see the module docstring).
       readout_rounds: random partitions averaged by ``readout="selection"``.
 
@@ -284,6 +289,17 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         raise ValueError(f"neighbours must be an integer >= 0 (0: no neighbour feature), got {neighbours!r}.")
     if int(warmup_epochs) < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+    if point_features is not None:
+        point_features = np.asarray(point_features)
+        if point_features.dtype == np.bool_ or not np.issubdtype(point_features.dtype, np.number):
+            raise TypeError(f"point_features must be a numeric array, got dtype {point_features.dtype}.")
+        point_features = point_features.astype(np.float32)
+        if point_features.ndim == 1:
+            point_features = point_features[:, None]
+        if point_features.ndim != 2 or point_features.shape[0] != np.shape(y)[0]:
+            raise ValueError(f"point_features must be (n, E) with n = {np.shape(y)[0]} training rows, got shape "
+                             f"{point_features.shape}.")
+        as_features(point_features, name="point_features")
     if int(epochs) < 1 or int(batch_size) < 2 or int(val_batch_size) < 1 or int(readout_rounds) < 1:
         raise ValueError("epochs, val_batch_size and readout_rounds must be >= 1 and batch_size >= 2; got "
                          f"{epochs}, {val_batch_size}, {readout_rounds}, {batch_size}.")
@@ -338,6 +354,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         pf = pf[:, None]
     else:
         pf = np.zeros((n, 0), np.float32)
+    if point_features is not None:
+        pf = np.concatenate([pf, point_features], axis=1)
     raw0 = np.concatenate([raw0, pf], axis=1)           # the features' scale over the data set, at the start
     as_features(raw0, name="selection features")        # non-finite model outputs: a clear error
     scale = (jnp.asarray(raw0.mean(0)), jnp.asarray(raw0.std(0)))
@@ -348,8 +366,9 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     theta = model.params
     state = (theta, tx_theta.init(theta), phi, tx_phi.init(phi))
 
+    train_theta = float(lr) > 0.0          # lr = 0: values for a fixed θ, no θ step, features reused at readout
     epoch = _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b, vb, steps, float(epsilon),
-                        int(iterations), bool(embedding_features), target, float(budget_spread))
+                        int(iterations), bool(embedding_features), target, float(budget_spread), train_theta)
 
     def costs_fn(p, f):
         return nnx.merge(sgraph, p)(f)
@@ -373,7 +392,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     trained = dataclasses.replace(model, params=theta)
     values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, scale, embedding_features=embedding_features,
                       readout=readout, batch=b, k=k, epsilon=epsilon, iterations=iterations,
-                      rounds=int(readout_rounds), seed=int(seed))
+                      rounds=int(readout_rounds), seed=int(seed),
+                      features=None if train_theta else (raw0, h_all))
     history["total_time_s"] = time.perf_counter() - t_start
     return LearnedSelection(values, trained, nnx.merge(sgraph, phi), val_idx.astype(np.int64), history)
 
@@ -419,7 +439,8 @@ def _adam(lr: float) -> optax.GradientTransformation:
 
 @functools.lru_cache(maxsize=8)
 def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, vb: int, steps: int, epsilon: float,
-                iterations: int, embedding_features: bool, target: str = "sign", budget_spread: float = 0.0):
+                iterations: int, embedding_features: bool, target: str = "sign", budget_spread: float = 0.0,
+                train_theta: bool = True):
     """The jitted epoch ``(state, key, k, x, y, point_features, neighbours, x_val, y_val, scale, val_factors)
     -> (state, hyper_loss, train_loss)``.
 
@@ -461,10 +482,13 @@ def _make_epoch(embed, apply_fn, sgraph, tx_theta, tx_phi, b: int, vb: int, step
         upd, s_phi = tx_phi.update(g_phi, s_phi, phi)
         phi = optax.apply_updates(phi, upd)
         w = jax.lax.stop_gradient(w)
-        loss, g_theta = jax.value_and_grad(
-            lambda p: jnp.sum(w * cross_entropy(apply_fn(p, xb), yb)) / jnp.sum(w))(theta)
-        upd, s_theta = tx_theta.update(g_theta, s_theta, theta)
-        theta = optax.apply_updates(theta, upd)
+        if train_theta:
+            loss, g_theta = jax.value_and_grad(
+                lambda p: jnp.sum(w * cross_entropy(apply_fn(p, xb), yb)) / jnp.sum(w))(theta)
+            upd, s_theta = tx_theta.update(g_theta, s_theta, theta)
+            theta = optax.apply_updates(theta, upd)
+        else:                                         # θ fixed: the weighted loss from the logits already at hand
+            loss = jnp.sum(w * cross_entropy(logits, yb)) / jnp.sum(w)
         return (theta, s_theta, phi, s_phi, xs, ys, ps, nbs, xvs, yvs, scale, vfac), (hl, loss)
 
     @jax.jit
@@ -499,12 +523,17 @@ def _make_readout(sgraph, k: int, epsilon: float, iterations: int):
 
 
 def _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, scale, *, embedding_features: bool, readout: str,
-             batch: int, k: int, epsilon: float, iterations: int, rounds: int, seed: int) -> np.ndarray:
+             batch: int, k: int, epsilon: float, iterations: int, rounds: int, seed: int,
+             features: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Values ``(n,)`` of every row from the trained ``θ, φ``, the per-row features ``pf (n, E)`` and the
-    features' ``scale`` of training (see the module docstring)."""
+    features' ``scale`` of training (see the module docstring); ``features = (raw (n, F + E), h (n, d))``
+    when they are already known at ``θ`` (a fixed ``θ``), else one forward pass computes them."""
     n = y.size
-    raw, h = _all_features(embed, theta, x, y, embedding_features)
-    raw = np.concatenate([raw, pf], axis=1)
+    if features is not None:
+        raw, h = features
+    else:
+        raw, h = _all_features(embed, theta, x, y, embedding_features)
+        raw = np.concatenate([raw, pf], axis=1)
     as_features(raw, name="selection features")    # non-finite model outputs: a clear error
     z = np.asarray(standardize(jnp.asarray(raw), scale))
     if readout == "cost":

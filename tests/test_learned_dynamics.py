@@ -1,0 +1,71 @@
+"""Learned selection with extra per-row inputs (``point_features``, e.g. training dynamics) and a fixed θ (``lr=0``)."""
+
+import numpy as np
+import pytest
+from flax import nnx
+import jax
+
+from jaxsubset.models import to_pure
+from jaxsubset.models.mlp import MLP
+from jaxsubset.valuation import learned as L
+
+C = 4
+KW = dict(num_classes=C, epochs=1, seed=0, batch_size=32, val_batch_size=50, steps_per_epoch=8, neighbours=3,
+          target="local")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """The planted-noise mixture, an MLP warmed up for 2 epochs (by a first lr=0 fit, which returns it), and
+    a fit from that model with a fixed θ."""
+    from test_learned import mixture
+
+    x, y, flipped, val = mixture(0, 200, 0.2, 60, scale=2.5)
+    warm = L.fit_selection_model(to_pure(MLP(8, C, hidden=(16,), rngs=nnx.Rngs(0))), x, y, validation=val,
+                                 lr=0.0, warmup_epochs=2, warmup_lr=3e-3, **KW).model
+    return warm, x, y, flipped, val, L.fit_selection_model(warm, x, y, validation=val, lr=0.0, **KW)
+
+
+def test_fixed_theta_keeps_the_model_and_reads_out_the_same_values_as_a_fresh_pass(setup):
+    """lr=0 skips the θ step and reuses the start's features at readout: θ is returned unchanged, and the
+    values equal a readout that recomputes every feature with a forward pass."""
+    m, x, y, _, val, res = setup
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), m.params, res.model.params)
+    assert all(jax.tree_util.tree_leaves(same))            # θ does not move during the alternation
+    embed = res.model.apply_with_embedding                 # features recomputed at θ, the neighbour column too
+    raw, h = L._all_features(embed, res.model.params, x, y, False)
+    _, hv = L._all_features(embed, res.model.params, val[0], val[1], False)
+    full = np.concatenate([raw, L.label_agreement(h, y, hv, val[1], k=3)[:, None]], axis=1)
+    ref = -np.asarray(res.selector(L.standardize(full, (full.mean(0), full.std(0)))))
+    np.testing.assert_allclose(res.values, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_point_features_reach_the_selection_network(setup):
+    """An extra column enters h_φ (its input width grows by E) and changes the values; a column that carries
+    the planted flips lets the values rank them near perfectly."""
+    m, x, y, flipped, val, base = setup
+    rng = np.random.default_rng(3)
+    marker = np.zeros(200, np.float32)
+    marker[flipped] = 1.0
+    extra = np.c_[marker + 0.1 * rng.normal(size=200), rng.normal(size=200)].astype(np.float32)
+    res = L.fit_selection_model(m, x, y, validation=val, lr=0.0, point_features=extra,
+                                **dict(KW, steps_per_epoch=40))
+    width = lambda sel: sel.layers[0].kernel.get_value().shape[0]
+    assert width(res.selector) == width(base.selector) + 2 == 2 * C + 4 + 1 + 2
+    assert not np.allclose(res.values, base.values)
+    pos = np.zeros(200, bool)
+    pos[flipped] = True
+    v = -res.values
+    assert (v[pos][:, None] > v[~pos][None, :]).mean() >= 0.95
+
+
+def test_point_features_bad_input(setup):
+    m, x, y, _, val, _ = setup
+    with pytest.raises(ValueError, match=r"point_features must be \(n, E\) with n = 200"):
+        L.fit_selection_model(m, x, y, validation=val, point_features=np.zeros((199, 2)), **KW)
+    with pytest.raises(TypeError, match="numeric"):
+        L.fit_selection_model(m, x, y, validation=val, point_features=np.zeros((200, 2), bool), **KW)
+    bad = np.zeros((200, 2))
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="point_features"):
+        L.fit_selection_model(m, x, y, validation=val, point_features=bad, **KW)
