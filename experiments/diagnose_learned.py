@@ -165,6 +165,7 @@ def full(configs):
         for spec in configs:
             kw = dict(M.CONFIGS["fmnist"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
             kw.update(eval(f"dict({spec})"))       # trusted command-line settings of this script
+            kw.pop("dynamics", None)
             t0 = time.perf_counter()
             res = L.fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=10, seed=seed, validation=val, **kw)
             out(h="full", noise=noise, seed=seed, ranking="learned", settings=spec, auc=auc(-res.values, flipped),
@@ -199,6 +200,7 @@ def dyn(configs, cells=((0.1, 1), (0.3, 0))):
         for spec in configs:
             kw = dict(M.CONFIGS["fmnist"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
             kw.update(eval(f"dict({spec})"))       # trusted command-line settings of this script
+            kw.pop("dynamics", None)
             if kw.pop("dyn", 0):
                 kw["point_features"] = M.dynamics_features(dynamics)
             t0 = time.perf_counter()

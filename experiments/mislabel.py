@@ -54,12 +54,14 @@ SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order
 DEFAULT_SUBSETS = ("random", "loss_easy", "learned", "learned_filter", "loss_filter")   # trained on, at `fraction`
 CONFIGS = {
     # name: (data set, model, validation rows, surrogate epochs, training epochs, learned settings);
-    # budget_fraction "auto": 1 - the estimated noise rate, clipped to [0.5, 0.9]
+    # budget_fraction "noise": 1 - the estimated noise rate, clipped to [0.5, 0.9]; lr=0: values for the
+    # surrogate's fixed θ; dynamics: feed the surrogate's recorded training dynamics to the selection network
     "fmnist": ("fashion_mnist", "mlp", 2000, 2, 6,
-               dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="auto", epsilon=1.0, iterations=5,
-                    neighbours=10, target="local")),
-    "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction="auto",
-                                               epsilon=1.0, iterations=10, neighbours=10, target="local")),
+               dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="noise", epsilon=1.0, iterations=5,
+                    neighbours=10, target="local", lr=0.0, dynamics=False)),
+    "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction="noise",
+                                               epsilon=1.0, iterations=10, neighbours=10, target="local", lr=0.0,
+                                               dynamics=True)),
 }
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -111,7 +113,8 @@ def detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw, progress, 
     """Surrogate, noise estimate and every ranking of one seed: ``(sur, t_sur, values, secs, rho, fitted)``.
 
     ``values[name]``: higher = more suspicious; ``secs[name]``: seconds of the method after the surrogate
-    (the noise estimate is charged to ``learned``, whose layer budget it sets). The surrogate records its
+    (the noise estimate, from the forward pass of the learned features, sets the learned layer's budget and
+    the filters' drop). The surrogate records its
     training dynamics (charged to every method alike); ``loss_mean`` / ``forgetting`` / ``aum`` rank by them."""
     sur, dynamics, t_sur = surrogate(ds, model, seed, sur_epochs, train_kw, progress)
     values, secs = {}, {}
@@ -126,16 +129,14 @@ def detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw, progress, 
         values["knn_shapley"] = -knn_shapley_quantity(sur, ds.x_train, ds.y_train, validation=val, k=10)
         secs["knn_shapley"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rho = noise_rates(predict(sur, ds.x_train), ds.y_train, predict(sur, val[0]), val[1], num_classes=ds.num_classes)
     kw = dict(learned_kw)
-    if kw.get("budget_fraction") == "auto":
-        kw["budget_fraction"] = float(np.clip(1.0 - np.mean(rho), 0.5, 0.9))
     if kw.pop("dynamics", False):
         kw["point_features"] = dynamics_features(dynamics)
     fitted = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
                                  validation=val, progress=progress, **kw)
     secs["learned"] = time.perf_counter() - t0
     values["learned"] = -fitted.values
+    rho = fitted.history["noise_rates"]
     return sur, t_sur, values, secs, rho, fitted
 
 

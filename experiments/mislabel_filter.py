@@ -52,8 +52,11 @@ def main(argv=None) -> int:
                                for s in range(0, n, 4096)])
         drop = min(float(np.mean(pred != ds.y_train)), 1.0 - args.fraction)
         t0 = time.perf_counter()
+        kw = {k: v for k, v in learned_kw.items() if k != "dynamics"}     # no dynamics recorded here
+        if kw.get("budget_fraction") == "auto":
+            kw["budget_fraction"] = float(np.clip(1.0 - drop, 0.5, 0.9))
         values = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
-                                     validation=val, **learned_kw).values
+                                     validation=val, **kw).values
         t_l = time.perf_counter() - t0
         budget = budget_from_fraction(args.fraction, n)
         subs = {"random": selectors.select("random", ds.y_train, budget, seed=seed, num_classes=ds.num_classes),

@@ -69,3 +69,23 @@ def test_point_features_bad_input(setup):
     bad[7, 1] = np.nan
     with pytest.raises(ValueError, match="point_features"):
         L.fit_selection_model(m, x, y, validation=val, point_features=bad, **KW)
+
+
+def test_budget_from_the_noise_estimate_of_the_feature_pass(setup):
+    """budget_fraction="noise": the layer keeps 1 - the mean estimated noise rate (clipped to [0.5, 0.9]) of each
+    mini-batch, with the rates of valuation.noise.noise_rates on the model's own predictions (computed here
+    independently with apply_fn)."""
+    import jax.numpy as jnp
+
+    from jaxsubset.valuation.noise import noise_rates
+
+    m, x, y, flipped, val, _ = setup
+    res = L.fit_selection_model(m, x, y, validation=val, lr=0.0, **dict(KW, budget_fraction="noise"))
+    pred = lambda a: np.asarray(jnp.argmax(m.apply_fn(m.params, jnp.asarray(a)), axis=-1))
+    want = noise_rates(pred(x), y, pred(val[0]), val[1], num_classes=C)
+    np.testing.assert_allclose(res.history["noise_rates"], want)
+    assert abs(np.mean(want) - 0.2) < 0.1                  # 20 % planted
+    b = KW["batch_size"]
+    assert res.history["budget_fraction"] == round(np.clip(1 - np.mean(want), 0.5, 0.9) * b) / b
+    with pytest.raises(ValueError, match='"noise"'):
+        L.fit_selection_model(m, x, y, validation=val, **dict(KW, budget_fraction="auto"))

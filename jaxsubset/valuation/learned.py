@@ -52,6 +52,7 @@ from jaxsubset.subset import Subset, check_budget
 from jaxsubset.train.loop import as_pure
 from jaxsubset.train.step import make_epoch
 from jaxsubset.valuation.neighbours import label_agreement
+from jaxsubset.valuation.noise import noise_rates
 
 READOUTS = ("cost", "selection")
 TARGETS = ("sign", "first_order", "local")
@@ -184,7 +185,7 @@ def _as_inputs(x: Any, y: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int32)
 
 
-def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_fraction: float = 0.7,
+def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_fraction: float | str = 0.7,
                         epochs: int = 5, seed: int = 0, validation_fraction: float | None = None,
                         validation: tuple[Any, Any] | None = None, batch_size: int = 64,
                         val_batch_size: int = 256, epsilon: float = 1.0, iterations: int = 10,
@@ -207,7 +208,11 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         fraction finally kept.) The layer passes gradient to the costs mainly near its selection
         boundary, so the values separate best around that quantile: with label noise, set it near
         ``1 -`` the expected noise rate (default 0.7; 0.5 ranks mislabelled points worse, see
-        experiments/RESULTS.md).
+        experiments/RESULTS.md). ``"noise"``: ``1 -`` the mean over classes of the noise rates that
+        :func:`jaxsubset.valuation.noise.noise_rates` estimates from the model's predictions on the
+        training rows and on the validation set (clipped to [0.5, 0.9]), taken from the forward pass
+        that computes the features (no extra pass); the estimate is returned in
+        ``history["noise_rates"]`` (e.g. for :func:`jaxsubset.selectors.noise_filter.filter_random`).
       epochs: passes over the training rows.
       seed: seed of the split, the batch order and ``h_φ``'s initialization.
       validation_fraction: fraction of the training rows held out as the validation split
@@ -270,10 +275,12 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     n = y.size
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}); found [{int(y.min())}, {int(y.max())}].")
-    bf = float(budget_fraction) if isinstance(budget_fraction, (int, float, np.integer, np.floating)) else np.nan
+    from_noise = isinstance(budget_fraction, str) and budget_fraction == "noise"
+    bf = 0.7 if from_noise else (float(budget_fraction) if isinstance(budget_fraction, (int, float, np.integer,
+                                                                                         np.floating)) else np.nan)
     if not (np.isfinite(bf) and 0.0 < bf < 1.0):
         raise ValueError(f"budget_fraction must be in (0, 1), the fraction of each mini-batch the convex layer "
-                         f"keeps (e.g. 0.5); got {budget_fraction!r}.")
+                         f"keeps (e.g. 0.5), or \"noise\" (1 - the estimated noise rate); got {budget_fraction!r}.")
     frac = bf
     if target not in TARGETS:
         raise ValueError(f"Unknown target {target!r}; choose one of {list(TARGETS)}.")
@@ -345,6 +352,13 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         raise ValueError('target="local" rewards agreement with the nearest validation points: set neighbours >= 1.')
     raw0, h_all = _all_features(embed, model.params, x, y, bool(embedding_features))
     raw_v, hv_all = _all_features(embed, model.params, xv, yv, False)
+    rho = None
+    if from_noise:                    # predictions from the features at hand: p = (p - onehot) + onehot
+        c = num_classes
+        pred = lambda r: np.argmax(r[:, 4:4 + c] + r[:, 4 + c:4 + 2 * c], axis=1)
+        rho = noise_rates(pred(raw0[tr_idx]), yt, pred(raw_v), yv, num_classes=num_classes)
+        frac = float(np.clip(1.0 - np.mean(rho), 0.5, 0.9))
+        k = min(max(1, int(round(frac * b))), b - 1)
     # the validation points' last-layer gradient factors (p - onehot, h), fixed at the start: θ moves little
     vfac = (jnp.asarray(raw_v[:, 4:4 + num_classes]), jnp.asarray(hv_all))
     nbr = np.zeros((n, 1), np.int32)
@@ -374,7 +388,9 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         return nnx.merge(sgraph, p)(f)
 
     xs, ys, ps, nbs, xvs, yvs = (jax.device_put(a) for a in (xt, yt, pf[tr_idx], nbr[tr_idx], xv, yv))
-    history: dict[str, Any] = {"hyper_loss": [], "train_loss": [], "epoch_time_s": []}
+    history: dict[str, Any] = {"hyper_loss": [], "train_loss": [], "epoch_time_s": [], "budget_fraction": k / b}
+    if rho is not None:
+        history["noise_rates"] = rho
     from tqdm.auto import tqdm
 
     for _ in tqdm(range(int(epochs)), desc="learned selection", disable=not progress, leave=False):
