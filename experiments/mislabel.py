@@ -6,7 +6,8 @@ values (learned values, KNN-Shapley) score against. Per seed, one MLP surrogate 
 `surrogate_epochs` epochs on the noisy pool; every method starts from it, so all rankings are at the
 same number of training epochs:
 
-- loss / EL2N / GraNd of the surrogate (highest = most suspicious);
+- loss / EL2N / GraNd of the surrogate (highest = most suspicious), and its training dynamics recorded
+  while it trained (`fit(record_dynamics=True)`): mean loss over training, forgetting, AUM (low = suspicious);
 - KNN-Shapley (Jia et al. 2019, k = 10) on the surrogate's penultimate embeddings against the
   validation split (lowest = most suspicious);
 - learned values: `fit_selection_model` from the surrogate, one short alternating pass (selection
@@ -14,13 +15,16 @@ same number of training epochs:
   for every point (lowest = most suspicious). `learned` rewards the sign of the first-order change
   of the loss of each point's 10 nearest validation points (last layer, `target="local"`); the
   selection network also sees the agreement of each label with those neighbours; the layer's budget is 1 - the estimated
-  noise rate (`valuation.noise.noise_rates`, clipped to [0.5, 0.9]). `learned_first_order` (optional
-  subset) rewards the first-order change itself, with the layer's budget at the kept fraction.
+  noise rate (`valuation.noise.noise_rates` from the features' forward pass, clipped to [0.5, 0.9]); the
+  surrogate's θ stays fixed (`lr=0`). `learned_first_order` (optional subset) rewards the first-order
+  change itself, with the layer's budget at the kept fraction; `learned_cover` (optional subset) reads the
+  same selection network out through the layer at the kept fraction (`readout="selection"`: how often
+  the facility-location layer keeps a point in random mini-batches, costs and coverage together).
 
 Reported: (b) the area under the ROC curve of each ranking for the flipped labels and the seconds
 each method took (surrogate + its own quantities); (a) test accuracy after training a fresh model on
 the top 50 % (per class) by learned value, on the 50 % with the lowest loss, on a random 50 %, and
-on the coverage-keeping filters `learned_filter` / `loss_filter` (per class, drop the estimated
+on the coverage-keeping filters `learned_filter` / `loss_filter` (registry selectors; per class, drop the estimated
 noise rate of rows with the lowest learned value / highest loss, then a random 50 % of the pool from
 the rest), with paired differences over seeds (95 % Student-t interval). Before the timed seeds,
 one untimed pass compiles every method (timings are of second calls, as a user repeating them).
@@ -50,7 +54,8 @@ from jaxsubset.valuation.noise import noise_rates  # noqa: E402
 
 DETECTORS = {"loss": "loss", "el2n": "el2n", "grand": "grad_norm"}     # higher = more suspicious
 DYNAMICS_RANKINGS = {"loss_mean": 1.0, "forgetting": 1.0, "aum": -1.0}  # recorded while training the surrogate
-SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order", "learned_filter", "loss_filter")
+SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order", "learned_filter", "loss_filter",
+           "learned_cover")
 DEFAULT_SUBSETS = ("random", "loss_easy", "learned", "learned_filter", "loss_filter")   # trained on, at `fraction`
 CONFIGS = {
     # name: (data set, model, validation rows, surrogate epochs, training epochs, learned settings);
@@ -224,11 +229,23 @@ def main(argv=None) -> int:
                 s = t_sur + time.perf_counter() - t0
                 rows_b.append(dict(base, ranking="learned_first_order", auc=auroc(-fo.values, flipped), seconds=s,
                                    time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
+            if "learned_cover" in subsets:    # the same selection network read out through the layer at `fraction`
+                t0 = time.perf_counter()
+                kw = {k: v for k, v in learned_kw.items() if k != "dynamics"}
+                cov = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
+                                          validation=val, progress=progress, readout="selection",
+                                          readout_fraction=args.fraction, **kw)
+                s = t_sur + time.perf_counter() - t0
+                rows_b.append(dict(base, ranking="learned_cover", auc=auroc(-cov.values, flipped), seconds=s,
+                                   time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
             quantities = {"loss": values["loss"], "learned_value": fitted.values, "noise_rate": rho[ds.y_train]}
             if "knn_shapley" in values:
                 quantities["knn_shapley"] = -values["knn_shapley"]
             for method in subsets:
-                if method == "learned_first_order":
+                if method == "learned_cover":
+                    sub = selectors.select("learned", ds.y_train, budget, {"learned_value": cov.values}, seed=seed,
+                                           num_classes=ds.num_classes)
+                elif method == "learned_first_order":
                     sub = selectors.select("learned", ds.y_train, budget, {"learned_value": fo.values}, seed=seed,
                                            num_classes=ds.num_classes)
                 else:

@@ -194,7 +194,7 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
                         embedding_features: bool = False, target: str = "sign",
                         steps_per_epoch: int | None = None, budget_spread: float = 0.0, neighbours: int = 10,
                         point_features: Any = None, readout: str = "cost", readout_rounds: int = 4,
-                        progress: bool = False) -> LearnedSelection:
+                        readout_fraction: float | None = None, progress: bool = False) -> LearnedSelection:
     """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
 
     Args:
@@ -262,6 +262,9 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         forgetting, AUM), which its end-of-training view lacks.
       readout: ``"cost"`` or ``"selection"`` (see the module docstring).
       readout_rounds: random partitions averaged by ``readout="selection"``.
+      readout_fraction: the layer's budget fraction at ``readout="selection"`` (default: the training
+        budget): set it to the fraction finally kept, so that each point's value is how often the layer,
+        with the learned costs and the embedding distances (coverage), keeps it at that budget.
 
     Returns:
       :class:`LearnedSelection`.
@@ -286,6 +289,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         raise ValueError(f"Unknown target {target!r}; choose one of {list(TARGETS)}.")
     if not (np.isfinite(budget_spread) and 0.0 <= float(budget_spread) < 1.0):
         raise ValueError(f"budget_spread must be in [0, 1), got {budget_spread}.")
+    if readout_fraction is not None:
+        _check_fraction(readout_fraction, "readout_fraction")
     if steps_per_epoch is not None and int(steps_per_epoch) < 1:
         raise ValueError(f"steps_per_epoch must be >= 1 (or None for all mini-batches), got {steps_per_epoch}.")
     if readout not in READOUTS:
@@ -407,7 +412,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     theta, _, phi, _ = state
     trained = dataclasses.replace(model, params=theta)
     values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, scale, embedding_features=embedding_features,
-                      readout=readout, batch=b, k=k, epsilon=epsilon, iterations=iterations,
+                      readout=readout, batch=b, epsilon=epsilon, iterations=iterations,
+                      k=k if readout_fraction is None else min(max(1, int(round(float(readout_fraction) * b))), b - 1),
                       rounds=int(readout_rounds), seed=int(seed),
                       features=None if train_theta else (raw0, h_all))
     history["total_time_s"] = time.perf_counter() - t_start
