@@ -69,6 +69,8 @@ def test_point_features_bad_input(setup):
     bad[7, 1] = np.nan
     with pytest.raises(ValueError, match="point_features"):
         L.fit_selection_model(m, x, y, validation=val, point_features=bad, **KW)
+    with pytest.raises(ValueError, match=r"readout_fraction must be in \(0, 1\)"):
+        L.fit_selection_model(m, x, y, validation=val, readout="selection", readout_fraction=1.5, **KW)
 
 
 def test_budget_from_the_noise_estimate_of_the_feature_pass(setup):
