@@ -4,7 +4,8 @@ slice of Fashion-MNIST with 20 % of the labels flipped (MLP).  Prints JSON lines
 Usage: python experiments/diagnose_learned.py base repro signal layer ceiling knobs
 (the numbers in experiments/results/mislabel/diagnosis.md came from these modes), or
 python experiments/diagnose_learned.py full "target='sign'" "target='local'" ... (full Fashion-MNIST,
-the settings compared in experiments/RESULTS.md's second diagnosis table)."""
+the settings compared in experiments/RESULTS.md's second diagnosis table); round 3: ``dyn [cells=0.1:1,0.3:0]
+"lr=0" "lr=0,dyn=1" ...`` (surrogate with recorded training dynamics) and ``headroom``."""
 
 from __future__ import annotations
 
@@ -209,9 +210,56 @@ def dyn(configs, cells=((0.1, 1), (0.3, 0))):
                 s=time.perf_counter() - t0)
 
 
+def headroom(cells=((0.1, 1), (0.3, 0))):
+    """Round 3: how much any function of the selection network's inputs can beat the loss. Per cell: the
+    AUROC of the loss, of the local reward itself (sign and raw last-layer alignment with the 10 nearest
+    validation points), of rank averages, and of a gradient-boosted classifier fitted on the TRUE flip
+    indicator (2-fold cross-fitted; a supervised ceiling no validation-based method can be expected to pass)."""
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mislabel as M
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from jaxsubset.data.offline import stratified_split
+    from jaxsubset.valuation.neighbours import label_agreement
+
+    fm = data.load("fashion_mnist", data_dir=DATA)
+    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
+    val = (fm.x_train[vi], fm.y_train[vi])
+    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
+    train_kw = dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+    for noise, seed in cells:
+        ds, flipped = data.flip_labels(clean, noise, seed=seed)
+        is_flipped = np.zeros(ds.y_train.size, bool)
+        is_flipped[flipped] = True
+        sur, dynamics, _ = M.surrogate(ds, "mlp", seed, 2, train_kw, False)
+        raw, h = L._all_features(sur.apply_with_embedding, sur.params, ds.x_train, ds.y_train, False)
+        raw_v, hv = L._all_features(sur.apply_with_embedding, sur.params, val[0], val[1], False)
+        agree, nb = label_agreement(h, ds.y_train, hv, val[1], k=10, return_neighbours=True)
+        ej, ev = raw[:, 4:14], raw_v[:, 4:14]
+        local = (np.einsum("bc,bkc->bk", ej, ev[nb]) * (np.einsum("bd,bkd->bk", h, hv[nb]) + 1)).mean(1)
+        loss = raw[:, 0]
+        rank = lambda a: np.argsort(np.argsort(a))
+        res = dict(h="headroom", noise=noise, seed=seed, loss=auc(loss, flipped), agreement=auc(-agree, flipped),
+                   local_raw=auc(-local, flipped), local_sign=M.auroc(-np.sign(local), flipped),
+                   rank_loss_agreement=auc(rank(loss) + rank(-agree), flipped),
+                   rank_loss_aum=auc(rank(loss) + rank(-dynamics["aum"]), flipped))
+        sets = {"inputs": np.c_[raw, agree], "inputs_dynamics": np.c_[raw, agree, M.dynamics_features(dynamics)],
+                "loss_agreement": np.c_[loss, agree]}
+        fold = np.random.default_rng(0).integers(0, 2, loss.size)
+        for name, f in sets.items():
+            p = np.zeros(loss.size)
+            for k in (0, 1):
+                clf = HistGradientBoostingClassifier(max_iter=200).fit(f[fold != k], is_flipped[fold != k])
+                p[fold == k] = clf.predict_proba(f[fold == k])[:, 1]
+            res["supervised_" + name] = auc(p, flipped)
+        out(**res)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["full"]:
         full(sys.argv[2:])
+    elif sys.argv[1:2] == ["headroom"]:
+        headroom()
     elif sys.argv[1:2] == ["dyn"]:      # optional first setting "cells=0.1:1,0.3:0" (noise:seed pairs)
         args = sys.argv[2:]
         if args and args[0].startswith("cells="):
