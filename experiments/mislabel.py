@@ -19,7 +19,8 @@ same number of training epochs:
   surrogate's θ stays fixed (`lr=0`). `learned_first_order` (optional subset) rewards the first-order
   change itself, with the layer's budget at the kept fraction; `learned_cover` (optional subset) reads the
   same selection network out through the layer at the kept fraction (`readout="selection"`: how often
-  the facility-location layer keeps a point in random mini-batches, costs and coverage together).
+  the facility-location layer keeps a point in random mini-batches, costs and coverage together); these two
+  optional subsets never get the dynamics inputs.
 
 Reported: (b) the area under the ROC curve of each ranking for the flipped labels and the seconds
 each method took (surrogate + its own quantities); (a) test accuracy after training a fresh model on
@@ -221,20 +222,20 @@ def main(argv=None) -> int:
                 _write(args, dname, val_idx.size, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b)
                 continue
             budget = budget_from_fraction(args.fraction, n)
+            plain_kw = {k: v for k, v in learned_kw.items() if k != "dynamics"}    # fit_selection_model's own
             if "learned_first_order" in subsets:
                 t0 = time.perf_counter()
                 fo = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
                                          validation=val, progress=progress,
-                                         **dict(learned_kw, target="first_order", budget_fraction=args.fraction))
+                                         **dict(plain_kw, target="first_order", budget_fraction=args.fraction))
                 s = t_sur + time.perf_counter() - t0
                 rows_b.append(dict(base, ranking="learned_first_order", auc=auroc(-fo.values, flipped), seconds=s,
                                    time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
             if "learned_cover" in subsets:    # the same selection network read out through the layer at `fraction`
                 t0 = time.perf_counter()
-                kw = {k: v for k, v in learned_kw.items() if k != "dynamics"}
                 cov = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
                                           validation=val, progress=progress, readout="selection",
-                                          readout_fraction=args.fraction, **kw)
+                                          readout_fraction=args.fraction, **plain_kw)
                 s = t_sur + time.perf_counter() - t0
                 rows_b.append(dict(base, ranking="learned_cover", auc=auroc(-cov.values, flipped), seconds=s,
                                    time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
