@@ -22,7 +22,8 @@ whose solution ``y (B,)`` (``Σ y = k``) is the soft selection. Online alternati
   Points whose gradients oppose the validation gradient (e.g. mislabelled ones) get higher
   costs, hence lower values.
 - **θ step**: Adam on the ``y``-weighted training loss ``Σ y_j ℓ_j / Σ y_j``, with a small
-  learning rate by default (see :func:`fit_selection_model`), after optional plain warm-up epochs.
+  learning rate by default (see :func:`fit_selection_model`), after optional plain warm-up epochs;
+  ``lr=0`` skips it (values for a fixed, e.g. surrogate, ``θ``).
 
 Each epoch is one compiled ``lax.scan``. Afterwards the values of all ``n`` training points are
 read off the trained ``h_φ`` (``readout="cost"``: ``-c_j``) or from the layer (``readout="selection"``:
@@ -126,7 +127,9 @@ class LearnedSelection:
       val_idx: int64 rows of the training set held out as the validation split (empty when a
         separate validation set was given).
       history: per-epoch ``hyper_loss`` (mean first-order validation-loss change), ``train_loss``,
-        ``epoch_time_s``; ``total_time_s`` (wall time, compilation included).
+        ``epoch_time_s``; ``total_time_s`` (wall time, compilation included); ``budget_fraction`` (the
+        layer's ``k / B`` in training); with ``budget_fraction="noise"`` also ``noise_rates`` (float64
+        ``(C,)``, the per-class estimate that set it).
     """
 
     values: np.ndarray
@@ -235,7 +238,10 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         slowly by default: once ``θ`` fits the (clean) selection and grows confident, the
         first-order validation cross-entropy rewards gradients that lower confidence, which
         mislabelled points supply, and the learned ranking of mislabelled points inverts
-        (observed on ``digits`` with ``lr >= 1e-4``). ``lr=0`` values points for a fixed ``θ``.
+        (observed on ``digits`` with ``lr >= 1e-4``). ``lr=0`` values points for a fixed ``θ`` (after the
+        warm-up): no θ step, and the readout reuses the start's features instead of a second forward
+        pass over all rows; on full Fashion-MNIST it ranked flipped labels as well as ``lr=1e-5`` or
+        better, at lower cost (experiments/RESULTS.md, round 3).
       warmup_epochs, warmup_lr: plain (unweighted) Adam epochs of ``θ`` on the training rows before
         the alternation, for a model that starts untrained.
       hidden: hidden widths of ``h_φ``.
