@@ -91,3 +91,18 @@ def test_budget_from_the_noise_estimate_of_the_feature_pass(setup):
     assert res.history["budget_fraction"] == round(np.clip(1 - np.mean(want), 0.5, 0.9) * b) / b
     with pytest.raises(ValueError, match='"noise"'):
         L.fit_selection_model(m, x, y, validation=val, **dict(KW, budget_fraction="auto"))
+
+
+def test_members_average_the_z_scored_values_of_independent_networks(setup):
+    """members=2: member 0 is the single network of the same seed (same values), member 1 differs, and the
+    result is the mean of their z-scores; a member count below 1 is refused."""
+    m, x, y, _, val, res = setup
+    two = L.fit_selection_model(m, x, y, validation=val, lr=0.0, members=2, **KW)
+    v = two.history["member_values"]
+    assert v.shape == (2, 200)
+    np.testing.assert_allclose(v[0], res.values, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(v[1], v[0])
+    z = (v - v.mean(1, keepdims=True)) / v.std(1, keepdims=True)
+    np.testing.assert_allclose(two.values, z.mean(0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="members must be an integer >= 1"):
+        L.fit_selection_model(m, x, y, validation=val, members=0, **KW)

@@ -129,7 +129,8 @@ class LearnedSelection:
       history: per-epoch ``hyper_loss`` (mean first-order validation-loss change), ``train_loss``,
         ``epoch_time_s``; ``total_time_s`` (wall time, compilation included); ``budget_fraction`` (the
         layer's ``k / B`` in training); with ``budget_fraction="noise"`` also ``noise_rates`` (float64
-        ``(C,)``, the per-class estimate that set it).
+        ``(C,)``, the per-class estimate that set it); with ``members > 1`` also ``member_values``
+        (float32 ``(members, n)``, each network's own values).
     """
 
     values: np.ndarray
@@ -197,7 +198,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
                         embedding_features: bool = False, target: str = "sign",
                         steps_per_epoch: int | None = None, budget_spread: float = 0.0, neighbours: int = 10,
                         point_features: Any = None, readout: str = "cost", readout_rounds: int = 4,
-                        readout_fraction: float | None = None, progress: bool = False) -> LearnedSelection:
+                        readout_fraction: float | None = None, members: int = 1,
+                        progress: bool = False) -> LearnedSelection:
     """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
 
     Args:
@@ -271,6 +273,11 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
       readout_fraction: the layer's budget fraction at ``readout="selection"`` (default: the training
         budget): set it to the fraction finally kept, so that each point's value is how often the layer,
         with the learned costs and the embedding distances (coverage), keeps it at that budget.
+      members: selection networks trained independently from the same features and start ``θ``
+        (their own initialization and mini-batch order); the values are the mean of their z-scored
+        values. One network fitted from a noisy ±1 reward varies by seed (flipped-label AUROC 0.9881–0.9896
+        on one Fashion-MNIST cell); the mean of 3 is steadier. Each member adds its alternation and readout,
+        not the features' pass. ``model`` / ``selector`` of the result are member 0's.
 
     Returns:
       :class:`LearnedSelection`.
@@ -297,6 +304,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         raise ValueError(f"budget_spread must be in [0, 1), got {budget_spread}.")
     if readout_fraction is not None:
         _check_fraction(readout_fraction, "readout_fraction")
+    if isinstance(members, (bool, np.bool_)) or not isinstance(members, (int, np.integer)) or members < 1:
+        raise ValueError(f"members must be an integer >= 1 (selection networks averaged), got {members!r}.")
     if steps_per_epoch is not None and int(steps_per_epoch) < 1:
         raise ValueError(f"steps_per_epoch must be >= 1 (or None for all mini-batches), got {steps_per_epoch}.")
     if readout not in READOUTS:
@@ -404,26 +413,38 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         history["noise_rates"] = rho
     from tqdm.auto import tqdm
 
-    for _ in tqdm(range(int(epochs)), desc="learned selection", disable=not progress, leave=False):
-        key, sub = jax.random.split(key)
-        t0 = time.perf_counter()
-        state, hl, loss = epoch(state, sub, jnp.float32(k), xs, ys, ps, nbs, xvs, yvs, scale, vfac)
-        hl, loss = float(hl), float(loss)
-        history["epoch_time_s"].append(time.perf_counter() - t0)
-        if not (np.isfinite(hl) and np.isfinite(loss)):
-            raise FloatingPointError(f"learned selection diverged (hyper loss {hl}, training loss {loss}); "
-                                     "lower lr / selector_lr or raise epsilon.")
-        history["hyper_loss"].append(hl)
-        history["train_loss"].append(loss)
-    theta, _, phi, _ = state
-    trained = dataclasses.replace(model, params=theta)
-    values = _readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, scale, embedding_features=embedding_features,
-                      readout=readout, batch=b, epsilon=epsilon, iterations=iterations,
-                      k=k if readout_fraction is None else min(max(1, int(round(float(readout_fraction) * b))), b - 1),
-                      rounds=int(readout_rounds), seed=int(seed),
-                      features=None if train_theta else (raw0, h_all))
+    k_read = k if readout_fraction is None else min(max(1, int(round(float(readout_fraction) * b))), b - 1)
+    start_key, member_values = key, []
+    for m in range(int(members)):        # member 0: seed's initialization and batch order; others their own
+        if m:
+            phi = nnx.split(SelectionModel(feat_dim, hidden, rngs=nnx.Rngs(int(seed) + 7919 * m)), nnx.Param)[1]
+            state = (model.params, tx_theta.init(model.params), phi, tx_phi.init(phi))
+            key = jax.random.fold_in(start_key, m)
+        for _ in tqdm(range(int(epochs)), desc="learned selection", disable=not progress, leave=False):
+            key, sub = jax.random.split(key)
+            t0 = time.perf_counter()
+            state, hl, loss = epoch(state, sub, jnp.float32(k), xs, ys, ps, nbs, xvs, yvs, scale, vfac)
+            hl, loss = float(hl), float(loss)
+            history["epoch_time_s"].append(time.perf_counter() - t0)
+            if not (np.isfinite(hl) and np.isfinite(loss)):
+                raise FloatingPointError(f"learned selection diverged (hyper loss {hl}, training loss {loss}); "
+                                         "lower lr / selector_lr or raise epsilon.")
+            history["hyper_loss"].append(hl)
+            history["train_loss"].append(loss)
+        theta, _, phi, _ = state
+        if m == 0:
+            trained, first_phi = dataclasses.replace(model, params=theta), phi
+        member_values.append(_readout(embed, costs_fn, sgraph, theta, phi, x, y, pf, scale,
+                                      embedding_features=embedding_features, readout=readout, batch=b,
+                                      epsilon=epsilon, iterations=iterations, k=k_read, rounds=int(readout_rounds),
+                                      seed=int(seed), features=None if train_theta else (raw0, h_all)))
+    if len(member_values) == 1:
+        values = member_values[0]
+    else:                                # the members' values on one scale (z-scores), averaged
+        values = np.mean([(v - v.mean()) / (v.std() + 1e-12) for v in member_values], axis=0).astype(np.float32)
+        history["member_values"] = np.stack(member_values)
     history["total_time_s"] = time.perf_counter() - t_start
-    return LearnedSelection(values, trained, nnx.merge(sgraph, phi), val_idx.astype(np.int64), history)
+    return LearnedSelection(values, trained, nnx.merge(sgraph, first_phi), val_idx.astype(np.int64), history)
 
 
 def _all_features(embed, theta, x: np.ndarray, y: np.ndarray, embedding_features: bool,
