@@ -4,7 +4,8 @@ slice of Fashion-MNIST with 20 % of the labels flipped (MLP).  Prints JSON lines
 Usage: python experiments/diagnose_learned.py base repro signal layer ceiling knobs
 (the numbers in experiments/results/mislabel/diagnosis.md came from these modes), or
 python experiments/diagnose_learned.py full "target='sign'" "target='local'" ... (full Fashion-MNIST,
-the settings compared in experiments/RESULTS.md's second diagnosis table)."""
+the settings compared in experiments/RESULTS.md's second diagnosis table); round 3: ``dyn [cells=0.1:1,0.3:0]
+"lr=0" "lr=0,dyn=1" ...`` (surrogate with recorded training dynamics) and ``headroom``."""
 
 from __future__ import annotations
 
@@ -165,14 +166,106 @@ def full(configs):
         for spec in configs:
             kw = dict(M.CONFIGS["fmnist"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
             kw.update(eval(f"dict({spec})"))       # trusted command-line settings of this script
+            kw.pop("dynamics", None)
             t0 = time.perf_counter()
             res = L.fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=10, seed=seed, validation=val, **kw)
             out(h="full", noise=noise, seed=seed, ranking="learned", settings=spec, auc=auc(-res.values, flipped),
                 s=time.perf_counter() - t0)
 
 
+def dyn(configs, cells=((0.1, 1), (0.3, 0))):
+    """Round 3: as :func:`full`, but the 2-epoch surrogate records its training dynamics
+    (``fit(record_dynamics=True)``); prints the AUROC of each dynamics ranking and of the learned values
+    with settings ``configs``, where ``dyn=1`` feeds the dynamics to the selection network."""
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mislabel as M
+    from jaxsubset.data.offline import stratified_split
+
+    fm = data.load("fashion_mnist", data_dir=DATA)
+    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
+    val = (fm.x_train[vi], fm.y_train[vi])
+    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
+    train_kw = dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+    for noise, seed in cells:
+        ds, flipped = data.flip_labels(clean, noise, seed=seed)
+        t0 = time.perf_counter()
+        sur, dynamics, t_sur = M.surrogate(ds, "mlp", seed, 2, train_kw, False)
+        t1 = time.perf_counter()
+        loss = M.compute(["loss"], sur, ds.x_train, ds.y_train)["loss"]
+        t_loss = time.perf_counter() - t1
+        rho = M.noise_rates(M.predict(sur, ds.x_train), ds.y_train, M.predict(sur, val[0]), val[1], num_classes=10)
+        out(h="dyn", noise=noise, seed=seed, ranking="loss", auc=auc(loss, flipped), s_surrogate=t_sur, s_loss=t_loss)
+        for nm, sgn in (("loss_mean", 1), ("loss_var", 1), ("forgetting", 1), ("aum", -1)):
+            out(h="dyn", noise=noise, seed=seed, ranking=nm, auc=auc(sgn * dynamics[nm], flipped))
+        for spec in configs:
+            kw = dict(M.CONFIGS["fmnist"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
+            kw.update(eval(f"dict({spec})"))       # trusted command-line settings of this script
+            kw.pop("dynamics", None)
+            if kw.pop("dyn", 0):
+                kw["point_features"] = M.dynamics_features(dynamics)
+            t0 = time.perf_counter()
+            res = L.fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=10, seed=seed, validation=val, **kw)
+            out(h="dyn", noise=noise, seed=seed, ranking="learned", settings=spec, auc=auc(-res.values, flipped),
+                s=time.perf_counter() - t0)
+
+
+def headroom(cells=((0.1, 1), (0.3, 0))):
+    """Round 3: how much any function of the selection network's inputs can beat the loss. Per cell: the
+    AUROC of the loss, of the local reward itself (sign and raw last-layer alignment with the 10 nearest
+    validation points), of rank averages, and of a gradient-boosted classifier fitted on the TRUE flip
+    indicator (2-fold cross-fitted; a supervised ceiling no validation-based method can be expected to pass)."""
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mislabel as M
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from jaxsubset.data.offline import stratified_split
+    from jaxsubset.valuation.neighbours import label_agreement
+
+    fm = data.load("fashion_mnist", data_dir=DATA)
+    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
+    val = (fm.x_train[vi], fm.y_train[vi])
+    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
+    train_kw = dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+    for noise, seed in cells:
+        ds, flipped = data.flip_labels(clean, noise, seed=seed)
+        is_flipped = np.zeros(ds.y_train.size, bool)
+        is_flipped[flipped] = True
+        sur, dynamics, _ = M.surrogate(ds, "mlp", seed, 2, train_kw, False)
+        raw, h = L._all_features(sur.apply_with_embedding, sur.params, ds.x_train, ds.y_train, False)
+        raw_v, hv = L._all_features(sur.apply_with_embedding, sur.params, val[0], val[1], False)
+        agree, nb = label_agreement(h, ds.y_train, hv, val[1], k=10, return_neighbours=True)
+        ej, ev = raw[:, 4:14], raw_v[:, 4:14]
+        local = (np.einsum("bc,bkc->bk", ej, ev[nb]) * (np.einsum("bd,bkd->bk", h, hv[nb]) + 1)).mean(1)
+        loss = raw[:, 0]
+        rank = lambda a: np.argsort(np.argsort(a))
+        res = dict(h="headroom", noise=noise, seed=seed, loss=auc(loss, flipped), agreement=auc(-agree, flipped),
+                   local_raw=auc(-local, flipped), local_sign=M.auroc(-np.sign(local), flipped),
+                   rank_loss_agreement=auc(rank(loss) + rank(-agree), flipped),
+                   rank_loss_aum=auc(rank(loss) + rank(-dynamics["aum"]), flipped))
+        sets = {"inputs": np.c_[raw, agree], "inputs_dynamics": np.c_[raw, agree, M.dynamics_features(dynamics)],
+                "loss_agreement": np.c_[loss, agree]}
+        fold = np.random.default_rng(0).integers(0, 2, loss.size)
+        for name, f in sets.items():
+            p = np.zeros(loss.size)
+            for k in (0, 1):
+                clf = HistGradientBoostingClassifier(max_iter=200).fit(f[fold != k], is_flipped[fold != k])
+                p[fold == k] = clf.predict_proba(f[fold == k])[:, 1]
+            res["supervised_" + name] = auc(p, flipped)
+        out(**res)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["full"]:
         full(sys.argv[2:])
+    elif sys.argv[1:2] == ["headroom"]:
+        headroom()
+    elif sys.argv[1:2] == ["dyn"]:      # optional first setting "cells=0.1:1,0.3:0" (noise:seed pairs)
+        args = sys.argv[2:]
+        if args and args[0].startswith("cells="):
+            cells = tuple((float(a), int(b)) for a, b in (c.split(":") for c in args[0][6:].split(",")))
+            dyn(args[1:], cells)
+        else:
+            dyn(args)
     else:
         main(sys.argv[1:])

@@ -6,7 +6,8 @@ values (learned values, KNN-Shapley) score against. Per seed, one MLP surrogate 
 `surrogate_epochs` epochs on the noisy pool; every method starts from it, so all rankings are at the
 same number of training epochs:
 
-- loss / EL2N / GraNd of the surrogate (highest = most suspicious);
+- loss / EL2N / GraNd of the surrogate (highest = most suspicious), and its training dynamics recorded
+  while it trained (`fit(record_dynamics=True)`): mean loss over training, forgetting, AUM (low = suspicious);
 - KNN-Shapley (Jia et al. 2019, k = 10) on the surrogate's penultimate embeddings against the
   validation split (lowest = most suspicious);
 - learned values: `fit_selection_model` from the surrogate, one short alternating pass (selection
@@ -14,13 +15,17 @@ same number of training epochs:
   for every point (lowest = most suspicious). `learned` rewards the sign of the first-order change
   of the loss of each point's 10 nearest validation points (last layer, `target="local"`); the
   selection network also sees the agreement of each label with those neighbours; the layer's budget is 1 - the estimated
-  noise rate (`valuation.noise.noise_rates`, clipped to [0.5, 0.9]). `learned_first_order` (optional
-  subset) rewards the first-order change itself, with the layer's budget at the kept fraction.
+  noise rate (`valuation.noise.noise_rates` from the features' forward pass, clipped to [0.5, 0.9]); the
+  surrogate's θ stays fixed (`lr=0`). `learned_first_order` (optional subset) rewards the first-order
+  change itself, with the layer's budget at the kept fraction; `learned_cover` (optional subset) reads the
+  same selection network out through the layer at the kept fraction (`readout="selection"`: how often
+  the facility-location layer keeps a point in random mini-batches, costs and coverage together); these two
+  optional subsets never get the dynamics inputs.
 
 Reported: (b) the area under the ROC curve of each ranking for the flipped labels and the seconds
 each method took (surrogate + its own quantities); (a) test accuracy after training a fresh model on
 the top 50 % (per class) by learned value, on the 50 % with the lowest loss, on a random 50 %, and
-on the coverage-keeping filters `learned_filter` / `loss_filter` (per class, drop the estimated
+on the coverage-keeping filters `learned_filter` / `loss_filter` (registry selectors; per class, drop the estimated
 noise rate of rows with the lowest learned value / highest loss, then a random 50 % of the pool from
 the rest), with paired differences over seeds (95 % Student-t interval). Before the timed seeds,
 one untimed pass compiles every method (timings are of second calls, as a user repeating them).
@@ -45,21 +50,24 @@ from jaxsubset import budget_from_fraction, data, report, selectors, train  # no
 from jaxsubset.workflows.quantities import compute  # noqa: E402
 from jaxsubset.data.offline import stratified_split  # noqa: E402
 from jaxsubset.valuation.learned import fit_selection_model  # noqa: E402
-from jaxsubset.subset import Subset  # noqa: E402
 from jaxsubset.valuation import knn_shapley_quantity  # noqa: E402
 from jaxsubset.valuation.noise import noise_rates  # noqa: E402
 
 DETECTORS = {"loss": "loss", "el2n": "el2n", "grand": "grad_norm"}     # higher = more suspicious
-SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order", "learned_filter", "loss_filter")
+DYNAMICS_RANKINGS = {"loss_mean": 1.0, "forgetting": 1.0, "aum": -1.0}  # recorded while training the surrogate
+SUBSETS = ("random", "loss_easy", "knn_shapley", "learned", "learned_first_order", "learned_filter", "loss_filter",
+           "learned_cover")
 DEFAULT_SUBSETS = ("random", "loss_easy", "learned", "learned_filter", "loss_filter")   # trained on, at `fraction`
 CONFIGS = {
     # name: (data set, model, validation rows, surrogate epochs, training epochs, learned settings);
-    # budget_fraction "auto": 1 - the estimated noise rate, clipped to [0.5, 0.9]
+    # budget_fraction "noise": 1 - the estimated noise rate, clipped to [0.5, 0.9]; lr=0: values for the
+    # surrogate's fixed θ; dynamics: feed the surrogate's recorded training dynamics to the selection network
     "fmnist": ("fashion_mnist", "mlp", 2000, 2, 6,
-               dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="auto", epsilon=1.0, iterations=5,
-                    neighbours=10, target="local")),
-    "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction="auto",
-                                               epsilon=1.0, iterations=10, neighbours=10, target="local")),
+               dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="noise", epsilon=1.0, iterations=5,
+                    neighbours=10, target="local", lr=0.0, dynamics=False)),
+    "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction="noise",
+                                               epsilon=1.0, iterations=10, neighbours=10, target="local", lr=0.0,
+                                               dynamics=True)),
 }
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -90,47 +98,51 @@ def _jit_predict(apply_fn):
     return jax.jit(lambda p, xb: jnp.argmax(apply_fn(p, xb), -1))
 
 
-def filtered_random(values: np.ndarray, labels: np.ndarray, budget: int, drop, seed: int, *,
-                    num_classes: int, method: str) -> Subset:
-    """Per class ``c``: drop the ``drop[c]`` fraction of its rows with the lowest ``values``, then draw the
-    class's share of ``budget`` uniformly from the rest (``drop`` is capped so the share stays reachable)."""
-    rng = np.random.default_rng(seed)
-    drop = np.broadcast_to(np.asarray(drop, np.float64), (num_classes,))
-    n = labels.size
-    keep = []
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        want = int(round(budget * rows.size / n))
-        order = rows[np.argsort(values[rows], kind="stable")]
-        rest = order[min(int(round(drop[c] * rows.size)), rows.size - want):]
-        keep.append(rng.choice(rest, size=want, replace=False))
-    return Subset.unweighted(np.sort(np.concatenate(keep)), method=method)
+DYNAMICS_FEATURES = ("loss_mean", "loss_var", "forgetting", "aum")
+
+
+def surrogate(ds, model, seed: int, epochs: int, train_kw, progress: bool):
+    """The scoring surrogate trained ``epochs`` epochs on the noisy pool, recording its training dynamics
+    (one forward pass per step, ~1.07x the plain training cost): ``(PureModel, dynamics dict, seconds)``."""
+    t0 = time.perf_counter()
+    res = train.fit(model, ds, epochs=epochs, seed=seed + 1000, progress=progress, eval_every=epochs,
+                    record_dynamics=True, **train_kw)
+    return res.model, res.history["dynamics"], time.perf_counter() - t0
+
+
+def dynamics_features(dynamics) -> np.ndarray:
+    """float32 ``(n, 4)``: the surrogate's loss mean / variance over training, forgetting count, AUM."""
+    return np.stack([np.asarray(dynamics[k], np.float32) for k in DYNAMICS_FEATURES], axis=1)
 
 
 def detection(ds, val, model, seed, sur_epochs, train_kw, learned_kw, progress, with_knn=True):
     """Surrogate, noise estimate and every ranking of one seed: ``(sur, t_sur, values, secs, rho, fitted)``.
 
     ``values[name]``: higher = more suspicious; ``secs[name]``: seconds of the method after the surrogate
-    (the noise estimate is charged to ``learned``, whose layer budget it sets)."""
-    sur, t_sur = C.score_model(ds, model, seed=seed, epochs=sur_epochs, train_kw=train_kw, progress=progress)
+    (the noise estimate, from the forward pass of the learned features, sets the learned layer's budget and
+    the filters' drop). The surrogate records its
+    training dynamics (charged to every method alike); ``loss_mean`` / ``forgetting`` / ``aum`` rank by them."""
+    sur, dynamics, t_sur = surrogate(ds, model, seed, sur_epochs, train_kw, progress)
     values, secs = {}, {}
     for rname, q in DETECTORS.items():
         t0 = time.perf_counter()
         values[rname] = compute([q], sur, ds.x_train, ds.y_train)[q]
         secs[rname] = time.perf_counter() - t0
+    for rname, sign in DYNAMICS_RANKINGS.items():      # already recorded: no further pass
+        values[rname], secs[rname] = sign * np.asarray(dynamics[rname], np.float64), 0.0
     if with_knn:
         t0 = time.perf_counter()
         values["knn_shapley"] = -knn_shapley_quantity(sur, ds.x_train, ds.y_train, validation=val, k=10)
         secs["knn_shapley"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rho = noise_rates(predict(sur, ds.x_train), ds.y_train, predict(sur, val[0]), val[1], num_classes=ds.num_classes)
     kw = dict(learned_kw)
-    if kw.get("budget_fraction") == "auto":
-        kw["budget_fraction"] = float(np.clip(1.0 - np.mean(rho), 0.5, 0.9))
+    if kw.pop("dynamics", False):
+        kw["point_features"] = dynamics_features(dynamics)
     fitted = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
                                  validation=val, progress=progress, **kw)
     secs["learned"] = time.perf_counter() - t0
     values["learned"] = -fitted.values
+    rho = fitted.history["noise_rates"]
     return sur, t_sur, values, secs, rho, fitted
 
 
@@ -210,27 +222,33 @@ def main(argv=None) -> int:
                 _write(args, dname, val_idx.size, n, sur_epochs, epochs, learned_kw, train_kw, rows_a, rows_b)
                 continue
             budget = budget_from_fraction(args.fraction, n)
+            plain_kw = {k: v for k, v in learned_kw.items() if k != "dynamics"}    # fit_selection_model's own
             if "learned_first_order" in subsets:
                 t0 = time.perf_counter()
                 fo = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
                                          validation=val, progress=progress,
-                                         **dict(learned_kw, target="first_order", budget_fraction=args.fraction))
+                                         **dict(plain_kw, target="first_order", budget_fraction=args.fraction))
                 s = t_sur + time.perf_counter() - t0
                 rows_b.append(dict(base, ranking="learned_first_order", auc=auroc(-fo.values, flipped), seconds=s,
                                    time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
-            quantities = {"loss": values["loss"], "learned_value": fitted.values}
+            if "learned_cover" in subsets:    # the same selection network read out through the layer at `fraction`
+                t0 = time.perf_counter()
+                cov = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
+                                          validation=val, progress=progress, readout="selection",
+                                          readout_fraction=args.fraction, **plain_kw)
+                s = t_sur + time.perf_counter() - t0
+                rows_b.append(dict(base, ranking="learned_cover", auc=auroc(-cov.values, flipped), seconds=s,
+                                   time_ratio=s / (t_sur + secs["loss"]), noise_estimate=float(np.mean(rho))))
+            quantities = {"loss": values["loss"], "learned_value": fitted.values, "noise_rate": rho[ds.y_train]}
             if "knn_shapley" in values:
                 quantities["knn_shapley"] = -values["knn_shapley"]
             for method in subsets:
-                if method == "learned_first_order":
+                if method == "learned_cover":
+                    sub = selectors.select("learned", ds.y_train, budget, {"learned_value": cov.values}, seed=seed,
+                                           num_classes=ds.num_classes)
+                elif method == "learned_first_order":
                     sub = selectors.select("learned", ds.y_train, budget, {"learned_value": fo.values}, seed=seed,
                                            num_classes=ds.num_classes)
-                elif method == "learned_filter":
-                    sub = filtered_random(fitted.values, ds.y_train, budget, rho, seed, num_classes=ds.num_classes,
-                                          method=method)
-                elif method == "loss_filter":
-                    sub = filtered_random(-values["loss"], ds.y_train, budget, rho, seed, num_classes=ds.num_classes,
-                                          method=method)
                 else:
                     sub = selectors.select(method, ds.y_train, budget, quantities, seed=seed,
                                            num_classes=ds.num_classes)

@@ -52,13 +52,17 @@ def main(argv=None) -> int:
                                for s in range(0, n, 4096)])
         drop = min(float(np.mean(pred != ds.y_train)), 1.0 - args.fraction)
         t0 = time.perf_counter()
+        kw = {k: v for k, v in learned_kw.items() if k != "dynamics"}     # no dynamics recorded here
+        if kw.get("budget_fraction") == "auto":
+            kw["budget_fraction"] = float(np.clip(1.0 - drop, 0.5, 0.9))
         values = fit_selection_model(sur, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed,
-                                     validation=val, **learned_kw).values
+                                     validation=val, **kw).values
         t_l = time.perf_counter() - t0
         budget = budget_from_fraction(args.fraction, n)
         subs = {"random": selectors.select("random", ds.y_train, budget, seed=seed, num_classes=ds.num_classes),
-                "learned_filter": M.filtered_random(values, ds.y_train, budget, drop, seed,
-                                                     num_classes=ds.num_classes, method="learned_filter")}
+                "learned_filter": selectors.select("learned_filter", ds.y_train, budget,
+                                                   {"learned_value": values, "noise_rate": np.full(n, drop)},
+                                                   seed=seed, num_classes=ds.num_classes)}
         for method, sub in subs.items():
             res = train.fit(model, ds, sub, epochs=epochs, seed=seed, progress=False, eval_every=epochs, **train_kw)
             rows.append(dict(dataset=dname, noise=args.noise, fraction=args.fraction, seed=seed, method=method,

@@ -26,6 +26,7 @@ def pool():
          "forgetting": rng.integers(0, 4, N).astype(np.float32), "aum": rng.normal(size=N),
          "loss_mean": rng.exponential(size=N), "loss_var": rng.exponential(size=N),
          "el2n_mean": rng.uniform(size=N), "el2n_var": rng.uniform(size=N) * 0.1}
+    q["noise_rate"] = np.random.default_rng(9).uniform(0, 0.5, N)   # learned_filter / loss_filter (own stream)
     m = 24
     val = {"val_logits": rng.normal(size=(m, C)).astype(np.float32),
            "val_h": rng.normal(size=(m, H)).astype(np.float32), "val_labels": np.arange(m) % C}

@@ -37,6 +37,7 @@ def pool():
     q["forgetting"] = rng.integers(0, 5, N).astype(np.float32)
     for name in ("aum", "loss_mean", "loss_var", "el2n_mean", "el2n_var"):
         q[name] = rng.permutation(N) + rng.random(N)
+    q["noise_rate"] = np.random.default_rng(9).uniform(0, 0.5, N)   # learned_filter / loss_filter (own stream)
     val = {"val_logits": rng.normal(size=(12, C)).astype(np.float32),
            "val_h": rng.normal(size=(12, 5)).astype(np.float32), "val_labels": rng.integers(0, C, 12)}
     return y, q, val

@@ -6,6 +6,7 @@ from jaxsubset.selectors.basic import random, top_k
 from jaxsubset.selectors.ccs import ccs
 from jaxsubset.selectors.d2 import d2
 from jaxsubset.selectors.moderate import moderate
+from jaxsubset.selectors.noise_filter import filter_random
 from jaxsubset.selectors.uncertainty import uncertainty
 from jaxsubset.selectors.coverage import herding, kcenter_greedy
 from jaxsubset.selectors.craig import craig
@@ -24,7 +25,7 @@ from jaxsubset.selectors.smi import (FLQMI, FLVMI, GCMI, FacilityLocation, LogDe
                                      smi_similarity)
 from jaxsubset.selectors.weights import match_weights
 
-__all__ = ["knn_facility_location", "partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "herding", "kcenter_greedy", "craig", "facility_location", "glister", "kmeanspp", "gradmatch", "gradmatch_batches",
+__all__ = ["filter_random", "knn_facility_location", "partitioned_facility_location", "coverage_value", "uncertainty", "ccs", "moderate", "d2", "geda_smoothed", "herding", "kcenter_greedy", "craig", "facility_location", "glister", "kmeanspp", "gradmatch", "gradmatch_batches",
            "random", "top_k", "per_class", "evenly_spaced", "quantile_random", "geda", "geda_solvers",
            "online_geda", "match_weights", "smi", "smi_objective", "smi_similarity", "FLVMI", "FLQMI", "GCMI",
            "LogDetMI", "FacilityLocation", "LogDet", "METHODS", "Method", "get", "register", "select"]

@@ -36,6 +36,7 @@ from jaxsubset.selectors.geda import geda, online_geda
 from jaxsubset.selectors.glister import glister
 from jaxsubset.selectors.gradmatch import gradmatch, gradmatch_batches
 from jaxsubset.selectors.moderate import moderate
+from jaxsubset.selectors.noise_filter import filter_random
 from jaxsubset.selectors.per_class import accepts_keyword, per_class
 from jaxsubset.selectors.ranking import evenly_spaced, quantile_random
 from jaxsubset.selectors.uncertainty import uncertainty
@@ -202,5 +203,10 @@ register("moderate", moderate, needs=("embedding",),
 register("d2", d2, needs=("embedding", "forgetting"), k=5, beta=None,
          description="D2 pruning: forgetting scores passed over a kNN graph of embeddings (Maharana 2024)")
 register("d2_el2n", d2, needs=("embedding", "el2n"), k=5, beta=None, description="D2 pruning on the EL2N score")
+# filter-then-sample with a noise estimate (noise_rate (n,): each row's class's estimated rate, valuation.noise)
+register("learned_filter", filter_random, needs=("learned_value", "noise_rate"), drop="low",
+         description="drop the estimated noise rate of lowest learned values per class, then random (issue 18)")
+register("loss_filter", filter_random, needs=("loss", "noise_rate"), drop="high",
+         description="drop the estimated noise rate of highest surrogate losses per class, then random")
 register("knn_shapley", top_k, needs=("knn_shapley",), largest=True,
          description="highest KNN-Shapley values on surrogate embeddings (Jia et al. 2019)")

@@ -11,7 +11,6 @@ information the model's own loss lacks (it asks the clean neighbours, not the mo
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -21,11 +20,26 @@ import numpy as np
 from jaxsubset.checks import check_labelled_sets
 
 
-@functools.partial(jax.jit, static_argnames="k")
-def _agree_chunk(h: jax.Array, y: jax.Array, ref: jax.Array, ref_y: jax.Array, k: int) -> jax.Array:
-    d = jnp.sum(ref * ref, axis=1)[None, :] - 2.0 * h @ ref.T          # + |h|², constant per row
-    _, idx = jax.lax.top_k(-d, k)                                         # (m, k) nearest reference rows
-    return jnp.mean((ref_y[idx] == y[:, None]).astype(jnp.float32), axis=1), idx
+@jax.jit
+def _distances(h: jax.Array, ref: jax.Array) -> jax.Array:
+    return jnp.sum(ref * ref, axis=1)[None, :] - 2.0 * h @ ref.T          # + |h|², constant per row
+
+
+def _nearest(d: np.ndarray, k: int) -> np.ndarray:
+    """int ``(m, k)`` columns of the ``k`` smallest entries of each row of ``d (m, r)``, nearest first
+    (a partial sort: ``np.argpartition``, then the ``k`` sorted; ties by the lower column)."""
+    if k < d.shape[1]:
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(d.shape[1]), d.shape)
+    dk = np.take_along_axis(d, part, axis=1)
+    order = np.lexsort((part, dk), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _agree_chunk(h: jax.Array, y: np.ndarray, ref: jax.Array, ref_y: np.ndarray, k: int):
+    idx = _nearest(np.asarray(_distances(h, ref)), k)                     # (m, k) nearest reference rows
+    return np.mean(ref_y[idx] == y[:, None], axis=1, dtype=np.float32), idx
 
 
 def label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: int = 10,
@@ -45,8 +59,8 @@ def label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: 
     h, y, r, ry, k = check_labelled_sets(emb, labels, ref_emb, ref_labels, k, names=("training", "reference"),
                                          what="label_agreement")
     k = min(int(k), r.shape[0])
-    ref, ref_y = jnp.asarray(r, jnp.float32), jnp.asarray(ry, jnp.int32)
-    out = [_agree_chunk(jnp.asarray(h[s:s + chunk], jnp.float32), jnp.asarray(y[s:s + chunk], jnp.int32), ref, ref_y, k)
+    ref, ref_y = jnp.asarray(r, jnp.float32), np.asarray(ry, np.int32)
+    out = [_agree_chunk(jnp.asarray(h[s:s + chunk], jnp.float32), np.asarray(y[s:s + chunk], np.int32), ref, ref_y, k)
            for s in range(0, h.shape[0], int(chunk))]
     agree = np.concatenate([np.asarray(a) for a, _ in out]) if out else np.zeros(0, np.float32)
     if not return_neighbours:
