@@ -185,7 +185,7 @@ def _is_oom(err: Exception) -> bool:
 
 
 def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bool = False, desc: str = "",
-                mesh: Mesh | None = None) -> Iterator[tuple[int, int, list[jax.Array]]]:
+                mesh: Mesh | None = None, place: bool = True) -> Iterator[tuple[int, int, list[Any]]]:
     """Yield ``(start, stop, chunk)`` over consecutive row-chunks of ``arrays``.
 
     Every chunk has exactly ``batch_size`` rows (the last is padded by repeating row 0;
@@ -193,6 +193,11 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
     over ``mesh``, so a jitted function sees one shape. ``batch_size`` is capped at the
     power of two at or above ``n`` (``chunk_cap``) and, with a mesh, rounded up to a
     multiple of its size.
+
+    ``place=False`` (no mesh) yields the NumPy chunks themselves, for a jitted function:
+    ``jit``'s C++ dispatch moves a NumPy argument to the device far more cheaply than
+    ``jax.device_put`` (≈0.02 ms against ≈0.2 ms of host CPU per array on this CPU
+    machine; the same dtype canonicalization).
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -213,8 +218,11 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
             if e - s < batch_size:
                 pad = np.repeat(a[:1], batch_size - (e - s), axis=0)
                 c = np.concatenate([c, pad], axis=0)
-            # device_put, not jnp.asarray: the same dtype canonicalization without an eager op dispatch
-            chunk.append(jax.device_put(c) if mesh is None else shard_batch(c, mesh))
+            if mesh is not None:
+                c = shard_batch(c, mesh)
+            elif place:  # device_put, not jnp.asarray: the same dtype canonicalization without an eager op
+                c = jax.device_put(c)
+            chunk.append(c)
         yield s, e, chunk
 
 
@@ -245,7 +253,7 @@ def fetch_rows(out: Any, rows: int, chunk_rows: int) -> Any:
 
 def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch_size: int,
                 progress: bool = False, desc: str = "", mesh: Mesh | None = None,
-                rows_cache: dict | None = None) -> Any:
+                rows_cache: dict | None = None, place: bool = True) -> Any:
     """Apply jitted ``fn(*chunk)`` to consecutive row-chunks of ``arrays`` and concatenate.
 
     Every chunk is padded to ``batch_size`` rows (by repeating row 0) so that ``fn``
@@ -264,6 +272,8 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
       mesh: a data-parallel mesh (see ``jaxsubset.grads.data_mesh``); every chunk is
         split over its first axis, so each device holds ``batch_size / devices`` rows.
       rows_cache: where to remember the chunk size chosen for ``fn`` (``cached_fit_rows``).
+      place: put each chunk on the device before calling ``fn``; ``False`` hands ``fn`` the
+        NumPy chunks (cheaper for a jitted ``fn``, see ``iter_chunks``).
 
     Returns:
       The concatenated pytree of numpy arrays with leading axis ``n``.
@@ -271,7 +281,8 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
     batch_size = cached_fit_rows(rows_cache, fn, arrays, batch_size, mesh)
     outs = []
     pending = None
-    for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh):
+    for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
+                                   place=place):
         with oom_hint(chunk[0].shape[0]):
             current = (fn(*chunk), e - s, chunk[0].shape[0])
         if pending is not None:  # the next chunk is dispatched before this one is fetched: they overlap
@@ -293,6 +304,6 @@ def map_entry(entry: Any, params: Any, arrays: tuple[np.ndarray, ...], *, batch_
     """
     run = functools.partial(entry.run, replicate(params, mesh))
     out, ok = chunked_map(run, arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
-                          rows_cache=entry.rows)
+                          rows_cache=entry.rows, place=False)
     raise_nonfinite_rows(ok)
     return out

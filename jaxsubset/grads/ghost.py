@@ -137,8 +137,9 @@ def grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, method: str = 
     x, y = check_xy(x, y)
     check_input_array(x)
     chosen = select_leaves(params, wrt)
+    flat = jax.tree_util.tree_flatten(params)  # once: the cache key and the jitted call both use the leaves
     entry = compiled("grad_norms", apply_fn, params, (x, y), mesh, (tuple(chosen), method == "vmap"),
-                     lambda f: _norms_entry(f, params, x, y, chosen, method == "vmap", mesh))
+                     lambda f: _norms_entry(f, params, x, y, chosen, method == "vmap", mesh), flat=flat)
     check_labels(y, entry.info["width"])
     plan = entry.info["plan"]
     if method == "ghost" and plan.fallback:
@@ -146,7 +147,7 @@ def grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, method: str = 
         why = "; ".join(f"{names[i]}: {r}" for i, r in sorted(plan.fallback.items()))
         raise ValueError(f"method='ghost' cannot handle these parameters ({why}); use method='auto' "
                          "to compute them with vmap, or restrict wrt.")
-    out = map_entry(entry, jax.tree_util.tree_leaves(params), (x, y), batch_size=batch_size, progress=progress,
+    out = map_entry(entry, flat[0], (x, y), batch_size=batch_size, progress=progress,
                     desc="gradient norms", mesh=mesh)
     return check_finite_rows(out, "per-sample gradient norms")
 

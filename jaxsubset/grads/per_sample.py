@@ -222,8 +222,9 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
                  mesh: Mesh | None = None) -> np.ndarray:
     """Evaluate a per-chunk gradient function over ``(x, y)`` into one ``(n, width)`` numpy array.
 
-    ``run(x_chunk, y_chunk)`` returns ``((blocks, sums), x_ok)``: ``chunk_fn``'s result
-    and the finite-row flags of ``x`` (``with_finite_rows``). The next chunk is
+    ``run(x_chunk, y_chunk)``, a jitted function (it is handed NumPy chunks), returns
+    ``((blocks, sums), x_ok)``: ``chunk_fn``'s result and the finite-row flags of ``x``
+    (``with_finite_rows``). The next chunk is
     dispatched before the current one is copied to the host, so the copy overlaps the
     device work. Raises ``NonFiniteError`` naming the rows of ``x`` that hold NaN or inf,
     then ``FloatingPointError`` naming the rows whose gradients are not finite (rows with
@@ -247,7 +248,7 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
         assemble(blocks, out[s:e])
 
     for s, e, batch in iter_chunks((x, y), batch_size=rows, progress=progress, desc="per-sample grads",
-                                   mesh=mesh):
+                                   mesh=mesh, place=False):
         with oom_hint(rows):
             current = (s, e, run(*batch))
         if pending is not None:
