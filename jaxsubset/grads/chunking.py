@@ -68,7 +68,10 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
 
 def check_finite_rows(values: np.ndarray, what: str, offset: int = 0) -> np.ndarray:
     """Raise ``FloatingPointError`` naming the rows of ``values (n, ...)`` that hold NaN or inf."""
-    bad = np.flatnonzero(~np.all(np.isfinite(values.reshape(values.shape[0], -1)), axis=1))
+    finite = np.isfinite(values)
+    if finite.all():  # the common case, checked in one pass
+        return values
+    bad = np.flatnonzero(~np.all(finite.reshape(values.shape[0], -1), axis=1))
     if bad.size:
         raise NonFiniteError(f"{what} are NaN or inf for rows {(bad + offset)[:10].tolist()}"
                                  f"{' ...' if bad.size > 10 else ''}; check the inputs and parameters.")
@@ -305,5 +308,5 @@ def map_entry(entry: Any, params: Any, arrays: tuple[np.ndarray, ...], *, batch_
     run = functools.partial(entry.run, replicate(params, mesh))
     out, ok = chunked_map(run, arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
                           rows_cache=entry.rows, place=False)
-    raise_nonfinite_rows(ok)
+    raise_nonfinite_rows(ok, arrays[0])
     return out

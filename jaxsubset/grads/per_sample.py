@@ -255,7 +255,7 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
             store(*pending)
         pending = current
     store(*pending)
-    raise_nonfinite_rows(x_ok)
+    raise_nonfinite_rows(x_ok, x)
     bad = np.asarray([i for i in np.flatnonzero(~finite) if not np.all(np.isfinite(out[i]))], np.int64)
     if bad.size:
         raise FloatingPointError(f"per-sample gradients are NaN or inf for rows {bad[:10].tolist()}"
