@@ -282,19 +282,26 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
       The concatenated pytree of numpy arrays with leading axis ``n``.
     """
     batch_size = cached_fit_rows(rows_cache, fn, arrays, batch_size, mesh)
-    outs = []
+    outs: list[list[np.ndarray]] = []  # per chunk: the output's leaves on the host, cut to the real rows
+    treedef = None
     pending = None
-    for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
-                                   place=place):
-        with oom_hint(chunk[0].shape[0]):
-            current = (fn(*chunk), e - s, chunk[0].shape[0])
-        if pending is not None:  # the next chunk is dispatched before this one is fetched: they overlap
-            outs.append(fetch_rows(*pending))
-        pending = current
-    outs.append(fetch_rows(*pending))
-    if len(outs) == 1:
-        return outs[0]
-    return jax.tree_util.tree_map(lambda *o: np.concatenate(o, axis=0), *outs)
+    rows = batch_size
+    try:  # one handler for every chunk (a context manager per chunk cost more than the rest of a small call)
+        for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
+                                       place=place):
+            rows = chunk[0].shape[0]
+            leaves, treedef = jax.tree_util.tree_flatten(fn(*chunk))
+            if pending is not None:  # the next chunk is dispatched before this one is fetched: they overlap
+                outs.append([to_numpy(o)[:pending[1]] for o in pending[0]])
+            pending = (leaves, e - s)
+        outs.append([to_numpy(o)[:pending[1]] for o in pending[0]])
+    except Exception as err:  # XLA reports OOM as a RuntimeError/XlaRuntimeError
+        if _is_oom(err):
+            raise MemoryError(f"A chunk of {rows} examples does not fit in memory; "
+                              "pass a smaller batch_size.") from err
+        raise
+    leaves = outs[0] if len(outs) == 1 else [np.concatenate(o, axis=0) for o in zip(*outs)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def map_entry(entry: Any, params: Any, arrays: tuple[np.ndarray, ...], *, batch_size: int,

@@ -136,8 +136,8 @@ def grad_norms(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, method: str = 
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     x, y = check_xy(x, y)
     check_input_array(x)
-    chosen = select_leaves(params, wrt)
     flat = jax.tree_util.tree_flatten(params)  # once: the cache key and the jitted call both use the leaves
+    chosen = select_leaves(params, wrt, flat[0])
     entry = compiled("grad_norms", apply_fn, params, (x, y), mesh, (tuple(chosen), method == "vmap"),
                      lambda f: _norms_entry(f, params, x, y, chosen, method == "vmap", mesh), flat=flat)
     check_labels(y, entry.info["width"])
