@@ -72,3 +72,92 @@ def test_int64_labels_and_float64_inputs_give_the_canonical_values():
     got = grads.grad_norms(squash_apply, p, x, y)  # float64 / int64 numpy: canonicalized by jit
     np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_allclose(got, reference_norms(p, x.astype(np.float32), y), rtol=1e-5)
+
+
+# --- compile once, and only once per signature -------------------------------------------------
+
+_COMPILES = [0]
+
+
+def _on_compile(event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES[0] += 1
+
+
+def _on_cache_hit(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":  # a persistent-cache hit is an in-memory miss too
+        _COMPILES[0] += 1
+
+
+@pytest.fixture(scope="module")
+def count_compiles():
+    jax.monitoring.register_event_duration_secs_listener(_on_compile)
+    jax.monitoring.register_event_listener(_on_cache_hit)
+
+    def compiles(fn):
+        before = _COMPILES[0]
+        out = fn()
+        return out, _COMPILES[0] - before
+
+    yield compiles
+    jax.monitoring.unregister_event_duration_listener(_on_compile)
+    jax.monitoring.unregister_event_listener(_on_cache_hit)
+
+
+def mlp_apply(p, x):
+    h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
+    return h @ p["w2"] + p["b2"]
+
+
+def mlp_params(seed, d=6, hidden=5, c=4, dtype=jnp.float32):
+    r = np.random.default_rng(seed)
+    return {"w1": jnp.asarray(r.normal(size=(d, hidden)) * 0.5, dtype), "b1": jnp.asarray(r.normal(size=(hidden,)), dtype),
+            "w2": jnp.asarray(r.normal(size=(hidden, c)) * 0.5, dtype), "b2": jnp.asarray(r.normal(size=(c,)), dtype)}
+
+
+def loop_norms(apply_fn, p, x, y):
+    def loss(q, xi, yi):
+        return -jax.nn.log_softmax(apply_fn(q, xi[None]).astype(jnp.float32))[0, yi]
+    g1 = jax.jit(jax.grad(loss))
+    return np.asarray([np.sqrt(sum(float(jnp.sum(jnp.square(leaf.astype(jnp.float32))))
+                                   for leaf in jax.tree_util.tree_leaves(g1(p, jnp.asarray(x[i]), int(y[i])))))
+                       for i in range(len(x))])
+
+
+def test_default_chunking_second_call_compiles_nothing_and_matches(count_compiles):
+    r = np.random.default_rng(3)
+    x = r.normal(size=(37, 6)).astype(np.float32)
+    y = r.integers(0, 4, 37)
+    grads.grad_norms(mlp_apply, mlp_params(0), x, y)
+    out, n = count_compiles(lambda: grads.grad_norms(mlp_apply, mlp_params(1), x, y))
+    assert n == 0
+    np.testing.assert_allclose(out, loop_norms(mlp_apply, mlp_params(1), x, y), rtol=2e-5)
+    # the same values in other chunkings (a ragged last chunk included)
+    np.testing.assert_allclose(grads.grad_norms(mlp_apply, mlp_params(1), x, y, batch_size=8), out, rtol=1e-6)
+
+
+def test_default_chunk_size():
+    from jaxsubset.grads.ghost import default_rows
+    assert default_rows() == (1024 if jax.default_backend() == "cpu" else 256)
+    assert default_rows(grads.data_mesh()) == 256  # no memory budget with a mesh: the old default
+
+
+@pytest.mark.parametrize("change", ["x float16", "params bfloat16", "hidden width", "extra leaf"])
+def test_changed_dtype_shape_or_tree_misses_and_is_correct(change, count_compiles):
+    r = np.random.default_rng(4)
+    x = r.normal(size=(9, 6)).astype(np.float32)
+    y = r.integers(0, 4, 9)
+    grads.grad_norms(mlp_apply, mlp_params(0), x, y)  # cached
+    p, xx = mlp_params(1), x
+    if change == "x float16":
+        xx = x.astype(np.float16)
+    elif change == "params bfloat16":
+        p = mlp_params(1, dtype=jnp.bfloat16)
+    elif change == "hidden width":
+        p = mlp_params(1, hidden=7)
+    else:
+        p = {**p, "unused": jnp.ones((3,))}
+    out, n = count_compiles(lambda: grads.grad_norms(mlp_apply, p, xx, y))
+    assert n >= 1, change
+    tol = 2e-2 if change == "params bfloat16" else 2e-5
+    np.testing.assert_allclose(out, loop_norms(mlp_apply, p, xx, y), rtol=tol, err_msg=change)

@@ -78,6 +78,12 @@ def check_finite_rows(values: np.ndarray, what: str, offset: int = 0) -> np.ndar
     return values
 
 
+@functools.cache
+def backend() -> str:
+    """``jax.default_backend()``, looked up once (it cost ≈15 µs per call, twice per public call)."""
+    return jax.default_backend()
+
+
 CPU_CALL_BYTES = 16 * 2**20
 """Budget for one chunk's outputs and temporaries on the CPU backend (see ``fit_rows``)."""
 
@@ -150,7 +156,7 @@ def fit_rows(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], batch_size:
     n = arrays[0].shape[0]
     b = chunk_cap(n, batch_size)
     budget = CPU_CALL_BYTES if budget is None else budget
-    if mesh is not None or b <= 1 or jax.default_backend() != "cpu":
+    if mesh is not None or b <= 1 or backend() != "cpu":
         return b
     target = _lowerable(fn)
     if target is None:
@@ -176,7 +182,7 @@ def cached_fit_rows(cache: dict | None, fn: Callable[..., Any], arrays: tuple[np
     """
     if cache is None:
         return fit_rows(fn, arrays, batch_size, mesh)
-    key = (chunk_cap(arrays[0].shape[0], batch_size), CPU_CALL_BYTES, ROW_BYTES_OVERESTIMATE, jax.default_backend())
+    key = (chunk_cap(arrays[0].shape[0], batch_size), CPU_CALL_BYTES, ROW_BYTES_OVERESTIMATE, backend())
     if key not in cache:
         cache[key] = fit_rows(fn, arrays, batch_size, mesh)
     return cache[key]
