@@ -35,8 +35,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
+import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -45,11 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsubset import grads
-from jaxsubset.grads import cross_entropy
+from jaxsubset.grads import _cache, cross_entropy
 from jaxsubset.grads._inputs import with_finite_rows
 from jaxsubset.grads._params import example_loss
 from jaxsubset.grads.ghost import ghost_chunk_fn, vmap_chunk_fn
-from jaxsubset.grads.chunking import fit_rows
+from jaxsubset.grads.chunking import fit_rows, iter_chunks
 from jaxsubset.grads.per_sample import build_plan, chunk_fn, collect_rows, prefers_probe
 from jaxsubset.models import create, to_pure
 
@@ -227,6 +230,7 @@ LABELS = {
     "f1": "(f') torch.func vmap(grad) -> (n, P)",
     "g": "(g) public grad_norms, 2nd call",
     "h": "(h) public per_sample_grads, 2nd call",
+    "g0": "(g0) compiled part of (g)",
 }
 
 FRESH = 4
@@ -272,6 +276,11 @@ def focus(name: str, batch: int, rounds: int) -> None:
     For a loaded machine: besides the best wall time, each call's CPU time of the whole
     process (all threads: ``time.process_time``) is recorded, which waiting for a core
     does not inflate. Public calls get new parameter values every time.
+
+    For the MLP a third row, (g0), runs only the compiled part of (g): the cached jitted
+    chunk function on the same chunks (NumPy in, as ``grad_norms`` passes them) with the
+    results fetched; (g) − (g0) is the public call's fixed host cost (checks, cache
+    lookup, chunk planning, result assembly).
     """
     m, shape, c, x_np, y_np, x, y, leaves, treedef = problem(name, batch)
 
@@ -284,22 +293,48 @@ def focus(name: str, batch: int, rounds: int) -> None:
     key, public = ("g", lambda: grads.grad_norms(m.apply_fn, nxt(), x_np, y_np)) if name == "mlp" else \
         ("h", lambda: grads.per_sample_grads(m.apply_fn, nxt(), x_np, y_np))
     fns = {"a": lambda: batched(leaves, x, y), key: public}
+    if name == "mlp":
+        fns["g0"] = compiled_part_of_grad_norms(m, x_np, y_np)
     wall = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
     for fn in fns.values():
         jax.block_until_ready(fn())
+    load_before = _load()
     for r in range(rounds):
         for k in (list(fns) if r % 2 else list(fns)[::-1]):
             t, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(fns[k]())
             wall[k].append(time.perf_counter() - t)
             cpu[k].append(time.process_time() - c0)
-    print(f"\nFOCUS {name.upper()} (batch {batch}, {rounds} interleaved rounds): {LABELS['a']} vs {LABELS[key]}")
+    print(f"\nFOCUS {name.upper()} (batch {batch}, {rounds} interleaved rounds): {LABELS['a']} vs {LABELS[key]}"
+          f"\n  load average (1/5/15 min) before {load_before}, after {_load()}")
     for stat, f in (("best wall", np.min), ("median wall", np.median), ("best CPU", np.min),
                     ("median CPU", np.median)):
         src = wall if "wall" in stat else cpu
         ta, tk = f(src["a"]), f(src[key])
         print(f"  {stat:12s} (a) {ta * 1e3:9.1f} ms  ({key}) {tk * 1e3:9.1f} ms  ratio {tk / ta:6.2f}")
+    if "g0" in fns:
+        print(f"  {LABELS['g0']}: best wall {np.min(wall['g0']) * 1e3:.2f} ms, median {np.median(wall['g0']) * 1e3:.2f} ms; "
+              f"(g) - (g0) medians: wall {(np.median(wall['g']) - np.median(wall['g0'])) * 1e3:.2f} ms, "
+              f"CPU {(np.median(cpu['g']) - np.median(cpu['g0'])) * 1e3:.2f} ms")
+
+
+def compiled_part_of_grad_norms(m: Any, x_np: np.ndarray, y_np: np.ndarray) -> Callable[[], Any]:
+    """(g0): the cached jitted chunk function of ``grad_norms(m.apply_fn, m.params, x, y)`` alone, on the
+    chunks the public call makes (default ``batch_size``, the rows ``fit_rows`` picked), results fetched."""
+    grads.grad_norms(m.apply_fn, m.params, x_np, y_np)  # fills the cache
+    chosen = list(range(len(jax.tree_util.tree_leaves(m.params))))
+    entry = _cache.compiled("grad_norms", m.apply_fn, m.params, (x_np, y_np), None, (tuple(chosen), False),
+                            lambda f: None)
+    rows = next(iter(entry.rows.values()))
+    leaves = jax.tree_util.tree_leaves(m.params)
+    chunks = [c for _, _, c in iter_chunks((x_np, y_np), batch_size=rows, place=False)]
+
+    def run():
+        outs = [entry.run(leaves, *c) for c in chunks]
+        return [np.asarray(o) for out in outs for o in out]
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -318,7 +353,50 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--focus", type=int, default=0, metavar="ROUNDS",
                    help="only the compile-once targets ((a) vs (g) MLP, (a) vs (h) CNN) over ROUNDS "
                         "interleaved rounds, wall and CPU time")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="also write everything printed to FILE, after a header line (UTC time, load average "
+                        "before the run, jax version, backend, CPU count); the load after the run ends it")
     a = p.parse_args(argv)
+    if a.out:
+        with _tee(a.out):
+            _main(a)
+    else:
+        _main(a)
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+@contextlib.contextmanager
+def _tee(path: str):
+    """Print to stdout and to ``path``; a header says when, on what and under which load it ran."""
+    out = open(path, "w")
+    real = sys.stdout
+
+    class Tee:
+        def write(self, text: str) -> int:
+            real.write(text)
+            return out.write(text)
+
+        def flush(self) -> None:
+            real.flush()
+            out.flush()
+
+    cmd = " ".join(["benchmarks/per_sample_grads.py", *sys.argv[1:]])
+    print(f"# {cmd}  |  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, jax {jax.__version__}, "
+          f"{jax.default_backend()}, {os.cpu_count()} CPUs, load average (1/5/15 min) before: {_load()}",
+          file=Tee())
+    sys.stdout = Tee()
+    try:
+        yield
+        print(f"# load average after: {_load()}")
+    finally:
+        sys.stdout = real
+        out.close()
+
+
+def _main(a: argparse.Namespace) -> None:
     models = a.models.split(",") if a.models else ["mlp", "cnn"] + (
         ["resnet18"] if jax.default_backend() == "gpu" else [])
     batches = {"mlp": a.batch_mlp, "cnn": a.batch_cnn, "resnet18": a.batch_resnet}

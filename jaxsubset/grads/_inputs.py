@@ -41,14 +41,22 @@ def check_input_array(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     return x
 
 
-def raise_nonfinite_rows(ok: np.ndarray, *, name: str = "x") -> None:
+def raise_nonfinite_rows(ok: np.ndarray, x: np.ndarray | None = None, *, name: str = "x") -> None:
     """Raise ``NonFiniteError`` naming the rows where the bool flags ``ok (n,)`` are False.
 
-    A NaN or inf input would otherwise reach the model, where ReLU and max-pooling can drop
-    it (XLA returns a finite score for a corrupted row) or an input gradient can come out
-    as 0 (the "easiest" example).
+    With ``x (n, ...)`` (the host array the flags were computed from), flagged rows are
+    first re-checked entry by entry: ``finite_rows`` flags a row whose finite values sum
+    past the float range too, and such a row is not an error. A NaN or inf input would
+    otherwise reach the model, where ReLU and max-pooling can drop it (XLA returns a
+    finite score for a corrupted row) or an input gradient can come out as 0 (the
+    "easiest" example).
     """
-    bad = np.flatnonzero(~np.asarray(ok, bool))
+    ok = np.asarray(ok, bool)
+    if ok.all():  # the common case: no host work beyond one reduction
+        return
+    bad = np.flatnonzero(~ok)
+    if x is not None:
+        bad = np.asarray([i for i in bad if not np.isfinite(x[i]).all()], np.int64)
     if bad.size:
         raise NonFiniteError(f"{name} contains NaN or inf in rows {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}; "
                              "clean or drop those rows before scoring (a model may silently map them to a finite "
@@ -56,10 +64,20 @@ def raise_nonfinite_rows(ok: np.ndarray, *, name: str = "x") -> None:
 
 
 def finite_rows(xb: jax.Array) -> jax.Array:
-    """``(B,)`` bool: whether row ``i`` of ``xb (B, ...)`` holds only finite numbers (always for ints)."""
+    """``(B,)`` bool, False where row ``i`` of ``xb (B, ...)`` may hold NaN or inf (always True for ints).
+
+    The test is whether the row's sum is finite: NaN and inf propagate into it, and XLA:CPU
+    computes it as a matrix-vector product, ≈4× faster than an ``isfinite`` reduction (which
+    it materializes as a boolean array first; ≈0.2 of the 0.3 ms it took per 256 MNIST rows).
+    A row of finite values whose sum overflows is flagged too: ``raise_nonfinite_rows``
+    re-checks flagged rows on the host. Half-precision rows are summed in float32.
+    """
     if not jnp.issubdtype(xb.dtype, jnp.inexact):
         return jnp.ones(xb.shape[:1], bool)
-    return jnp.all(jnp.isfinite(xb.reshape(xb.shape[0], -1)), axis=1)
+    flat = xb.reshape(xb.shape[0], -1)
+    if jnp.finfo(flat.dtype).bits < 32:
+        flat = flat.astype(jnp.float32)
+    return jnp.isfinite(flat @ jnp.ones(flat.shape[1:], flat.dtype))
 
 
 def with_finite_rows(fn: Callable[..., Any]) -> Callable[..., Any]:

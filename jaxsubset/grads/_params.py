@@ -34,14 +34,15 @@ def leaf_names(params: Any) -> list[str]:
     return names
 
 
-def select_leaves(params: Any, wrt: Wrt) -> list[int]:
+def select_leaves(params: Any, wrt: Wrt, leaves: list | None = None) -> list[int]:
     """Indices (in ``tree_flatten`` order) of the leaves of ``params`` that ``wrt`` selects.
 
     ``wrt`` is ``None`` (every leaf), a name or list of names (a leaf is selected if
     its path equals a name or lies under it: ``"head"`` selects ``"head/kernel"`` and
-    ``"head/bias"``), or a predicate ``wrt(name, leaf) -> bool``.
+    ``"head/bias"``), or a predicate ``wrt(name, leaf) -> bool``. ``leaves``: ``params``'
+    leaves when the caller has flattened it already.
     """
-    leaves = jax.tree_util.tree_leaves(params)
+    leaves = jax.tree_util.tree_leaves(params) if leaves is None else leaves
     if not leaves:
         raise ValueError("params has no array leaves to differentiate.")
     if wrt is None:

@@ -280,8 +280,9 @@ def _gram_norm(a: jax.Array, g: jax.Array, method: str) -> jax.Array:
     """``||Σ_t a_t ⊗ g_t||²`` for ``a (nb, T, D)``, ``g (nb, T, P)``."""
     a = a.astype(jnp.float32)
     g = g.astype(jnp.float32)
-    if method == "outer":
-        return jnp.sum(jnp.sum(a * a, axis=(1, 2)) * jnp.sum(g * g, axis=(1, 2)))
+    if method == "outer":  # T = 1; as contractions: XLA:CPU copied a * a out before reducing it
+        hi = jax.lax.Precision.HIGHEST
+        return jnp.sum(jnp.einsum("btd,btd->b", a, a, precision=hi) * jnp.einsum("btp,btp->b", g, g, precision=hi))
     if method == "ghost":
         aa = jnp.einsum("btd,bsd->bts", a, a)
         gg = jnp.einsum("btp,bsp->bts", g, g)

@@ -68,11 +68,20 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
 
 def check_finite_rows(values: np.ndarray, what: str, offset: int = 0) -> np.ndarray:
     """Raise ``FloatingPointError`` naming the rows of ``values (n, ...)`` that hold NaN or inf."""
-    bad = np.flatnonzero(~np.all(np.isfinite(values.reshape(values.shape[0], -1)), axis=1))
+    finite = np.isfinite(values)
+    if finite.all():  # the common case, checked in one pass
+        return values
+    bad = np.flatnonzero(~np.all(finite.reshape(values.shape[0], -1), axis=1))
     if bad.size:
         raise NonFiniteError(f"{what} are NaN or inf for rows {(bad + offset)[:10].tolist()}"
                                  f"{' ...' if bad.size > 10 else ''}; check the inputs and parameters.")
     return values
+
+
+@functools.cache
+def backend() -> str:
+    """``jax.default_backend()``, looked up once (it cost ≈15 µs per call, twice per public call)."""
+    return jax.default_backend()
 
 
 CPU_CALL_BYTES = 16 * 2**20
@@ -147,7 +156,7 @@ def fit_rows(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], batch_size:
     n = arrays[0].shape[0]
     b = chunk_cap(n, batch_size)
     budget = CPU_CALL_BYTES if budget is None else budget
-    if mesh is not None or b <= 1 or jax.default_backend() != "cpu":
+    if mesh is not None or b <= 1 or backend() != "cpu":
         return b
     target = _lowerable(fn)
     if target is None:
@@ -173,7 +182,7 @@ def cached_fit_rows(cache: dict | None, fn: Callable[..., Any], arrays: tuple[np
     """
     if cache is None:
         return fit_rows(fn, arrays, batch_size, mesh)
-    key = (chunk_cap(arrays[0].shape[0], batch_size), CPU_CALL_BYTES, ROW_BYTES_OVERESTIMATE, jax.default_backend())
+    key = (chunk_cap(arrays[0].shape[0], batch_size), CPU_CALL_BYTES, ROW_BYTES_OVERESTIMATE, backend())
     if key not in cache:
         cache[key] = fit_rows(fn, arrays, batch_size, mesh)
     return cache[key]
@@ -185,7 +194,7 @@ def _is_oom(err: Exception) -> bool:
 
 
 def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bool = False, desc: str = "",
-                mesh: Mesh | None = None) -> Iterator[tuple[int, int, list[jax.Array]]]:
+                mesh: Mesh | None = None, place: bool = True) -> Iterator[tuple[int, int, list[Any]]]:
     """Yield ``(start, stop, chunk)`` over consecutive row-chunks of ``arrays``.
 
     Every chunk has exactly ``batch_size`` rows (the last is padded by repeating row 0;
@@ -193,6 +202,11 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
     over ``mesh``, so a jitted function sees one shape. ``batch_size`` is capped at the
     power of two at or above ``n`` (``chunk_cap``) and, with a mesh, rounded up to a
     multiple of its size.
+
+    ``place=False`` (no mesh) yields the NumPy chunks themselves, for a jitted function:
+    ``jit``'s C++ dispatch moves a NumPy argument to the device far more cheaply than
+    ``jax.device_put`` (≈0.02 ms against ≈0.2 ms of host CPU per array on this CPU
+    machine; the same dtype canonicalization).
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -213,8 +227,11 @@ def iter_chunks(arrays: tuple[np.ndarray, ...], *, batch_size: int, progress: bo
             if e - s < batch_size:
                 pad = np.repeat(a[:1], batch_size - (e - s), axis=0)
                 c = np.concatenate([c, pad], axis=0)
-            # device_put, not jnp.asarray: the same dtype canonicalization without an eager op dispatch
-            chunk.append(jax.device_put(c) if mesh is None else shard_batch(c, mesh))
+            if mesh is not None:
+                c = shard_batch(c, mesh)
+            elif place:  # device_put, not jnp.asarray: the same dtype canonicalization without an eager op
+                c = jax.device_put(c)
+            chunk.append(c)
         yield s, e, chunk
 
 
@@ -245,7 +262,7 @@ def fetch_rows(out: Any, rows: int, chunk_rows: int) -> Any:
 
 def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch_size: int,
                 progress: bool = False, desc: str = "", mesh: Mesh | None = None,
-                rows_cache: dict | None = None) -> Any:
+                rows_cache: dict | None = None, place: bool = True) -> Any:
     """Apply jitted ``fn(*chunk)`` to consecutive row-chunks of ``arrays`` and concatenate.
 
     Every chunk is padded to ``batch_size`` rows (by repeating row 0) so that ``fn``
@@ -264,23 +281,33 @@ def chunked_map(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], *, batch
       mesh: a data-parallel mesh (see ``jaxsubset.grads.data_mesh``); every chunk is
         split over its first axis, so each device holds ``batch_size / devices`` rows.
       rows_cache: where to remember the chunk size chosen for ``fn`` (``cached_fit_rows``).
+      place: put each chunk on the device before calling ``fn``; ``False`` hands ``fn`` the
+        NumPy chunks (cheaper for a jitted ``fn``, see ``iter_chunks``).
 
     Returns:
       The concatenated pytree of numpy arrays with leading axis ``n``.
     """
     batch_size = cached_fit_rows(rows_cache, fn, arrays, batch_size, mesh)
-    outs = []
+    outs: list[list[np.ndarray]] = []  # per chunk: the output's leaves on the host, cut to the real rows
+    treedef = None
     pending = None
-    for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh):
-        with oom_hint(chunk[0].shape[0]):
-            current = (fn(*chunk), e - s, chunk[0].shape[0])
-        if pending is not None:  # the next chunk is dispatched before this one is fetched: they overlap
-            outs.append(fetch_rows(*pending))
-        pending = current
-    outs.append(fetch_rows(*pending))
-    if len(outs) == 1:
-        return outs[0]
-    return jax.tree_util.tree_map(lambda *o: np.concatenate(o, axis=0), *outs)
+    rows = batch_size
+    try:  # one handler for every chunk (a context manager per chunk cost more than the rest of a small call)
+        for s, e, chunk in iter_chunks(arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
+                                       place=place):
+            rows = chunk[0].shape[0]
+            leaves, treedef = jax.tree_util.tree_flatten(fn(*chunk))
+            if pending is not None:  # the next chunk is dispatched before this one is fetched: they overlap
+                outs.append([to_numpy(o)[:pending[1]] for o in pending[0]])
+            pending = (leaves, e - s)
+        outs.append([to_numpy(o)[:pending[1]] for o in pending[0]])
+    except Exception as err:  # XLA reports OOM as a RuntimeError/XlaRuntimeError
+        if _is_oom(err):
+            raise MemoryError(f"A chunk of {rows} examples does not fit in memory; "
+                              "pass a smaller batch_size.") from err
+        raise
+    leaves = outs[0] if len(outs) == 1 else [np.concatenate(o, axis=0) for o in zip(*outs)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def map_entry(entry: Any, params: Any, arrays: tuple[np.ndarray, ...], *, batch_size: int,
@@ -293,6 +320,6 @@ def map_entry(entry: Any, params: Any, arrays: tuple[np.ndarray, ...], *, batch_
     """
     run = functools.partial(entry.run, replicate(params, mesh))
     out, ok = chunked_map(run, arrays, batch_size=batch_size, progress=progress, desc=desc, mesh=mesh,
-                          rows_cache=entry.rows)
-    raise_nonfinite_rows(ok)
+                          rows_cache=entry.rows, place=False)
+    raise_nonfinite_rows(ok, arrays[0])
     return out

@@ -222,8 +222,9 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
                  mesh: Mesh | None = None) -> np.ndarray:
     """Evaluate a per-chunk gradient function over ``(x, y)`` into one ``(n, width)`` numpy array.
 
-    ``run(x_chunk, y_chunk)`` returns ``((blocks, sums), x_ok)``: ``chunk_fn``'s result
-    and the finite-row flags of ``x`` (``with_finite_rows``). The next chunk is
+    ``run(x_chunk, y_chunk)``, a jitted function (it is handed NumPy chunks), returns
+    ``((blocks, sums), x_ok)``: ``chunk_fn``'s result and the finite-row flags of ``x``
+    (``with_finite_rows``). The next chunk is
     dispatched before the current one is copied to the host, so the copy overlaps the
     device work. Raises ``NonFiniteError`` naming the rows of ``x`` that hold NaN or inf,
     then ``FloatingPointError`` naming the rows whose gradients are not finite (rows with
@@ -247,14 +248,14 @@ def collect_rows(run: Any, x: np.ndarray, y: np.ndarray, *, rows: int, progress:
         assemble(blocks, out[s:e])
 
     for s, e, batch in iter_chunks((x, y), batch_size=rows, progress=progress, desc="per-sample grads",
-                                   mesh=mesh):
+                                   mesh=mesh, place=False):
         with oom_hint(rows):
             current = (s, e, run(*batch))
         if pending is not None:
             store(*pending)
         pending = current
     store(*pending)
-    raise_nonfinite_rows(x_ok)
+    raise_nonfinite_rows(x_ok, x)
     bad = np.asarray([i for i in np.flatnonzero(~finite) if not np.all(np.isfinite(out[i]))], np.int64)
     if bad.size:
         raise FloatingPointError(f"per-sample gradients are NaN or inf for rows {bad[:10].tolist()}"
