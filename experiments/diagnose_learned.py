@@ -210,7 +210,7 @@ def dyn(configs, cells=((0.1, 1), (0.3, 0))):
                 s=time.perf_counter() - t0)
 
 
-def headroom(cells=((0.1, 1), (0.3, 0)), probe=False):
+def headroom(cells=((0.1, 1), (0.3, 0)), probe=False, classifiers=True):
     """Round 3: how much any function of the selection network's inputs can beat the loss. Per cell: the
     AUROC of the loss, of the local reward itself (sign and raw last-layer alignment with the 10 nearest
     validation points), of rank averages, and of a gradient-boosted classifier fitted on the TRUE flip
@@ -263,7 +263,7 @@ def headroom(cells=((0.1, 1), (0.3, 0)), probe=False):
                     "inputs_soft": np.c_[raw, agree, soft], "inputs_probe_soft": np.c_[raw, agree, pl, soft],
                     "loss_probe": np.c_[loss, pl]}
         fold = np.random.default_rng(0).integers(0, 2, loss.size)
-        for name, f in sets.items():
+        for name, f in (sets.items() if classifiers else ()):
             p = np.zeros(loss.size)
             for k in (0, 1):
                 clf = HistGradientBoostingClassifier(max_iter=200).fit(f[fold != k], is_flipped[fold != k])
@@ -278,7 +278,7 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["headroom"]:       # optional "probe" (round 4), optional "cells=0.1:1"
         cells = tuple((float(a), int(b)) for a, b in (c.split(":") for c in next(
             (x[6:] for x in sys.argv[2:] if x.startswith("cells=")), "0.1:1,0.3:0").split(",")))
-        headroom(cells, probe="probe" in sys.argv[2:])
+        headroom(cells, probe="probe" in sys.argv[2:], classifiers="noclf" not in sys.argv[2:])
     elif sys.argv[1:2] == ["dyn"]:      # optional first setting "cells=0.1:1,0.3:0" (noise:seed pairs)
         args = sys.argv[2:]
         if args and args[0].startswith("cells="):
