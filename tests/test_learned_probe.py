@@ -77,22 +77,33 @@ def test_soft_label_agreement_bad_input():
         soft_label_agreement(h, y, np.zeros((2, 3)), np.zeros(2, int))
 
 
-def test_learned_probe_option_ranks_planted_noisy_labels_lowest():
-    """probe=True adds the probe's label loss to the selection network's inputs: the values change, still rank
-    the planted flipped rows lowest (AUROC >= 0.95); a non-bool probe is a TypeError."""
+def test_learned_probe_option_feeds_the_probe_loss_to_the_selection_network():
+    """probe=True adds one input column, exactly probe_loss of the start's embeddings (fitted on the validation
+    embeddings): with a fixed θ (lr=0) the values equal the selection network applied to the recomputed,
+    standardized features [raw, agreement, probe loss, extra]. A non-bool probe is a TypeError. (Settings and
+    shapes as tests/test_learned_dynamics.py, so that the suite compiles the alternation epoch once.)"""
     from flax import nnx
     from test_learned import mixture
-    from test_valuation import LEARN, auroc
 
     from jaxsubset.models import to_pure
     from jaxsubset.models.mlp import MLP
-    from jaxsubset.valuation.learned import fit_selection_model
+    from jaxsubset.valuation import learned as L
+    from jaxsubset.valuation.neighbours import label_agreement
 
-    x, y, flipped, val = mixture(0, 600, 0.2, 200, scale=2.5)
-    m = to_pure(MLP(8, 4, hidden=(32,), rngs=nnx.Rngs(0)))
-    with_probe = fit_selection_model(m, x, y, validation=val, target="local", probe=True, **LEARN).values
-    without = fit_selection_model(m, x, y, validation=val, target="local", **LEARN).values
-    assert not np.allclose(with_probe, without)
-    assert auroc(-with_probe, flipped) >= 0.95, auroc(-with_probe, flipped)
+    c = 4
+    extra = np.random.default_rng(7).normal(size=(200, 1)).astype(np.float32)
+    kw = dict(num_classes=c, epochs=1, seed=0, batch_size=32, val_batch_size=50, steps_per_epoch=8, neighbours=3,
+              target="local", lr=0.0)
+    x, y, _, val = mixture(0, 200, 0.2, 60, scale=2.5)
+    m = to_pure(MLP(8, c, hidden=(16,), rngs=nnx.Rngs(0)))
+    res = L.fit_selection_model(m, x, y, validation=val, probe=True, point_features=extra, **kw)
+    assert res.selector.layers[0].kernel.get_value().shape[0] == 2 * c + 4 + 1 + 1 + 1
+    embed = res.model.apply_with_embedding
+    raw, h = L._all_features(embed, res.model.params, x, y, False)
+    _, hv = L._all_features(embed, res.model.params, val[0], val[1], False)
+    pl = probe_loss(h, y, hv, val[1], num_classes=c)
+    full = np.concatenate([raw, label_agreement(h, y, hv, val[1], k=3)[:, None], pl[:, None], extra], axis=1)
+    ref = -np.asarray(res.selector(L.standardize(full, (full.mean(0), full.std(0)))))
+    np.testing.assert_allclose(res.values, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match="probe must be True or False"):
-        fit_selection_model(m, x, y, validation=val, target="local", probe=1, **LEARN)
+        L.fit_selection_model(m, x, y, validation=val, probe=1, **kw)
