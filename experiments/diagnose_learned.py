@@ -210,17 +210,22 @@ def dyn(configs, cells=((0.1, 1), (0.3, 0))):
                 s=time.perf_counter() - t0)
 
 
-def headroom(cells=((0.1, 1), (0.3, 0))):
+def headroom(cells=((0.1, 1), (0.3, 0)), probe=False, classifiers=True):
     """Round 3: how much any function of the selection network's inputs can beat the loss. Per cell: the
     AUROC of the loss, of the local reward itself (sign and raw last-layer alignment with the 10 nearest
     validation points), of rank averages, and of a gradient-boosted classifier fitted on the TRUE flip
-    indicator (2-fold cross-fitted; a supervised ceiling no validation-based method can be expected to pass)."""
+    indicator (2-fold cross-fitted; a supervised ceiling no validation-based method can be expected to pass).
+    Round 4 (``probe=True``, ``headroom probe``): the same ceiling with inputs that use the clean validation
+    split more strongly: the loss of the given label under a linear probe fitted on the validation embeddings
+    only (:func:`jaxsubset.valuation.probe.probe_loss`) and the distance-weighted agreement among the 50
+    nearest validation points (:func:`jaxsubset.valuation.neighbours.soft_label_agreement`)."""
     import os
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import mislabel as M
     from sklearn.ensemble import HistGradientBoostingClassifier
     from jaxsubset.data.offline import stratified_split
-    from jaxsubset.valuation.neighbours import label_agreement
+    from jaxsubset.valuation.neighbours import label_agreement, soft_label_agreement
+    from jaxsubset.valuation.probe import probe_loss
 
     fm = data.load("fashion_mnist", data_dir=DATA)
     pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
@@ -245,8 +250,20 @@ def headroom(cells=((0.1, 1), (0.3, 0))):
                    rank_loss_aum=auc(rank(loss) + rank(-dynamics["aum"]), flipped))
         sets = {"inputs": np.c_[raw, agree], "inputs_dynamics": np.c_[raw, agree, M.dynamics_features(dynamics)],
                 "loss_agreement": np.c_[loss, agree]}
+        if probe:
+            t0 = time.perf_counter()
+            pl = probe_loss(h, ds.y_train, hv, val[1], num_classes=10)
+            t1 = time.perf_counter()
+            soft = soft_label_agreement(h, ds.y_train, hv, val[1], k=50)
+            t2 = time.perf_counter()
+            res.update(probe_loss=auc(pl, flipped), soft_agreement50=auc(-soft, flipped),
+                       rank_loss_probe=auc(rank(loss) + rank(pl), flipped), s_probe=t1 - t0, s_soft=t2 - t1,
+                       probe_val_acc=float(np.mean(probe_loss(hv, val[1], hv, val[1], num_classes=10) < np.log(2))))
+            sets = {"inputs": np.c_[raw, agree], "inputs_probe": np.c_[raw, agree, pl],
+                    "inputs_soft": np.c_[raw, agree, soft], "inputs_probe_soft": np.c_[raw, agree, pl, soft],
+                    "loss_probe": np.c_[loss, pl]}
         fold = np.random.default_rng(0).integers(0, 2, loss.size)
-        for name, f in sets.items():
+        for name, f in (sets.items() if classifiers else ()):
             p = np.zeros(loss.size)
             for k in (0, 1):
                 clf = HistGradientBoostingClassifier(max_iter=200).fit(f[fold != k], is_flipped[fold != k])
@@ -258,8 +275,10 @@ def headroom(cells=((0.1, 1), (0.3, 0))):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["full"]:
         full(sys.argv[2:])
-    elif sys.argv[1:2] == ["headroom"]:
-        headroom()
+    elif sys.argv[1:2] == ["headroom"]:       # optional "probe" (round 4), optional "cells=0.1:1"
+        cells = tuple((float(a), int(b)) for a, b in (c.split(":") for c in next(
+            (x[6:] for x in sys.argv[2:] if x.startswith("cells=")), "0.1:1,0.3:0").split(",")))
+        headroom(cells, probe="probe" in sys.argv[2:], classifiers="noclf" not in sys.argv[2:])
     elif sys.argv[1:2] == ["dyn"]:      # optional first setting "cells=0.1:1,0.3:0" (noise:seed pairs)
         args = sys.argv[2:]
         if args and args[0].startswith("cells="):

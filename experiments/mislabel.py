@@ -65,6 +65,14 @@ CONFIGS = {
     "fmnist": ("fashion_mnist", "mlp", 2000, 2, 6,
                dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="noise", epsilon=1.0, iterations=5,
                     neighbours=10, target="local", lr=0.0, dynamics=False)),
+    # round 4 (detection only: --config fmnist_probe --train-noise 0.99 --no-knn): + the linear probe's label loss
+    # as an input (fitted on the clean validation embeddings), three selection networks averaged
+    "fmnist_probe": ("fashion_mnist", "mlp", 2000, 2, 6,
+                     dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="noise", epsilon=1.0,
+                          iterations=5, neighbours=10, target="local", lr=0.0, dynamics=False, probe=True, members=3)),
+    "fmnist_probe1": ("fashion_mnist", "mlp", 2000, 2, 6,      # the same with one selection network
+                      dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="noise", epsilon=1.0,
+                           iterations=5, neighbours=10, target="local", lr=0.0, dynamics=False, probe=True)),
     "quick": ("digits", "mlp", 200, 2, 2, dict(epochs=1, steps_per_epoch=20, batch_size=32, budget_fraction="noise",
                                                epsilon=1.0, iterations=10, neighbours=10, target="local", lr=0.0,
                                                dynamics=True)),

@@ -54,6 +54,7 @@ from jaxsubset.train.loop import as_pure
 from jaxsubset.train.step import make_epoch
 from jaxsubset.valuation.neighbours import label_agreement
 from jaxsubset.valuation.noise import noise_rates
+from jaxsubset.valuation.probe import probe_loss
 
 READOUTS = ("cost", "selection")
 TARGETS = ("sign", "first_order", "local")
@@ -198,7 +199,7 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
                         embedding_features: bool = False, target: str = "sign",
                         steps_per_epoch: int | None = None, budget_spread: float = 0.0, neighbours: int = 10,
                         point_features: Any = None, readout: str = "cost", readout_rounds: int = 4,
-                        readout_fraction: float | None = None, members: int = 1,
+                        readout_fraction: float | None = None, members: int = 1, probe: bool = False,
                         progress: bool = False) -> LearnedSelection:
     """Learn ``h_φ`` and ``θ`` by online alternating minimization and return values for all points.
 
@@ -268,6 +269,9 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         standardized over the data set like the others: e.g. the training dynamics of the surrogate
         that ``model`` is (``train.fit(..., record_dynamics=True)``: mean and variance of the loss,
         forgetting, AUM), which its end-of-training view lacks.
+      probe: add the loss of each point's label under a linear probe fitted on the validation split's
+        embeddings only (:func:`jaxsubset.valuation.probe.probe_loss`, 300 Adam steps, L2 1e-3): a view
+        of the clean labels that the noisy training labels cannot have bent.
       readout: ``"cost"`` or ``"selection"`` (see the module docstring).
       readout_rounds: random partitions averaged by ``readout="selection"``.
       readout_fraction: the layer's budget fraction at ``readout="selection"`` (default: the training
@@ -312,6 +316,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         raise ValueError(f"Unknown readout {readout!r}; choose one of {list(READOUTS)}.")
     if not (np.isfinite(lr) and lr >= 0 and np.isfinite(selector_lr) and selector_lr > 0 and warmup_lr > 0):
         raise ValueError(f"need lr >= 0, selector_lr > 0 and warmup_lr > 0; got {lr}, {selector_lr}, {warmup_lr}.")
+    if not isinstance(probe, (bool, np.bool_)):
+        raise TypeError(f"probe must be True or False, got {probe!r}.")
     if isinstance(neighbours, (bool, np.bool_)) or int(neighbours) != neighbours or int(neighbours) < 0:
         raise ValueError(f"neighbours must be an integer >= 0 (0: no neighbour feature), got {neighbours!r}.")
     if int(warmup_epochs) < 0:
@@ -388,6 +394,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         pf = pf[:, None]
     else:
         pf = np.zeros((n, 0), np.float32)
+    if probe:
+        pf = np.concatenate([pf, probe_loss(h_all, y, hv_all, yv, num_classes=num_classes)[:, None]], axis=1)
     if point_features is not None:
         pf = np.concatenate([pf, point_features], axis=1)
     raw0 = np.concatenate([raw0, pf], axis=1)           # the features' scale over the data set, at the start

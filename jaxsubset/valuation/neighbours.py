@@ -69,4 +69,30 @@ def label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: 
     return agree, idx.astype(np.int32)
 
 
-__all__ = ["label_agreement"]
+def soft_label_agreement(emb: Any, labels: Any, ref_emb: Any, ref_labels: Any, *, k: int = 50,
+                         chunk: int = 4096) -> np.ndarray:
+    """Distance-weighted agreement ``(n,)`` (float32, in [0, 1]) of each point's label among its ``k``
+    nearest reference points: weights ``softmax(-d_ij / τ_i)`` over those neighbours (``d`` squared
+    Euclidean distances, ``τ_i`` their mean for row ``i``, so the weighting is scale-free), summed over
+    the neighbours that carry the point's label (a soft ``k``-NN probability of the label).
+
+    Args as :func:`label_agreement` (``k`` default 50, clipped to ``m``).
+    """
+    h, y, r, ry, k = check_labelled_sets(emb, labels, ref_emb, ref_labels, k, names=("training", "reference"),
+                                         what="soft_label_agreement")
+    k = min(int(k), r.shape[0])
+    ref, ref_y = jnp.asarray(r, jnp.float32), np.asarray(ry, np.int32)
+    out = []
+    for s in range(0, h.shape[0], int(chunk)):
+        hb = np.asarray(h[s:s + chunk], np.float32)
+        d = np.asarray(_distances(jnp.asarray(hb), ref)) + np.sum(hb * hb, axis=1)[:, None]
+        idx = _nearest(d, k)
+        dk = np.maximum(np.take_along_axis(d, idx, axis=1), 0.0)
+        z = -dk / (dk.mean(axis=1, keepdims=True) + 1e-12)
+        w = np.exp(z - z.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        out.append(np.sum(w * (ref_y[idx] == np.asarray(y[s:s + chunk])[:, None]), axis=1))
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+__all__ = ["label_agreement", "soft_label_agreement"]
