@@ -185,3 +185,84 @@ def test_all_zero_weights_are_refused_for_the_subset_and_the_warm_start_subset(d
     kwargs = {"subset": None, **kwargs}
     with pytest.raises(ValueError, match=rf"^All 3 weights of the {name} are zero, so training would learn nothing"):
         train.fit(_model(), ds, kwargs.pop("subset"), epochs=2, progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def big():
+    """130 rows: batches of 64 and of 65 differ (3 and 2 per epoch)."""
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(C, D)) * 1.5
+    y, yt = np.arange(130) % C, np.arange(M) % C
+    return data.from_arrays(centres[y] + rng.normal(size=(130, D)), y, centres[yt] + rng.normal(size=(M, D)), yt)
+
+
+def test_the_documented_defaults(big):
+    """``batch_size=64, optimizer="adam", lr=1e-3, schedule="cosine", weight_decay=0, seed=0, eval_every=1``:
+    leaving them out trains exactly as passing them."""
+    implicit = train.fit(_model(), big, None, epochs=2, progress=False)
+    explicit = train.fit(_model(), big, None, epochs=2, batch_size=64, optimizer="adam", lr=1e-3, schedule="cosine",
+                         weight_decay=0.0, seed=0, eval_every=1, epoch_mode="auto", progress=False)
+    np.testing.assert_array_equal(_flat(implicit.params), _flat(explicit.params))
+    assert implicit.history["train_loss"] == explicit.history["train_loss"]
+    assert None not in implicit.history["test_accuracy"] and "dynamics" not in implicit.history
+    other = train.fit(_model(), big, None, epochs=2, batch_size=65, progress=False)  # the batch size shows
+    assert np.abs(_flat(other.params) - _flat(implicit.params)).max() > 1e-6
+
+
+def test_explicit_epoch_modes_and_auto_on_an_accelerator_pick_their_programs(ds, monkeypatch):
+    kw = dict(epochs=1, batch_size=32, progress=False)
+    for mode, program in (("scan", "epoch"), ("steps", "step")):
+        train.clear_fit_cache()
+        train.fit(_model(), ds, None, epoch_mode=mode, **kw)
+        (progs,) = engine._CACHE.values()
+        assert _compiled(progs) == {"plan", program}, mode
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # "auto": the scan off the CPU
+    train.clear_fit_cache()
+    train.fit(_model(), ds, None, **kw)
+    (progs,) = engine._CACHE.values()
+    assert _compiled(progs) == {"plan", "epoch"}
+
+
+def test_progress_bar_only_when_asked(ds, capsys):
+    import re
+
+    kw = dict(epochs=1, batch_size=32, optimizer="sgd", lr=0.1, schedule="constant")
+    train.fit(_model(), ds, None, progress=False, **kw)
+    assert "epochs" not in capsys.readouterr().err
+    train.fit(_model(), ds, None, progress=True, **kw)
+    assert re.search(r"(^|\r)epochs: ", capsys.readouterr().err)
+
+
+def test_times_lie_within_the_fits_wall_time(ds):
+    """Epoch times, their total and the re-selection times are parts of the call's own wall time."""
+    def pick(model, epoch):
+        time.sleep(0.05)
+        return Subset.unweighted(np.arange(12))
+
+    t0 = time.perf_counter()
+    res = train.fit(_model(), ds, None, epochs=3, batch_size=32, optimizer="sgd", lr=0.1, progress=False,
+                    reselect=pick, select_every=1, warm_start_epochs=1)
+    wall = time.perf_counter() - t0
+    h = res.history
+    assert 0 < sum(h["epoch_time_s"]) == pytest.approx(res.train_time_s) and res.train_time_s < wall
+    assert [s["epoch"] for s in h["selections"]] == [1, 2]
+    assert all(0.05 <= s["time_s"] < wall for s in h["selections"])
+
+
+def test_policies_are_checked_before_compiling_and_infobatch_prunes_from_its_loss_table(ds):
+    train.clear_fit_cache()
+    before = train.fit_cache_info()["compiles"]
+    sub = Subset.unweighted(np.arange(15))
+    with pytest.raises(ValueError, match=r"^RandomOnline\(fraction=0\.01\) leaves an empty epoch on a subset of 15 "):
+        train.fit(_model(), ds, sub, epochs=1, optimizer="sgd", progress=False, dynamic=train.RandomOnline(0.01))
+    with pytest.raises(ValueError, match=r"^RS2\(fraction=0\.1\) splits the subset into 10 parts per cycle, but the "
+                                         r"subset has only 5 rows"):
+        train.fit(_model(), ds, Subset.unweighted(np.arange(5)), epochs=3, optimizer="sgd", progress=False,
+                  dynamic=train.RS2(0.1))
+    assert train.fit_cache_info()["compiles"] == before  # refused before anything compiled
+    one = train.fit(_model(), ds, sub, epochs=1, optimizer="sgd", progress=False, dynamic=train.RandomOnline(0.4))
+    assert one.history["num_examples"] == [6]
+    # InfoBatch: epoch 0 has no losses yet (all 30 rows); epoch 1 drops some rows below the mean loss
+    res = train.fit(_model(), ds, None, epochs=2, batch_size=32, optimizer="sgd", lr=0.1, progress=False,
+                    dynamic=train.InfoBatch(ratio=0.5, anneal=0.0))
+    assert res.history["num_examples"][0] == N and res.history["num_examples"][1] < N
