@@ -266,3 +266,22 @@ def test_policies_are_checked_before_compiling_and_infobatch_prunes_from_its_los
     res = train.fit(_model(), ds, None, epochs=2, batch_size=32, optimizer="sgd", lr=0.1, progress=False,
                     dynamic=train.InfoBatch(ratio=0.5, anneal=0.0))
     assert res.history["num_examples"][0] == N and res.history["num_examples"][1] < N
+
+
+def test_training_arrays_go_to_the_device_only_when_they_fit(ds, monkeypatch):
+    """On the device (the default here) ``x (n, d)`` and the int32 labels ``(n,)`` are put there once; when
+    they exceed ``max_device_bytes`` neither is (batches are streamed)."""
+    put = []
+    real = jax.device_put
+
+    def spy(x, *args, **kwargs):
+        put.append((np.shape(x), np.dtype(getattr(x, "dtype", np.float64))))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "device_put", spy)
+    kw = dict(epochs=1, batch_size=32, optimizer="sgd", lr=0.1, progress=False)
+    train.fit(_model(), ds, None, **kw)
+    assert ((N, D), np.dtype(np.float32)) in put and ((N,), np.dtype(np.int32)) in put
+    put.clear()
+    train.fit(_model(), ds, None, max_device_bytes=0, **kw)
+    assert ((N, D), np.dtype(np.float32)) not in put and ((N,), np.dtype(np.int32)) not in put
