@@ -229,8 +229,9 @@ def test_progress_bar_only_when_asked(ds, capsys):
     kw = dict(epochs=1, batch_size=32, optimizer="sgd", lr=0.1, schedule="constant")
     train.fit(_model(), ds, None, progress=False, **kw)
     assert "epochs" not in capsys.readouterr().err
-    train.fit(_model(), ds, None, progress=True, **kw)
-    assert re.search(r"(^|\r)epochs: ", capsys.readouterr().err)
+    train.fit(_model(), ds, None, **kw)  # progress=True by default; the finished bar is cleared (leave=False)
+    err = capsys.readouterr().err
+    assert re.search(r"(^|\r)epochs: ", err) and not err.endswith("\n")
 
 
 def test_times_lie_within_the_fits_wall_time(ds):
