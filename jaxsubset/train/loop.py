@@ -163,10 +163,6 @@ def fit(model: Any, dataset: Dataset, subset: Subset | None = None, *, epochs: i
     """
     check_fit_args(dataset, subset, epochs=epochs, batch_size=batch_size, eval_every=eval_every, lr=lr,
                    warm_start_subset=warm_start_subset)
-    if int(epochs) < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if reselect is not None:
         if not callable(reselect):
             raise TypeError("reselect must be a callable reselect(model, epoch) -> Subset; build one from a method "
