@@ -259,7 +259,8 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
         ``2 p(label) - 1`` under the linear probe fitted on the validation embeddings (``p = exp(-probe loss)``),
         so the reward itself, not only an input, carries the probe's view (:func:`local_rewards`; the probe is
         fitted whether or not ``probe`` also adds it as an input). On full Fashion-MNIST it moved the flipped-label
-        AUROC by +0.0000 to +0.0004 over ``target="local"`` (experiments/RESULTS.md, round 5).
+        AUROC by +0.0001 to +0.0005 over ``target="local"`` with the same inputs, within one network's seed
+        spread (experiments/RESULTS.md, round 5).
       steps_per_epoch: alternating mini-batches per epoch (random ones; default all ``n // B``). The
         selection network is shared by all points, so a few hundred mini-batches train it; fewer
         steps keep the cost near that of training the surrogate.
