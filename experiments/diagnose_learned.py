@@ -258,7 +258,12 @@ def headroom(cells=((0.1, 1), (0.3, 0)), probe=False, classifiers=True):
             t2 = time.perf_counter()
             res.update(probe_loss=auc(pl, flipped), soft_agreement50=auc(-soft, flipped),
                        rank_loss_probe=auc(rank(loss) + rank(pl), flipped), s_probe=t1 - t0, s_soft=t2 - t1,
-                       probe_val_acc=float(np.mean(probe_loss(hv, val[1], hv, val[1], num_classes=10) < np.log(2))))
+                       probe_val_acc=float(np.mean(probe_loss(hv, val[1], hv, val[1], num_classes=10) < np.log(2))),
+                       # round 5: the rewards of target="local_probe" themselves (probe verdict as a sign, and
+                       # the library's 2 p(label) - 1), and the probe's p(label) - ½ sign alone
+                       reward_local_probe_sign=M.auroc(-(np.sign(local) + np.sign(np.log(2) - pl)), flipped),
+                       reward_local_probe_soft=auc(-(np.sign(local) + 2 * np.exp(-pl) - 1), flipped),
+                       probe_sign=M.auroc(-np.sign(np.log(2) - pl), flipped))
             sets = {"inputs": np.c_[raw, agree], "inputs_probe": np.c_[raw, agree, pl],
                     "inputs_soft": np.c_[raw, agree, soft], "inputs_probe_soft": np.c_[raw, agree, pl, soft],
                     "loss_probe": np.c_[loss, pl]}
