@@ -8,7 +8,9 @@ the other CLI tests use (`cli.compare`).
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import sys
 
 import pytest
 
@@ -113,3 +115,40 @@ def _usage_error_text(parser, argv) -> str:
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
         parser.parse_args(argv)
     return err.getvalue().strip().splitlines()[-1]
+
+
+ROWS = [{"method": m, "fraction": f, "seed": s, "test_accuracy": a, "selection_time_s": 0.5, "train_time_s": 1.25,
+         "num_examples": 10} for m, f, a in (("random", 0.3, 0.5), ("full", 1.0, 0.75)) for s in range(2)]
+
+
+class _Stdout(io.StringIO):
+    """Records what had been flushed each time `flush` is called."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed = []
+
+    def flush(self):
+        self.flushed.append(self.getvalue())
+        super().flush()
+
+
+def test_header_is_flushed_before_training_and_the_table_is_printed(monkeypatch):
+    out = _Stdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    seen = []
+
+    def compare(cfg):  # training starts only after the header line reached the terminal
+        seen.append([f for f in out.flushed if "jaxsubset run: random on digits (cnn)" in f])
+        return [dict(r) for r in ROWS]
+
+    monkeypatch.setattr(cli, "compare", compare)
+    assert cli.main(["run", "--method", "random", "--seeds", "2", "--no-progress"]) == 0
+    assert len(seen) == 1 and seen[0], "the header was not flushed before training"
+    lines = out.getvalue().splitlines()
+    assert lines[0] == ("jaxsubset run: random on digits (cnn), keeping 30% of the training set, 20 epochs, "
+                        "2 seed(s)")
+    assert lines[1:] == ["| method | fraction | test accuracy | selection time (s) | training time (s) |",
+                         "|---|---|---|---|---|",
+                         "| random | 0.30 | 0.5000 ± 0.0000 | 0.50 | 1.25 |",
+                         "| full | 1.00 | 0.7500 ± 0.0000 | 0.50 | 1.25 |"]
