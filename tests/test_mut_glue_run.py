@@ -20,7 +20,8 @@ import pytest
 from jaxsubset import data, grads, selectors
 from jaxsubset.data import Dataset, holdout
 from jaxsubset.models.pure import PureModel
-from jaxsubset.subset import budget_from_fraction
+from jaxsubset.selectors.registry import Method
+from jaxsubset.subset import Subset, budget_from_fraction
 from jaxsubset.train import InfoBatch, RandomOnline, RS2
 from jaxsubset.train.loop import as_pure
 from jaxsubset.workflows import run
@@ -276,3 +277,31 @@ def test_run_config_defaults():
         dataset="digits", model="cnn", method="geda", fraction=0.3, epochs=20, seeds=3, batch_size=64, lr=1e-3,
         optimizer="adam", schedule="cosine", score_epochs=3, score_models=1, data_dir=None, progress=True,
         dynamic=None)
+
+
+def test_select_subset_validation_method_gets_pool_quantities_and_keeps_weights_and_info(monkeypatch, ds):
+    """A validation-scored probe method records what it receives and returns a weighted subset."""
+    Recorder(monkeypatch, ds)
+    seen = []
+
+    def probe(e, h, budget, *, seed=0, val_logits, val_h, val_labels):
+        seen.append(dict(e=e, h=h, budget=budget, seed=seed, val_logits=val_logits, val_h=val_h,
+                         val_labels=val_labels))
+        return Subset(np.arange(budget)[::-1], np.arange(1.0, budget + 1.0), {"probe": budget})
+
+    monkeypatch.setitem(selectors.METHODS, "test_mut_probe",
+                        Method("test_mut_probe", probe, ("last_layer_e", "last_layer_h"), per_class=False,
+                               validation=True))
+    start = as_pure("mlp", ds, 6)
+    sub, _ = run.select_subset("test_mut_probe", ds, 5, model=start, seed=6, score_epochs=0)
+    pool, val = holdout(ds, 0.1, 6)
+    e, h = grads.last_layer_factors(start.apply_with_embedding, start.params, ds.x_train[pool], ds.y_train[pool])
+    _, vh, vz = grads.last_layer_factors(start.apply_with_embedding, start.params, ds.x_train[val], ds.y_train[val],
+                                         return_logits=True)
+    [got] = seen
+    assert (got["budget"], got["seed"]) == (5, 6)
+    for k, want in (("e", e), ("h", h), ("val_logits", vz), ("val_h", vh), ("val_labels", ds.y_train[val])):
+        np.testing.assert_allclose(np.asarray(got[k]), want, rtol=1e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_array_equal(sub.indices, pool[np.arange(5)[::-1]])
+    np.testing.assert_array_equal(sub.weights, np.arange(1.0, 6.0))
+    assert sub.info == {"probe": 5, "method": "test_mut_probe"}
