@@ -152,3 +152,25 @@ def test_header_is_flushed_before_training_and_the_table_is_printed(monkeypatch)
                          "|---|---|---|---|---|",
                          "| random | 0.30 | 0.5000 ± 0.0000 | 0.50 | 1.25 |",
                          "| full | 1.00 | 0.7500 ± 0.0000 | 0.50 | 1.25 |"]
+
+
+def test_main_reads_sys_argv_without_arguments(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["jaxsubset", "datasets"])
+    assert cli.main() == 0
+    assert capsys.readouterr().out.splitlines() == list(data.DATASETS)
+    seen = []
+    monkeypatch.setattr(cli, "compare", lambda cfg: seen.append(cfg) or [dict(r) for r in ROWS])
+    monkeypatch.setattr(sys, "argv", ["jaxsubset"])          # no command: the default run
+    assert cli.main() == 0 and seen == [RunConfig()]
+
+
+def test_refusals_of_run_word_for_word(monkeypatch, capsys):
+    assert cli.main(["run", "--method", "nope"]) == 2
+    assert capsys.readouterr().err == f"error: unknown method 'nope'; choose one of {sorted(selectors.METHODS)}\n"
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "compare", interrupted)
+    assert cli.main(["run", "--method", "random"]) == 130
+    assert capsys.readouterr().err == "interrupted; results already in --out (if any) were left unchanged\n"
