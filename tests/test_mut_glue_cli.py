@@ -155,11 +155,11 @@ def test_header_is_flushed_before_training_and_the_table_is_printed(monkeypatch)
 
 
 def test_main_reads_sys_argv_without_arguments(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["jaxsubset", "datasets"])
-    assert cli.main() == 0
-    assert capsys.readouterr().out.splitlines() == list(data.DATASETS)
     seen = []
     monkeypatch.setattr(cli, "compare", lambda cfg: seen.append(cfg) or [dict(r) for r in ROWS])
+    monkeypatch.setattr(sys, "argv", ["jaxsubset", "datasets"])
+    assert cli.main() == 0
+    assert capsys.readouterr().out.splitlines() == list(data.DATASETS) and seen == []
     monkeypatch.setattr(sys, "argv", ["jaxsubset"])          # no command: the default run
     assert cli.main() == 0 and seen == [RunConfig()]
 
