@@ -174,3 +174,29 @@ def test_refusals_of_run_word_for_word(monkeypatch, capsys):
     monkeypatch.setattr(cli, "compare", interrupted)
     assert cli.main(["run", "--method", "random"]) == 130
     assert capsys.readouterr().err == "interrupted; results already in --out (if any) were left unchanged\n"
+
+
+@pytest.mark.parametrize("argv", [["score", "--dataset", "digits", "--out", "o"],
+                                  ["select", "--scores", "s", "--method", "random", "--budget", "3", "--out", "o.npz"]])
+def test_score_and_select_go_to_their_dispatcher(monkeypatch, argv):
+    seen = []
+    monkeypatch.setattr(cli, "dispatch", lambda args: seen.append(args) or 7)
+    monkeypatch.setattr(cli, "compare", lambda cfg: pytest.fail("ran the main job"))
+    assert cli.main(argv) == 7
+    [args] = seen
+    assert args.command == argv[0] and args.out == argv[-1]
+
+
+def test_accuracy_plot_gets_the_summary_and_its_labels(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "compare", lambda cfg: [dict(r) for r in ROWS])
+    calls = []
+
+    def bar_plot(path, names, means, stds, **kw):
+        calls.append((names, means, stds, kw))
+        open(path, "wb").write(b"png")
+
+    monkeypatch.setattr(cli.report, "bar_plot", bar_plot)
+    assert cli.main(["run", "--method", "random", "--fraction", "0.25", "--model", "mlp", "--no-progress",
+                     "--out", str(tmp_path / "o")]) == 0
+    assert calls == [(["random", "full"], [0.5, 0.75], [0.0, 0.0],
+                      dict(ylabel="test accuracy", title="digits, mlp, 25% subsets"))]
