@@ -82,8 +82,9 @@ def test_compute_computes_each_name_once_with_the_batch_size(tiny, monkeypatch):
         return [float(len(calls))] * len(ys)
 
     monkeypatch.setitem(quantities.QUANTITIES, "test_mut_rec", rec)
-    q = compute(["test_mut_rec", "test_mut_rec"], m, x, y)
-    assert calls == [(m, 1024)] and list(q) == ["test_mut_rec"]
+    monkeypatch.setitem(quantities.QUANTITIES, "test_mut_len", lambda model, xs, ys, *, batch_size=1024: [len(ys)])
+    q = compute(["test_mut_rec", "test_mut_rec", "test_mut_len"], m, x, y)
+    assert calls == [(m, 1024)] and list(q) == ["test_mut_rec", "test_mut_len"] and q["test_mut_len"].tolist() == [12]
     assert isinstance(q["test_mut_rec"], np.ndarray) and q["test_mut_rec"].tolist() == [1.0] * 12
     compute(["test_mut_rec"], m, x, y, batch_size=17)
     assert calls[-1] == (m, 17)
