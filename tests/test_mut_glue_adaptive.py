@@ -171,3 +171,21 @@ def test_fit_adaptive_hands_fit_the_callback_and_every_setting(setup, monkeypatc
     with pytest.raises(ValueError, match="Unknown scores"):
         fit_adaptive("mlp", ds, "random", 6, select_every=1, scores="x")
     assert len(calls) == 1
+
+
+def test_defaults_reach_the_calls_they_configure(setup, monkeypatch):
+    ds, m, _ = setup
+    # reselect with the documented defaults: last-layer scores, 512 projected dimensions, seed 0
+    seen = []
+    real = adaptive.compute_quantities
+    monkeypatch.setattr(adaptive, "compute_quantities", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    got = make_reselect("random", ds, 6)(m, 2)
+    assert seen == [dict(scores="last_layer", project_dim=512, seed=0)]
+    np.testing.assert_array_equal(got.indices, selectors.select("random", ds.y_train, 6, seed=2, num_classes=3).indices)
+    # fit_adaptive hands make_reselect its defaults
+    made = []
+    monkeypatch.setattr(adaptive, "make_reselect", lambda *a, **kw: made.append((a, kw)) or "callback")
+    monkeypatch.setattr(adaptive, "fit", lambda *a, **kw: kw)
+    kw = fit_adaptive("mlp", ds, "random", 6, select_every=1)
+    assert made == [(("random", ds, 6), dict(scores="last_layer", project_dim=512, seed=0, validation=None))]
+    assert kw["reselect"] == "callback"
