@@ -132,8 +132,9 @@ def test_compare_loads_the_named_data_set_from_data_dir(monkeypatch, ds):
     loads = []
     monkeypatch.setattr(run.data, "load", lambda name, **kw: loads.append((name, kw)) or ds)
     run.compare(dataclasses.replace(CFG, seeds=1, data_dir="/some/dir"))
-    run.compare(dataclasses.replace(CFG, seeds=1, dynamic="rs2", dataset="other"))
-    assert loads == [("toy", {"data_dir": "/some/dir"}), ("other", {"data_dir": None})]
+    run.compare(dataclasses.replace(CFG, seeds=1, dynamic="rs2", dataset="other", data_dir="/dyn"))
+    run.compare(dataclasses.replace(CFG, seeds=1))
+    assert loads == [("toy", {"data_dir": "/some/dir"}), ("other", {"data_dir": "/dyn"}), ("toy", {"data_dir": None})]
     assert all(f.dataset is ds for f in rec.fits)
 
 
