@@ -54,6 +54,7 @@ class Recorder:
 
     def fit(self, model, dataset, subset=None, **kw):
         k = len(self.fits)
+        assert k < 50, "the job keeps training: a runaway loop over arms or seeds"
         self.fits.append(SimpleNamespace(model=model, dataset=dataset, subset=subset, kw=kw))
         steps = (self.n if subset is None else len(subset)) * kw["epochs"]
         if kw.get("dynamic") is not None:
