@@ -148,6 +148,8 @@ def test_compare_refuses_bad_settings_before_any_work(monkeypatch, ds):
         run.compare(dataclasses.replace(CFG, seeds=0, dynamic="infobatch"))
     with pytest.raises(ValueError, match="score_epochs must be >= 0"):
         run.compare(dataclasses.replace(CFG, score_epochs=-1))
+    with pytest.raises(ValueError, match="score_models must be >= 1"):
+        run.compare(dataclasses.replace(CFG, score_models=0))
     with pytest.raises(ValueError, match="no_such_method"):
         run.compare(dataclasses.replace(CFG, method="no_such_method"))
     with pytest.raises(ValueError, match=re.escape("Unknown dynamic policy 'prune'; choose one of "
