@@ -18,7 +18,7 @@ from flax import nnx
 from jaxsubset import data, grads, selectors
 from jaxsubset.models import MLP, to_pure
 from jaxsubset.subset import Subset
-from jaxsubset.workflows import adaptive
+from jaxsubset.workflows import adaptive, quantities
 from jaxsubset.workflows.adaptive import compute_quantities, fit_adaptive, make_reselect, validation_quantities
 
 
@@ -189,3 +189,11 @@ def test_defaults_reach_the_calls_they_configure(setup, monkeypatch):
     kw = fit_adaptive("mlp", ds, "random", 6, select_every=1)
     assert made == [(("random", ds, 6), dict(scores="last_layer", project_dim=512, seed=0, validation=None))]
     assert kw["reselect"] == "callback"
+
+
+def test_grads_are_computed_once_in_the_requested_kind(setup, monkeypatch):
+    ds, m, _ = setup
+    monkeypatch.setitem(quantities.QUANTITIES, "grads",
+                        lambda *a, **kw: pytest.fail("computed the default 'grads' features as well"))
+    q = compute_quantities("online_geda", m, ds.x_train, ds.y_train, scores="last_layer")
+    _eq(q["grads"], grads.last_layer_grads(m.apply_with_embedding, m.params, ds.x_train, ds.y_train))
