@@ -99,8 +99,9 @@ def test_a_group_is_computed_once_and_returned_in_the_order_asked(tiny, monkeypa
         return [1.0] * len(ys), [2.0] * len(ys)   # lists: compute hands out arrays
 
     monkeypatch.setitem(quantities.GROUPS, ("test_mut_a", "test_mut_b"), group)
-    q = compute(["test_mut_b", "test_mut_a"], m, x, y, batch_size=9)
-    assert calls == [9] and list(q) == ["test_mut_b", "test_mut_a"]
+    monkeypatch.setitem(quantities.QUANTITIES, "test_mut_len", lambda model, xs, ys, *, batch_size=1024: [len(ys)])
+    q = compute(["test_mut_b", "test_mut_a", "test_mut_len"], m, x, y, batch_size=9)
+    assert calls == [9] and list(q) == ["test_mut_b", "test_mut_a", "test_mut_len"]   # and on after the group
     assert isinstance(q["test_mut_a"], np.ndarray)
     np.testing.assert_array_equal(q["test_mut_a"], np.full(12, 1.0))
     np.testing.assert_array_equal(q["test_mut_b"], np.full(12, 2.0))
