@@ -110,8 +110,8 @@ def test_reselect_selects_with_seed_plus_epoch_on_the_current_model(setup):
         want = selectors.select("random", ds.y_train, 6, seed=3 + epoch, num_classes=3)
         np.testing.assert_array_equal(r(m, epoch).indices, want.indices)
     assert not np.array_equal(r(m, 0).indices, r(m, 2).indices)
-    r = make_reselect("craig_grads", ds, 6, scores="projected", project_dim=5, seed=2)
-    feats = grads.per_sample_grads(m.apply_fn, m.params, ds.x_train, ds.y_train, project_dim=5, seed=2)
+    r = make_reselect("craig_grads", ds, 6, scores="projected", project_dim=7, seed=2)
+    feats = grads.per_sample_grads(m.apply_fn, m.params, ds.x_train, ds.y_train, project_dim=7, seed=2)
     want = selectors.select("craig_grads", ds.y_train, 6, {"grads": feats}, seed=3, num_classes=3)
     got = r(m, 1)  # the projection keeps the run's seed; the selection draws with seed + epoch
     np.testing.assert_array_equal(got.indices, want.indices)
@@ -144,7 +144,7 @@ def test_fit_adaptive_hands_fit_the_callback_and_every_setting(setup, monkeypatc
     monkeypatch.setattr(adaptive, "fit", lambda *a, **kw: calls.append((a, kw)) or "result")
     warm = Subset.unweighted([1, 2, 3])
     assert fit_adaptive("mlp", ds, "craig_grads", np.int64(6), select_every=2, warm_start_epochs=1,
-                        warm_start_subset=warm, scores="projected", project_dim=5, seed=2, epochs=4,
+                        warm_start_subset=warm, scores="projected", project_dim=7, seed=2, epochs=4,
                         lr=0.5) == "result"
     [(args, kw)] = calls
     assert args == ("mlp", ds)
@@ -152,7 +152,7 @@ def test_fit_adaptive_hands_fit_the_callback_and_every_setting(setup, monkeypatc
     assert kw == dict(select_every=2, select_size=6, warm_start_epochs=1, warm_start_subset=warm, seed=2,
                       epochs=4, lr=0.5)
     assert type(kw["select_size"]) is int
-    want = make_reselect("craig_grads", ds, 6, scores="projected", project_dim=5, seed=2)(m, 1)
+    want = make_reselect("craig_grads", ds, 6, scores="projected", project_dim=7, seed=2)(m, 1)
     np.testing.assert_array_equal(reselect(m, 1).indices, want.indices)
     # defaults: no warm start, last-layer scores, seed 0; validation reaches the callback
     calls.clear()

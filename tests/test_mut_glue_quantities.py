@@ -24,8 +24,8 @@ from jaxsubset.workflows.quantities import compute, gradient_features, register_
 @pytest.fixture(scope="module")
 def tiny():
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(12, 8)).astype(np.float32)
-    y = np.arange(12) % 3
+    x = rng.normal(size=(18, 8)).astype(np.float32)
+    y = np.arange(18) % 3
     return to_pure(MLP(8, 3, hidden=(6,), rngs=nnx.Rngs(4))), x, y
 
 
@@ -39,16 +39,16 @@ def test_gradient_features_are_the_direct_calls(tiny):
     _eq(gradient_features(m, x, y), head)
     _eq(gradient_features(m, x, y, kind="last_layer"), head)
     _eq(gradient_features(m, x, y, kind="full"), grads.per_sample_grads(m.apply_fn, m.params, x, y))
-    _eq(gradient_features(m, x, y, kind="projected", project_dim=6, seed=3),
-        grads.per_sample_grads(m.apply_fn, m.params, x, y, project_dim=6, seed=3))
-    assert gradient_features(m, x, y, kind="projected").shape == (12, 512)
+    _eq(gradient_features(m, x, y, kind="projected", project_dim=7, seed=3),
+        grads.per_sample_grads(m.apply_fn, m.params, x, y, project_dim=7, seed=3))
+    assert gradient_features(m, x, y, kind="projected").shape == (18, 512)
 
 
 def test_gradient_features_defaults_and_batch_sizes(tiny, monkeypatch):
     m, x, y = tiny
     seen = []
-    monkeypatch.setattr(quantities.grads, "per_sample_grads", lambda *a, **kw: seen.append(kw) or np.zeros((12, 2)))
-    monkeypatch.setattr(quantities.grads, "last_layer_grads", lambda *a, **kw: seen.append(kw) or np.zeros((12, 2)))
+    monkeypatch.setattr(quantities.grads, "per_sample_grads", lambda *a, **kw: seen.append(kw) or np.zeros((18, 2)))
+    monkeypatch.setattr(quantities.grads, "last_layer_grads", lambda *a, **kw: seen.append(kw) or np.zeros((18, 2)))
     gradient_features(m, x, y, kind="projected")
     gradient_features(m, x, y, kind="projected", batch_size=7)
     gradient_features(m, x, y, kind="full")
@@ -84,8 +84,8 @@ def test_compute_computes_each_name_once_with_the_batch_size(tiny, monkeypatch):
     monkeypatch.setitem(quantities.QUANTITIES, "test_mut_rec", rec)
     monkeypatch.setitem(quantities.QUANTITIES, "test_mut_len", lambda model, xs, ys, *, batch_size=1024: [len(ys)])
     q = compute(["test_mut_rec", "test_mut_rec", "test_mut_len"], m, x, y)
-    assert calls == [(m, 1024)] and list(q) == ["test_mut_rec", "test_mut_len"] and q["test_mut_len"].tolist() == [12]
-    assert isinstance(q["test_mut_rec"], np.ndarray) and q["test_mut_rec"].tolist() == [1.0] * 12
+    assert calls == [(m, 1024)] and list(q) == ["test_mut_rec", "test_mut_len"] and q["test_mut_len"].tolist() == [18]
+    assert isinstance(q["test_mut_rec"], np.ndarray) and q["test_mut_rec"].tolist() == [1.0] * 18
     compute(["test_mut_rec"], m, x, y, batch_size=17)
     assert calls[-1] == (m, 17)
 
@@ -103,8 +103,8 @@ def test_a_group_is_computed_once_and_returned_in_the_order_asked(tiny, monkeypa
     q = compute(["test_mut_b", "test_mut_a", "test_mut_len"], m, x, y, batch_size=9)
     assert calls == [9] and list(q) == ["test_mut_b", "test_mut_a", "test_mut_len"]   # and on after the group
     assert isinstance(q["test_mut_a"], np.ndarray)
-    np.testing.assert_array_equal(q["test_mut_a"], np.full(12, 1.0))
-    np.testing.assert_array_equal(q["test_mut_b"], np.full(12, 2.0))
+    np.testing.assert_array_equal(q["test_mut_a"], np.full(18, 1.0))
+    np.testing.assert_array_equal(q["test_mut_b"], np.full(18, 2.0))
     # the library's own group: the head's factors, with the batch size passed down
     e, h = grads.last_layer_factors(m.apply_with_embedding, m.params, x, y)
     q = compute(["last_layer_h", "last_layer_e"], m, x, y)
@@ -120,12 +120,12 @@ def test_a_group_is_computed_once_and_returned_in_the_order_asked(tiny, monkeypa
 def test_recorded_dynamics_are_served_as_given(tiny):
     m, x, y = tiny
     name = sorted(DYNAMICS)[0]
-    rec = {k: np.arange(12) * (i + 1.5) for i, k in enumerate(sorted(DYNAMICS))}
+    rec = {k: np.arange(18) * (i + 1.5) for i, k in enumerate(sorted(DYNAMICS))}
     q = compute([name, "loss"], m, x, y, dynamics=rec)
     np.testing.assert_array_equal(q[name], rec[name])
     _eq(q["loss"], grads.losses(m.apply_fn, m.params, x, y))
     with pytest.raises(ValueError, match=r"^" + re.escape(
-            f"dynamics[{name!r}] has shape (12,), expected (5,): record the dynamics on the same training rows "
+            f"dynamics[{name!r}] has shape (18,), expected (5,): record the dynamics on the same training rows "
             "as x.") + "$"):
         compute([name], m, x[:5], y[:5], dynamics=rec)
     for k in DYNAMICS:
