@@ -10,28 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 from jax.flatten_util import ravel_pytree
+from test_fit_wiring import C, D, _model, ds  # noqa: F401  (the wiring tests' data set fixture and model)
 
-from jaxsubset import Subset, data, train
-from jaxsubset.models import MLP, to_pure
+from jaxsubset import Subset, train
 from jaxsubset.train import engine
-
-N, M, D, C = 30, 21, 6, 3
-
-
-@pytest.fixture(scope="module")
-def ds():
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(C, D)) * 1.5
-    y, yt = np.arange(N) % C, np.arange(M) % C
-    x = centres[y] + rng.normal(size=(N, D))
-    xt = centres[yt] + rng.normal(size=(M, D))
-    return data.from_arrays(x, y, xt, yt)
-
-
-def _model(seed=0):
-    return to_pure(MLP(D, C, hidden=(8,), rngs=nnx.Rngs(seed)))
 
 
 def _ce(model, x, y):
