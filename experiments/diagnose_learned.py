@@ -140,6 +140,18 @@ def main(which):
 
 
 
+def fmnist_pool():
+    """mislabel.py's full Fashion-MNIST setting: the 58 000-row pool, the 2 000-row clean validation split
+    (stratified, seed 0) and the surrogate's training keywords."""
+    from jaxsubset.data.offline import stratified_split
+
+    fm = data.load("fashion_mnist", data_dir=DATA)
+    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
+    val = (fm.x_train[vi], fm.y_train[vi])
+    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
+    return clean, val, dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+
+
 def full(configs):
     """Full Fashion-MNIST (the pool and clean validation split of experiments/mislabel.py), surrogate MLP
     2 epochs; 10 % flipped (seed 1, the seed whose learned ranking had failed) and 30 % (seed 0): the
@@ -150,13 +162,8 @@ def full(configs):
     import _common as C
     import mislabel as M
     from jaxsubset.workflows.quantities import compute
-    from jaxsubset.data.offline import stratified_split
 
-    fm = data.load("fashion_mnist", data_dir=DATA)
-    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
-    val = (fm.x_train[vi], fm.y_train[vi])
-    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
-    train_kw = dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+    clean, val, train_kw = fmnist_pool()
     for noise, seed in ((0.1, 1), (0.3, 0)):
         ds, flipped = data.flip_labels(clean, noise, seed=seed)
         sur, _ = C.score_model(ds, "mlp", seed=seed, epochs=2, train_kw=train_kw, progress=False)
@@ -180,13 +187,8 @@ def dyn(configs, cells=((0.1, 1), (0.3, 0))):
     import os
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import mislabel as M
-    from jaxsubset.data.offline import stratified_split
 
-    fm = data.load("fashion_mnist", data_dir=DATA)
-    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
-    val = (fm.x_train[vi], fm.y_train[vi])
-    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
-    train_kw = dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+    clean, val, train_kw = fmnist_pool()
     for noise, seed in cells:
         ds, flipped = data.flip_labels(clean, noise, seed=seed)
         t0 = time.perf_counter()
@@ -223,15 +225,10 @@ def headroom(cells=((0.1, 1), (0.3, 0)), probe=False, classifiers=True):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import mislabel as M
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from jaxsubset.data.offline import stratified_split
     from jaxsubset.valuation.neighbours import label_agreement, soft_label_agreement
     from jaxsubset.valuation.probe import probe_loss
 
-    fm = data.load("fashion_mnist", data_dir=DATA)
-    pool, vi = stratified_split(fm.y_train, 2000 / fm.y_train.size, seed=0)
-    val = (fm.x_train[vi], fm.y_train[vi])
-    clean = fm.replace(x_train=fm.x_train[pool], y_train=fm.y_train[pool])
-    train_kw = dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
+    clean, val, train_kw = fmnist_pool()
     for noise, seed in cells:
         ds, flipped = data.flip_labels(clean, noise, seed=seed)
         is_flipped = np.zeros(ds.y_train.size, bool)
