@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from test_compile_cache import _listen, compiles  # noqa: F401  (the compile counter; _listen registers it)
+
 from jaxsubset import grads
 from jaxsubset.grads._inputs import NonFiniteError
 
@@ -76,34 +78,6 @@ def test_int64_labels_and_float64_inputs_give_the_canonical_values():
 
 # --- compile once, and only once per signature -------------------------------------------------
 
-_COMPILES = [0]
-
-
-def _on_compile(event: str, duration: float, **kwargs) -> None:
-    if event == "/jax/core/compile/backend_compile_duration":
-        _COMPILES[0] += 1
-
-
-def _on_cache_hit(event: str, **kwargs) -> None:
-    if event == "/jax/compilation_cache/cache_hits":  # a persistent-cache hit is an in-memory miss too
-        _COMPILES[0] += 1
-
-
-@pytest.fixture(scope="module")
-def count_compiles():
-    jax.monitoring.register_event_duration_secs_listener(_on_compile)
-    jax.monitoring.register_event_listener(_on_cache_hit)
-
-    def compiles(fn):
-        before = _COMPILES[0]
-        out = fn()
-        return out, _COMPILES[0] - before
-
-    yield compiles
-    jax.monitoring.unregister_event_duration_listener(_on_compile)
-    jax.monitoring.unregister_event_listener(_on_cache_hit)
-
-
 def mlp_apply(p, x):
     h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
     return h @ p["w2"] + p["b2"]
@@ -134,12 +108,12 @@ def closed_form_norms(p, x, y):
     return np.sqrt(sq(h) * sq(d2) + sq(d2) + sq(x) * sq(d1) + sq(d1))
 
 
-def test_default_chunking_second_call_compiles_nothing_and_matches(count_compiles):
+def test_default_chunking_second_call_compiles_nothing_and_matches():
     r = np.random.default_rng(3)
     x = r.normal(size=(37, 6)).astype(np.float32)
     y = r.integers(0, 4, 37)
     grads.grad_norms(mlp_apply, mlp_params(0), x, y)
-    out, n = count_compiles(lambda: grads.grad_norms(mlp_apply, mlp_params(1), x, y))
+    out, n = compiles(lambda: grads.grad_norms(mlp_apply, mlp_params(1), x, y))
     assert n == 0
     np.testing.assert_allclose(out, closed_form_norms(mlp_params(1), x, y), rtol=2e-5)
     # the same values in other chunkings (a ragged last chunk included)
@@ -153,7 +127,7 @@ def test_default_chunk_size():
 
 
 @pytest.mark.parametrize("change", ["x float16", "params bfloat16", "hidden width", "extra leaf"])
-def test_changed_dtype_shape_or_tree_misses_and_is_correct(change, count_compiles):
+def test_changed_dtype_shape_or_tree_misses_and_is_correct(change):
     r = np.random.default_rng(4)
     x = r.normal(size=(9, 6)).astype(np.float32)
     y = r.integers(0, 4, 9)
@@ -167,7 +141,7 @@ def test_changed_dtype_shape_or_tree_misses_and_is_correct(change, count_compile
         p = mlp_params(1, hidden=7)
     else:
         p = {**p, "unused": jnp.ones((3,))}
-    out, n = count_compiles(lambda: grads.grad_norms(mlp_apply, p, xx, y))
+    out, n = compiles(lambda: grads.grad_norms(mlp_apply, p, xx, y))
     assert n >= 1, change
     tol = 2e-2 if change == "params bfloat16" else 2e-5
     np.testing.assert_allclose(out, closed_form_norms(p, xx, y), rtol=tol, err_msg=change)
