@@ -28,8 +28,12 @@ def as_features(x: Any, *, name: str = "features") -> np.ndarray:
     a = np.asarray(x, dtype=np.float32)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, d), got shape {a.shape}.")
-    _refuse_rows(np.flatnonzero(~np.all(np.isfinite(a), axis=1)), f"{name} contain", "fix the model or drop those rows")
-    check_float32_range(float(np.max(np.abs(a))) if a.size else 0.0, a.shape[1], name)
+    # a row sum is NaN/inf when the row holds one; the flagged rows are re-checked exactly (a finite row may
+    # overflow its sum), so the scan needs no (n, d) temporary
+    with np.errstate(over="ignore", invalid="ignore"):
+        flagged = np.flatnonzero(~np.isfinite(a.sum(axis=1)))
+    _refuse_rows(flagged[~np.all(np.isfinite(a[flagged]), axis=1)], f"{name} contain", "fix the model or drop those rows")
+    check_float32_range(max(float(a.max()), -float(a.min())) if a.size else 0.0, a.shape[1], name)
     return a
 
 

@@ -42,6 +42,18 @@ def test_row_checks_name_the_first_bad_rows():
         checks.as_features(np.full((2, 4), 1e18))
 
 
+def test_feature_scan_by_row_sums_names_only_non_finite_rows():
+    """as_features scans row sums, then re-checks the flagged rows entry by entry: a finite row whose float32 sum
+    overflows (row 1) is not called NaN/inf (the range check refuses it instead), a row with -inf is."""
+    x = np.ones((4, 3), np.float32)
+    x[1] = 3e38
+    x[2, 1] = -np.inf
+    with pytest.raises(ValueError, match=r"features contain NaN or inf in rows \[2\];"):
+        checks.as_features(x)
+    with pytest.raises(ValueError, match="too large for float32"):
+        checks.as_features(x[:2])
+
+
 def test_softmax_minus_onehot_is_the_logit_gradient_of_the_cross_entropy():
     rng = np.random.default_rng(0)
     z, y = rng.normal(size=(5, 4)).astype(np.float32), np.array([0, 3, 1, 1, 2])

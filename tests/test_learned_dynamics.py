@@ -107,3 +107,18 @@ def test_members_average_the_z_scored_values_of_independent_networks(setup):
     np.testing.assert_allclose(two.values, z.mean(0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="members must be an integer >= 1"):
         L.fit_selection_model(m, x, y, validation=val, members=0, **KW)
+
+
+def test_fixed_theta_gathers_the_features_a_forward_pass_computes(setup):
+    """With lr=0 and a local reward the alternation gathers each row's features and embedding at θ instead of
+    running the model per mini-batch. A fit whose θ takes Adam steps of 1e-30 (too small to change θ in
+    float32) runs the forward-pass epoch on the same mini-batches: its values match the gathered epoch's up
+    to float rounding (the per-batch forward pass rounds differently, and Adam's normalized steps carry that
+    into the last digits of φ)."""
+    m, x, y, _, val, res = setup
+    moving = L.fit_selection_model(m, x, y, validation=val, lr=1e-30, **KW)
+    np.testing.assert_allclose(moving.values, res.values, atol=1e-2 * np.ptp(res.values))
+    assert np.corrcoef(moving.values, res.values)[0, 1] > 0.9999
+    phases = res.history["phase_s"]
+    assert set(phases) == {"checks", "features", "neighbours", "probe_and_setup", "alternation_and_readout"}
+    assert 0 < sum(phases.values()) <= res.history["total_time_s"] * (1 + 1e-9)
