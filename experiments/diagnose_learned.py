@@ -5,7 +5,8 @@ Usage: python experiments/diagnose_learned.py base repro signal layer ceiling kn
 (the numbers in experiments/results/mislabel/diagnosis.md came from these modes), or
 python experiments/diagnose_learned.py full "target='sign'" "target='local'" ... (full Fashion-MNIST,
 the settings compared in experiments/RESULTS.md's second diagnosis table); round 3: ``dyn [cells=0.1:1,0.3:0]
-"lr=0" "lr=0,dyn=1" ...`` (surrogate with recorded training dynamics) and ``headroom``."""
+"lr=0" "lr=0,dyn=1" ...`` (surrogate with recorded training dynamics) and ``headroom``; round 6: ``regress``
+(the rewards regressed on the inputs without the layer)."""
 
 from __future__ import annotations
 
@@ -274,6 +275,40 @@ def headroom(cells=((0.1, 1), (0.3, 0)), probe=False, classifiers=True):
         out(**res)
 
 
+def regress(cells=((0.1, 1), (0.3, 0), (0.1, 0))):
+    """Round 6: is the convex layer what holds the learned values at the loss ranking's level? Per cell, the
+    AUROC of the selection network's rewards regressed *directly* on its inputs (the features, the neighbour
+    agreement and the probe loss, z-scored; least squares and gradient boosting, no layer), for the local reward
+    and the ``local_probe`` reward, next to the loss and the rank average of loss and probe loss."""
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mislabel as M
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import LinearRegression
+    from jaxsubset.valuation.neighbours import label_agreement
+    from jaxsubset.valuation.probe import probe_loss
+
+    clean, val, train_kw = fmnist_pool()
+    rank = lambda a: np.argsort(np.argsort(a)) / a.size        # noqa: E731
+    for noise, seed in cells:
+        ds, flipped = data.flip_labels(clean, noise, seed=seed)
+        sur, _, _ = M.surrogate(ds, "mlp", seed, 2, train_kw, False)
+        raw, h = L._all_features(sur.apply_with_embedding, sur.params, ds.x_train, ds.y_train, False)
+        raw_v, hv = L._all_features(sur.apply_with_embedding, sur.params, val[0], val[1], False)
+        agree, nb = label_agreement(h, ds.y_train, hv, val[1], k=10, return_neighbours=True)
+        local = (np.einsum("bc,bkc->bk", raw[:, 4:14], raw_v[:, 4:14][nb])
+                 * (np.einsum("bd,bkd->bk", h, hv[nb]) + 1)).mean(1)
+        pl = probe_loss(h, ds.y_train, hv, val[1], num_classes=10)
+        f = np.c_[raw, agree, pl]
+        z = (f - f.mean(0)) / (f.std(0) + 1e-6)
+        res = dict(h="regress", noise=noise, seed=seed, loss=auc(raw[:, 0], flipped),
+                   rank_loss_probe=auc(rank(raw[:, 0]) + rank(pl), flipped))
+        for name, r in (("local", np.sign(local)), ("local_probe", 0.5 * (np.sign(local) + 2 * np.exp(-pl) - 1))):
+            res[f"least_squares_{name}"] = auc(-LinearRegression().fit(z, r).predict(z), flipped)
+            res[f"boosting_{name}"] = auc(-HistGradientBoostingRegressor(max_iter=100).fit(z, r).predict(z), flipped)
+        out(**res)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["full"]:
         full(sys.argv[2:])
@@ -281,6 +316,8 @@ if __name__ == "__main__":
         cells = tuple((float(a), int(b)) for a, b in (c.split(":") for c in next(
             (x[6:] for x in sys.argv[2:] if x.startswith("cells=")), "0.1:1,0.3:0").split(",")))
         headroom(cells, probe="probe" in sys.argv[2:], classifiers="noclf" not in sys.argv[2:])
+    elif sys.argv[1:2] == ["regress"]:        # round 6
+        regress()
     elif sys.argv[1:2] == ["dyn"]:      # optional first setting "cells=0.1:1,0.3:0" (noise:seed pairs)
         args = sys.argv[2:]
         if args and args[0].startswith("cells="):
