@@ -157,3 +157,14 @@ def test_register_quantity_adds_it_once(monkeypatch):
     with pytest.raises(ValueError, match=r"^A quantity named 'loss' is already registered\.$"):
         register_quantity("loss", fn)
     assert quantities.QUANTITIES["loss"] is not fn
+
+
+def test_grad_norm_quantity_passes_the_chunk_asked_for(tiny, monkeypatch):
+    """The registry's grad_norm hands grad_norms the chunk size it was given (default 1024, the CPU chunk of
+    grad_norms), which fits it to its buffer budget itself; it no longer caps it at 256."""
+    m, x, y = tiny
+    seen = []
+    monkeypatch.setattr(quantities.grads, "grad_norms", lambda *a, **kw: seen.append(kw) or np.zeros(18))
+    quantities.QUANTITIES["grad_norm"](m, x, y)
+    quantities.QUANTITIES["grad_norm"](m, x, y, batch_size=4096)
+    assert seen == [dict(batch_size=1024), dict(batch_size=4096)]

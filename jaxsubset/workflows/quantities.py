@@ -52,8 +52,9 @@ def gradient_features(model: PureModel, x: Any, y: Any, *, kind: str = "last_lay
 QUANTITIES: dict[str, Quantity] = {
     "loss": lambda m, x, y, *, batch_size=1024: grads.losses(m.apply_fn, m.params, x, y, batch_size=batch_size),
     "el2n": lambda m, x, y, *, batch_size=1024: grads.el2n(m.apply_fn, m.params, x, y, batch_size=batch_size),
+    # the chunk asked for; grad_norms shrinks it to its 16 MiB buffer budget (fit_rows)
     "grad_norm": lambda m, x, y, *, batch_size=1024: grads.grad_norms(m.apply_fn, m.params, x, y,
-                                                                      batch_size=min(batch_size, 256)),
+                                                                      batch_size=batch_size),
     "input_grad_norm": lambda m, x, y, *, batch_size=1024: grads.input_grad_norms(m.apply_fn, m.params, x, y,
                                                                                   batch_size=batch_size),
     # per-example gradient features: last-layer closed form, or all parameters' sketched to 512 (adaptive
