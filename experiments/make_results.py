@@ -84,7 +84,8 @@ COMMENTARY = {
         "**Against issue 18's targets** (full Fashion-MNIST, MLP, 3 seeds, round 6; see the diagnosis below): learned "
         "values (three selection networks of 150 steps through the layer, probe input and reward) rank flipped "
         "labels above the loss of the same surrogate on every seed: 0.9905 vs 0.9899 at 10 % (paired +0.0006 "
-        "[−0.0004, +0.0016]) and 0.9889 vs 0.9878 at 30 % (+0.0011 [+0.0007, +0.0016]), at 2.34× / 2.57× the loss "
+        "[−0.0004, +0.0016]; with 5 seeds +0.0005 [+0.0001, +0.0009]) and 0.9889 vs 0.9878 at 30 % (+0.0011 [+0.0007, "
+        "+0.0016]), at 2.34× / 2.57× the loss "
         "ranking's time (target ≤ 3×); the top 50 % by learned value trains worse than a random 50 % (−2.80 points), "
         "while dropping the estimated noise rate of lowest-valued rows and sampling the rest (`learned_filter`) beats "
         "random by +0.79 [+0.62, +0.97] and the lowest-loss 50 % by +3.21."),
