@@ -5,7 +5,8 @@ Usage: python experiments/diagnose_learned.py base repro signal layer ceiling kn
 (the numbers in experiments/results/mislabel/diagnosis.md came from these modes), or
 python experiments/diagnose_learned.py full "target='sign'" "target='local'" ... (full Fashion-MNIST,
 the settings compared in experiments/RESULTS.md's second diagnosis table); round 3: ``dyn [cells=0.1:1,0.3:0]
-"lr=0" "lr=0,dyn=1" ...`` (surrogate with recorded training dynamics) and ``headroom``; round 6: ``regress``
+"lr=0" "lr=0,dyn=1" ...`` (the settings of ``full`` and ``dyn`` go on top of mislabel.py's config
+``fmnist_round3``) (surrogate with recorded training dynamics) and ``headroom``; round 6: ``regress``
 (the rewards regressed on the inputs without the layer)."""
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def auc(susp, flipped):
     return float((r[pos].sum() - p * (p + 1) / 2) / (p * (susp.size - p)))
 
 
+# the library's defaults before round 6 (the first modes below ran with them; later settings on top of them)
+PRE_ROUND6 = dict(target="sign", lr=1e-5, members=1, probe=False, iterations=10, steps_per_epoch=None)
+
+
 def out(**kw):
     print(json.dumps(kw), flush=True)
 
@@ -62,7 +67,7 @@ def main(which):
             out(h="loss_ranking", epochs=e, auc=auc(loss, flipped))
     if "repro" in which:  # the issue's call: default (noisy) validation split
         t0 = time.perf_counter()
-        old = dict(target="first_order", epsilon=0.1)      # the settings before issue 18
+        old = dict(PRE_ROUND6, target="first_order", epsilon=0.1)      # the settings before issue 18
         v = L.learned_values("mlp", noisy, budget_fraction=0.5, epochs=3, seed=0, validation_fraction=0.1, **old)
         out(h="learned_default_noisy_val", auc=auc(-v, flipped), s=time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -134,7 +139,7 @@ def main(which):
                    dict(budget_fraction=0.8, epsilon=1.0, lr=1e-3), dict(budget_fraction=0.8, epsilon=1.0, hidden=(64, 64))]:
             t0 = time.perf_counter()
             res = L.fit_selection_model(as_pure("mlp", noisy, 0), x, y, num_classes=10, seed=0, validation=val,
-                                        warmup_epochs=3, **{**base, **kw})
+                                        warmup_epochs=3, **{**PRE_ROUND6, **base, **kw})
             loss = np.asarray(grads.losses(res.model.apply_fn, res.model.params, x, y))
             out(h="knobs", kw=kw, auc=auc(-res.values, flipped), loss_auc_same_theta=auc(loss, flipped),
                 s=time.perf_counter() - t0)
@@ -172,7 +177,7 @@ def full(configs):
         rho = M.noise_rates(M.predict(sur, ds.x_train), ds.y_train, M.predict(sur, val[0]), val[1], num_classes=10)
         out(h="full", noise=noise, seed=seed, ranking="loss", auc=auc(loss, flipped), noise_estimate=float(rho.mean()))
         for spec in configs:
-            kw = dict(M.CONFIGS["fmnist"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
+            kw = dict(M.CONFIGS["fmnist_round3"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
             kw.update(eval(f"dict({spec})"))       # trusted command-line settings of this script
             kw.pop("dynamics", None)
             t0 = time.perf_counter()
@@ -202,7 +207,7 @@ def dyn(configs, cells=((0.1, 1), (0.3, 0))):
         for nm, sgn in (("loss_mean", 1), ("loss_var", 1), ("forgetting", 1), ("aum", -1)):
             out(h="dyn", noise=noise, seed=seed, ranking=nm, auc=auc(sgn * dynamics[nm], flipped))
         for spec in configs:
-            kw = dict(M.CONFIGS["fmnist"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
+            kw = dict(M.CONFIGS["fmnist_round3"][5], budget_fraction=float(np.clip(1 - rho.mean(), 0.5, 0.9)))
             kw.update(eval(f"dict({spec})"))       # trusted command-line settings of this script
             kw.pop("dynamics", None)
             if kw.pop("dyn", 0):

@@ -62,13 +62,15 @@ CONFIGS = {
     # name: (data set, model, validation rows, surrogate epochs, training epochs, learned settings);
     # budget_fraction "noise": 1 - the estimated noise rate, clipped to [0.5, 0.9]; lr=0: values for the
     # surrogate's fixed θ; dynamics: feed the surrogate's recorded training dynamics to the selection network
+    # round 6 (the library's defaults since then, spelled out): local_probe reward, probe input, 3 networks x 150 steps
     "fmnist": ("fashion_mnist", "mlp", 2000, 2, 6,
                dict(epochs=1, steps_per_epoch=150, batch_size=64, budget_fraction="noise", epsilon=1.0, iterations=3,
                     neighbours=10, target="local_probe", lr=0.0, dynamics=False, probe=True, members=3)),
     # round 3's settings (the round-3 tables): local reward, no probe, one network of 300 steps
     "fmnist_round3": ("fashion_mnist", "mlp", 2000, 2, 6,
                       dict(epochs=1, steps_per_epoch=300, batch_size=64, budget_fraction="noise", epsilon=1.0,
-                           iterations=5, neighbours=10, target="local", lr=0.0, dynamics=False)),
+                           iterations=5, neighbours=10, target="local", lr=0.0, dynamics=False, members=1,
+                           probe=False)),
     # round 4 (detection only: --config fmnist_probe --train-noise 0.99 --no-knn): + the linear probe's label loss
     # as an input (fitted on the clean validation embeddings), three selection networks averaged
     "fmnist_probe": ("fashion_mnist", "mlp", 2000, 2, 6,

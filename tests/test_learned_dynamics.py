@@ -13,7 +13,7 @@ C = 4
 NOISE = np.random.default_rng(7).normal(size=(200, 2)).astype(np.float32)   # two uninformative extra columns
 # every fit below has these shapes and settings, so they share one compiled alternation epoch
 KW = dict(num_classes=C, epochs=1, seed=0, batch_size=32, val_batch_size=50, steps_per_epoch=8, neighbours=3,
-          target="local", point_features=NOISE)
+          target="local", point_features=NOISE, probe=False, members=1)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_members_average_the_z_scored_values_of_independent_networks(setup):
     """members=2: member 0 is the single network of the same seed (same values), member 1 differs, and the
     result is the mean of their z-scores; a member count below 1 is refused."""
     m, x, y, _, val, res = setup
-    two = L.fit_selection_model(m, x, y, validation=val, lr=0.0, members=2, **KW)
+    two = L.fit_selection_model(m, x, y, validation=val, lr=0.0, **dict(KW, members=2))
     v = two.history["member_values"]
     assert v.shape == (2, 200)
     np.testing.assert_allclose(v[0], res.values, rtol=1e-6, atol=1e-6)
@@ -106,7 +106,7 @@ def test_members_average_the_z_scored_values_of_independent_networks(setup):
     z = (v - v.mean(1, keepdims=True)) / v.std(1, keepdims=True)
     np.testing.assert_allclose(two.values, z.mean(0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="members must be an integer >= 1"):
-        L.fit_selection_model(m, x, y, validation=val, members=0, **KW)
+        L.fit_selection_model(m, x, y, validation=val, **dict(KW, members=0))
 
 
 def test_fixed_theta_gathers_the_features_a_forward_pass_computes(setup):

@@ -93,7 +93,7 @@ def test_learned_probe_option_feeds_the_probe_loss_to_the_selection_network():
     c = 4
     extra = np.random.default_rng(7).normal(size=(200, 1)).astype(np.float32)
     kw = dict(num_classes=c, epochs=1, seed=0, batch_size=32, val_batch_size=50, steps_per_epoch=8, neighbours=3,
-              target="local", lr=0.0)
+              target="local", lr=0.0, members=1)
     x, y, _, val = mixture(0, 200, 0.2, 60, scale=2.5)
     m = to_pure(MLP(8, c, hidden=(16,), rngs=nnx.Rngs(0)))
     res = L.fit_selection_model(m, x, y, validation=val, probe=True, point_features=extra, **kw)

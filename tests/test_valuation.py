@@ -120,7 +120,9 @@ def mlp_model():
 
 
 LEARN = dict(num_classes=C4, epochs=2, seed=0, batch_size=32, val_batch_size=100,
-             warmup_epochs=3, warmup_lr=3e-3)          # the defaults: sign target, epsilon 1, budget 0.7
+             warmup_epochs=3, warmup_lr=3e-3)
+# otherwise the defaults: local_probe reward, probe input, three networks of 150 steps, budget from the noise
+# estimate, θ fixed after the warm-up
 
 
 def test_learned_values_rank_planted_noisy_labels_lowest(mlp_model):
