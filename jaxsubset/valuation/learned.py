@@ -483,17 +483,12 @@ def fit_selection_model(model: Any, x: Any, y: Any, *, num_classes: int, budget_
     if len(member_values) == 1:
         values = member_values[0]
     else:                                # the members' values on one scale (z-scores), averaged
-        values = _mean_z(member_values)
+        values = np.mean([(v - v.mean()) / (v.std() + 1e-12) for v in member_values], axis=0).astype(np.float32)
         history["member_values"] = np.stack(member_values)
     t_end = time.perf_counter()
     history["total_time_s"] = t_end - t_start
     history["phase_s"]["alternation_and_readout"] = t_end - t_alt
     return LearnedSelection(values, trained, nnx.merge(sgraph, first_phi), val_idx.astype(np.int64), history)
-
-
-def _mean_z(values: Sequence[np.ndarray]) -> np.ndarray:
-    """The mean ``(n,)`` (float32) of several value vectors ``(n,)`` put on one scale (z-scores)."""
-    return np.mean([(v - v.mean()) / (v.std() + 1e-12) for v in values], axis=0).astype(np.float32)
 
 
 def _all_features(embed, theta, x: np.ndarray, y: np.ndarray, embedding_features: bool,
