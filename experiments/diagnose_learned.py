@@ -158,6 +158,20 @@ def fmnist_pool():
     return clean, val, dict(batch_size=256, lr=1e-3, optimizer="adam", schedule="cosine")
 
 
+def cell_signals(sur, ds, val):
+    """The selection network's inputs on one cell, computed as the library does: features and embeddings of the
+    pool ``(raw, h)``, the validation embeddings ``hv``, the agreement with the 10 nearest validation points
+    ``agree``, and the raw local last-layer alignment ``local (n,)`` with them (its sign is the local reward)."""
+    from jaxsubset.valuation.neighbours import label_agreement
+
+    raw, h = L._all_features(sur.apply_with_embedding, sur.params, ds.x_train, ds.y_train, False)
+    raw_v, hv = L._all_features(sur.apply_with_embedding, sur.params, val[0], val[1], False)
+    agree, nb = label_agreement(h, ds.y_train, hv, val[1], k=10, return_neighbours=True)
+    local = (np.einsum("bc,bkc->bk", raw[:, 4:14], raw_v[:, 4:14][nb])
+             * (np.einsum("bd,bkd->bk", h, hv[nb]) + 1)).mean(1)
+    return raw, h, hv, agree, local
+
+
 def full(configs):
     """Full Fashion-MNIST (the pool and clean validation split of experiments/mislabel.py), surrogate MLP
     2 epochs; 10 % flipped (seed 1, the seed whose learned ranking had failed) and 30 % (seed 0): the
@@ -231,7 +245,7 @@ def headroom(cells=((0.1, 1), (0.3, 0)), probe=False, classifiers=True):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import mislabel as M
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from jaxsubset.valuation.neighbours import label_agreement, soft_label_agreement
+    from jaxsubset.valuation.neighbours import soft_label_agreement
     from jaxsubset.valuation.probe import probe_loss
 
     clean, val, train_kw = fmnist_pool()
@@ -240,11 +254,7 @@ def headroom(cells=((0.1, 1), (0.3, 0)), probe=False, classifiers=True):
         is_flipped = np.zeros(ds.y_train.size, bool)
         is_flipped[flipped] = True
         sur, dynamics, _ = M.surrogate(ds, "mlp", seed, 2, train_kw, False)
-        raw, h = L._all_features(sur.apply_with_embedding, sur.params, ds.x_train, ds.y_train, False)
-        raw_v, hv = L._all_features(sur.apply_with_embedding, sur.params, val[0], val[1], False)
-        agree, nb = label_agreement(h, ds.y_train, hv, val[1], k=10, return_neighbours=True)
-        ej, ev = raw[:, 4:14], raw_v[:, 4:14]
-        local = (np.einsum("bc,bkc->bk", ej, ev[nb]) * (np.einsum("bd,bkd->bk", h, hv[nb]) + 1)).mean(1)
+        raw, h, hv, agree, local = cell_signals(sur, ds, val)
         loss = raw[:, 0]
         rank = lambda a: np.argsort(np.argsort(a))
         res = dict(h="headroom", noise=noise, seed=seed, loss=auc(loss, flipped), agreement=auc(-agree, flipped),
@@ -290,7 +300,6 @@ def regress(cells=((0.1, 1), (0.3, 0), (0.1, 0))):
     import mislabel as M
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import LinearRegression
-    from jaxsubset.valuation.neighbours import label_agreement
     from jaxsubset.valuation.probe import probe_loss
 
     clean, val, train_kw = fmnist_pool()
@@ -298,11 +307,7 @@ def regress(cells=((0.1, 1), (0.3, 0), (0.1, 0))):
     for noise, seed in cells:
         ds, flipped = data.flip_labels(clean, noise, seed=seed)
         sur, _, _ = M.surrogate(ds, "mlp", seed, 2, train_kw, False)
-        raw, h = L._all_features(sur.apply_with_embedding, sur.params, ds.x_train, ds.y_train, False)
-        raw_v, hv = L._all_features(sur.apply_with_embedding, sur.params, val[0], val[1], False)
-        agree, nb = label_agreement(h, ds.y_train, hv, val[1], k=10, return_neighbours=True)
-        local = (np.einsum("bc,bkc->bk", raw[:, 4:14], raw_v[:, 4:14][nb])
-                 * (np.einsum("bd,bkd->bk", h, hv[nb]) + 1)).mean(1)
+        raw, h, hv, agree, local = cell_signals(sur, ds, val)
         pl = probe_loss(h, ds.y_train, hv, val[1], num_classes=10)
         f = np.c_[raw, agree, pl]
         z = (f - f.mean(0)) / (f.std(0) + 1e-6)
@@ -310,7 +315,7 @@ def regress(cells=((0.1, 1), (0.3, 0), (0.1, 0))):
                    rank_loss_probe=auc(rank(raw[:, 0]) + rank(pl), flipped))
         for name, r in (("local", np.sign(local)), ("local_probe", 0.5 * (np.sign(local) + 2 * np.exp(-pl) - 1))):
             res[f"least_squares_{name}"] = auc(-LinearRegression().fit(z, r).predict(z), flipped)
-            res[f"boosting_{name}"] = auc(-HistGradientBoostingRegressor(max_iter=100).fit(z, r).predict(z), flipped)
+            res[f"boosting_{name}"] = auc(-HistGradientBoostingRegressor(max_iter=100, random_state=0).fit(z, r).predict(z), flipped)
         out(**res)
 
 
